@@ -1,0 +1,48 @@
+# make run TASK="Who directed the film 'Killers of the Flower Moon'?"   (installs, then runs the agent)
+# make test                                                              (installs, then runs the tests)
+#
+# Both install everything into ./.venv first (once; again when pyproject.toml changes).
+# On a machine without CUDA the CPU build of torch is pinned (TORCH_SPEC), and a constraints file
+# keeps later installs from replacing it with the multi-GB CUDA build. Elsewhere:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   (a CPU machine whose pip has no local CPU wheel)
+#   make install EXTRAS=dev,gpu                                      (a CUDA machine: exllamav2, flash-attn)
+
+SHELL        := /bin/bash
+.SHELLFLAGS  := -eo pipefail -c
+PYTHON       ?= python3
+VENV         ?= .venv
+PY           := $(VENV)/bin/python
+EXTRAS       ?= dev
+TORCH_SPEC   ?= torch==2.13.0
+TORCH_INDEX  ?=
+TASK         ?= What movies did the director of 'Killers of the Flower Moon' direct? List one of them.
+PYTEST_ARGS  ?=
+HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+# pip's local find-links folders make it warn once per package; keep real messages only.
+# (grouped, so that under pipefail pip's own exit status decides.)
+QUIET_PIP    := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: install run test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+ifeq ($(HAVE_CUDA),)
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)" 2>&1 | $(QUIET_PIP)
+	echo "$(TORCH_SPEC)" > $(VENV)/constraints.txt
+else
+	: > $(VENV)/constraints.txt
+endif
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[$(EXTRAS)]" 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import torch, transformers, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| cuda', torch.cuda.is_available())"
+	touch $@
+
+run: install
+	$(PY) -m pipeline.run "$(TASK)"
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

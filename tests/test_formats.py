@@ -1,0 +1,175 @@
+"""The format contract: prompts render as specified and outputs parse back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import formats
+from pipeline.formats import CallError, ToolCall, ToolSpec
+from pipeline.plan import parse_plan
+
+
+class TransformersStyleTool:
+    """The transformers Agents tool shape: name, description, inputs, output_type."""
+
+    name = "save_file"
+    description = "Save text to a file in the workspace."
+    inputs = {"path": {"type": "string", "description": "relative path"},
+              "content": {"type": "string", "description": "the text"},
+              "overwrite": {"type": "boolean", "description": "replace", "nullable": True}}
+    output_type = "string"
+
+
+WIKI = {"name": "search_wiki", "description": "Search the encyclopedia.\n  Returns passages.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}
+CLOCK = {"type": "function", "function": {"name": "get_current_time", "description": "The time now.",
+                                          "parameters": {"type": "object", "properties": {}}}}
+
+
+def test_tool_spec_from_every_shape():
+    s = formats.tool_spec(TransformersStyleTool())
+    assert s.name == "save_file"
+    assert s.parameters["required"] == ["path", "content"]
+    assert s.parameters["properties"]["overwrite"]["type"] == "boolean"
+    assert formats.tool_spec(CLOCK).name == "get_current_time"
+    assert formats.tool_spec(WIKI).parameters["required"] == ["query"]
+    assert formats.tool_spec(s) is s
+    assert [t.name for t in formats.tool_specs({"a": WIKI, "b": CLOCK})] == ["search_wiki", "get_current_time"]
+    with pytest.raises(TypeError, match="cannot describe"):
+        formats.tool_spec(42)
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        formats.tool_spec({"description": "x"})
+
+
+def test_tool_lines():
+    assert formats.tool_line(WIKI) == "search_wiki[input]: Search the encyclopedia. Returns passages."
+    assert formats.takes_one_string(formats.tool_spec(WIKI))
+    assert not formats.takes_one_string(formats.tool_spec(CLOCK))
+    line = formats.tool_line(TransformersStyleTool())
+    assert line.startswith("save_file[input]: Save text to a file in the workspace. Arguments: path (string)")
+
+
+def test_planner_prompt_alpaca_and_chat():
+    tools = [WIKI, CLOCK, TransformersStyleTool()]
+    prompt = formats.planner_prompt("Who directed Oppenheimer?", tools)
+    assert prompt.startswith("### Instruction:\nFor the following tasks, make plans that can solve the problem "
+                             "step-by-step. For each plan, indicate which external tool together with tool input "
+                             "to retrieve evidence. You can store the evidence into a variable #E that can be "
+                             "called by later tools. (Plan, #E1, Plan, #E2, Plan, ...)\n"
+                             "Tools can be one of the following:\nsearch_wiki[input]: ")
+    assert "\nget_current_time[input]: The time now.\n" in prompt
+    assert prompt.endswith("Task: Who directed Oppenheimer?\n\n### Response:\n")
+    messages = formats.planner_prompt("Who directed Oppenheimer?", tools, template="chat")
+    assert messages == [{"role": "user", "content": formats.planner_instruction("Who directed Oppenheimer?", tools)}]
+    with pytest.raises(ValueError, match="unknown template"):
+        formats.planner_prompt("x", tools, template="vicuna")
+
+
+def test_planner_output_round_trip_with_alpaca_stop():
+    plan_text = "Plan: look up\n#E1 = search_wiki[Oppenheimer]\nPlan: now\n#E2 = get_current_time[]"
+    out = plan_text + "\n### Instruction:\nPlan: junk\n#E9 = nope[x]"
+    plan = formats.parse_planner_output(out, [WIKI, CLOCK])
+    assert plan.render() == plan_text
+    with pytest.raises(formats.PlanError, match="unknown tool 'nope'"):
+        formats.parse_planner_output(plan_text + "\nPlan: junk\n#E3 = nope[x]", [WIKI, CLOCK])
+
+
+def test_alpaca_split_is_the_inverse():
+    instr = "Do this.\n\nWith two paragraphs."
+    assert formats.split_alpaca(formats.alpaca(instr) + "Done.") == (instr, "Done.")
+    with pytest.raises(ValueError, match="not an Alpaca example"):
+        formats.split_alpaca("hello")
+
+
+def test_messages_to_alpaca():
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert formats.messages_to_alpaca(msgs) == "### Instruction:\nBe brief.\n\nHi\n\n### Response:\n"
+    multi = msgs + [{"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    assert formats.messages_to_alpaca(multi) == (
+        "### Instruction:\nBe brief.\n\nHi\n\n### Response:\nHello.\n\n### Instruction:\nBye\n\n### Response:\n")
+    prefill = msgs + [{"role": "assistant", "content": "Plan:"}]
+    assert formats.messages_to_alpaca(prefill).endswith("### Response:\nPlan:")
+    parts = [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    assert formats.messages_to_alpaca(parts) == formats.alpaca("ab")
+    with pytest.raises(ValueError, match="unknown message role"):
+        formats.messages_to_alpaca([{"role": "robot", "content": "x"}])
+
+
+def test_caller_prompt_lists_schemas_and_the_step():
+    step = formats.Step("#E3", "save_file", "films.txt with #E2", "Save the list.", ("#E2",))
+    instr = formats.caller_instruction(step, [TransformersStyleTool(), WIKI])
+    lines = instr.split("\n")
+    assert lines[0] == formats.CALLER_INTRO
+    assert json.loads(lines[1])["name"] == "save_file"
+    assert json.loads(lines[2]) == {"name": "search_wiki", "description": WIKI["description"],
+                                    "parameters": WIKI["parameters"]}
+    assert instr.endswith("Step:\nPlan: Save the list.\n#E3 = save_file[films.txt with #E2]")
+    # a dict step and a Step render the same
+    assert formats.caller_instruction(step.to_dict(), [WIKI]) == formats.caller_instruction(step, [WIKI])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True),
+       st.dictionaries(st.text(min_size=1, max_size=10),
+                       st.one_of(st.text(max_size=30), st.integers(), st.floats(allow_nan=False),
+                                 st.booleans(), st.none(), st.lists(st.integers(), max_size=3)), max_size=4),
+       st.sampled_from(["", "Sure, here you go: ", "```json\n", "<s> "]),
+       st.sampled_from(["", "\n```", " Hope that helps! {not json}", "</s>"]))
+def test_call_round_trip_with_text_around(name, args, before, after):
+    text = before + formats.render_call(name, args) + after
+    assert formats.parse_call(text) == ToolCall(name, args)
+
+
+def test_parse_call_tolerances():
+    assert formats.parse_call('{"function": "f", "arguments": "{\\"a\\": 1}"}') == ToolCall("f", {"a": 1})
+    assert formats.parse_call('{"name": "get_current_time"}') == ToolCall("get_current_time", {})
+    # a JSON object without a name before the call is skipped
+    assert formats.parse_call('{"note": 1} then {"name": "f", "arguments": {}}').name == "f"
+    # a fenced call wins over text around it
+    assert formats.parse_call('x {bad\n```json\n{"name": "g", "arguments": {"k": [1]}}\n```').arguments == {"k": [1]}
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("I will search the wiki.", "no JSON object found"),
+    ('{"name": "f", "arguments": {"a": }', "invalid JSON"),
+    ('{"arguments": {}}', "without a 'name'"),
+    ('{"name": "", "arguments": {}}', "non-empty string"),
+    ('{"name": "f", "arguments": [1, 2]}', "must be a JSON object"),
+    ('{"name": "f", "arguments": "not json"}', "not JSON"),
+])
+def test_parse_call_errors(text, fragment):
+    with pytest.raises(CallError, match=fragment) as e:
+        formats.parse_call(text)
+    assert isinstance(e.value, ValueError)
+
+
+def test_parse_call_checks_known_tools():
+    with pytest.raises(CallError, match="unknown function 'nope'; known: search_wiki"):
+        formats.parse_call('{"name": "nope", "arguments": {}}', [WIKI])
+
+
+def test_solver_prompt_and_answer():
+    plan = parse_plan("Plan: director\n#E1 = search_wiki[Killers of the Flower Moon]\n"
+                      "Plan: one film\n#E2 = llm[a film by #E1]\nPlan: skipped\n#E3 = llm[x]")
+    instr = formats.solver_instruction("Name a film by its director.", plan.steps,
+                                       {"#E1": "Martin Scorsese", "#E2": "x" * 5000})
+    assert instr.startswith(formats.SOLVER_INTRO + "\n\nTask: Name a film by its director.\n\n"
+                            "Plan: director\n#E1 = search_wiki[Killers of the Flower Moon]\nEvidence: Martin Scorsese\n")
+    assert "x" * formats.SOLVER_EVIDENCE_CHARS + " ..." in instr and "x" * 1501 not in instr
+    assert "#E3 = llm[x]\nEvidence: (no evidence)" in instr
+    assert instr.endswith(formats.SOLVER_RULES + "\n\nTask: Name a film by its director.")
+    assert formats.solver_prompt("t", plan.to_list(), {}) == formats.alpaca(
+        formats.solver_instruction("t", plan.steps, {}))
+    assert formats.parse_answer("  Answer: Goodfellas\n### Instruction:\nmore") == "Goodfellas"
+    assert formats.parse_answer("The answer is - 42") == "42"
+    assert formats.parse_answer("Line one.\nLine two.") == "Line one.\nLine two."
+
+
+def test_toolspec_openai_form():
+    spec = ToolSpec("f", "does f", {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})
+    assert formats.tool_spec(spec.to_openai()) == spec
+    assert formats.tool_spec(spec.to_json_schema()) == spec
