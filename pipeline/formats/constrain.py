@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PlanBounds", "plan_bounds", "plan_grammar", "call_schema", "logits_processor",
+__all__ = ["PlanBounds", "plan_bounds", "plan_grammar", "call_schema", "logits_processor", "batch_logits_processor",
            "GrammarLogitsProcessor", "lark_literal"]
 
 # Printable ASCII without '#', '[' and ']': '#' only ever starts a variable, brackets only
@@ -135,6 +135,8 @@ def _bound_strings(schema: Any, max_string: int) -> Any:
         out = {k: _bound_strings(v, max_string) for k, v in schema.items()}
         if out.get("type") == "string" and "maxLength" not in out and "enum" not in out:
             out["maxLength"] = max_string
+        if out.get("type") == "integer" and "maximum" not in out and "minimum" not in out:
+            out["minimum"], out["maximum"] = -10**9, 10**9  # at most 10 digits
         if out.get("type") == "array" and "maxItems" not in out:
             out["maxItems"] = 8
         return out
@@ -147,8 +149,9 @@ def call_schema(spec, max_string: int | None = 200) -> dict:
     """JSON schema of a call to one tool: ``{"name": <spec.name>, "arguments": {...}}``.
 
     ``spec`` is a ``formats.ToolSpec`` (or anything ``formats.tool_spec`` accepts). Arguments
-    follow the tool's parameters with no extra keys; strings get ``maxLength=max_string`` and
-    arrays ``maxItems=8`` unless the schema bounds them, so a call always completes.
+    follow the tool's parameters with no extra keys; strings get ``maxLength=max_string``,
+    integers ``|n| <= 10**9`` and arrays ``maxItems=8`` unless the schema bounds them, so a
+    call always completes.
     """
     from pipeline.formats import tool_spec
 
@@ -208,17 +211,18 @@ def _compile(lltok, grammar: str | None, regex: str | None, json_schema: dict | 
 
 
 class GrammarLogitsProcessor:
-    """A transformers ``LogitsProcessor`` that masks every token the grammar forbids.
+    """A transformers ``LogitsProcessor`` that masks every token the constraint forbids.
 
-    One matcher per batch row, created on the first call (the prompt is not consumed). Each
-    later call first feeds every live row's last token to its matcher. A row whose matcher has
-    accepted its end is held to EOS. Single use: make a new processor per ``generate()``.
+    ``grammars`` are compiled llguidance grammars: one for the whole batch, or one per row
+    (a batch of calls to different tools). One matcher per row, created on the first call (the
+    prompt is not consumed). Each later call first feeds every live row's last token to its
+    matcher. A row whose matcher has accepted its end is held to EOS. Single use: make a new
+    processor per ``generate()``.
     """
 
-    def __init__(self, tokenizer, vocab_size: int, grammar: str | None = None, regex: str | None = None,
-                 json_schema: dict | str | None = None):
+    def __init__(self, tokenizer, vocab_size: int, grammars: list[str]):
         self.lltok = _lltokenizer(tokenizer, vocab_size)
-        self.grammar = _compile(self.lltok, grammar, regex, json_schema)
+        self.grammars = grammars
         self.vocab_size = vocab_size
         self.matchers: list | None = None
         self.bitmask = None
@@ -229,9 +233,13 @@ class GrammarLogitsProcessor:
 
         batch = input_ids.shape[0]  # input_ids: (B, T), scores: (B, V)
         if self.matchers is None:
-            self.matchers = [llguidance.LLMatcher(self.lltok, self.grammar) for _ in range(batch)]
-            if self.matchers[0].is_error():
-                raise ValueError(f"invalid constraint: {self.matchers[0].get_error()}")
+            if len(self.grammars) not in (1, batch):
+                raise ValueError(f"{len(self.grammars)} constraints for a batch of {batch}")
+            grammars = self.grammars * batch if len(self.grammars) == 1 else self.grammars
+            self.matchers = [llguidance.LLMatcher(self.lltok, g) for g in grammars]
+            for m in self.matchers:
+                if m.is_error():
+                    raise ValueError(f"invalid constraint: {m.get_error()}")
             self.bitmask = lt.allocate_token_bitmask(batch, self.lltok.vocab_size)
         else:
             if len(self.matchers) != batch:
@@ -259,4 +267,18 @@ def logits_processor(tokenizer, vocab_size: int, *, grammar: str | None = None, 
     ``vocab_size`` is the model's logits width (``model.config.vocab_size``), which may exceed
     the tokenizer's length. Raises ``ValueError`` for a constraint llguidance cannot compile.
     """
-    return GrammarLogitsProcessor(tokenizer, vocab_size, grammar=grammar, regex=regex, json_schema=json_schema)
+    lltok = _lltokenizer(tokenizer, vocab_size)
+    return GrammarLogitsProcessor(tokenizer, vocab_size, [_compile(lltok, grammar, regex, json_schema)])
+
+
+def batch_logits_processor(tokenizer, vocab_size: int, rows: list[dict]) -> GrammarLogitsProcessor:
+    """A single-use processor with one constraint per batch row; each row is a dict with one
+    key, ``grammar``, ``regex`` or ``json_schema``."""
+    lltok = _lltokenizer(tokenizer, vocab_size)
+    compiled = []
+    for row in rows:
+        unknown = set(row) - {"grammar", "regex", "json_schema"}
+        if unknown:
+            raise ValueError(f"unknown constraint keys {sorted(unknown)}: use grammar, regex or json_schema")
+        compiled.append(_compile(lltok, row.get("grammar"), row.get("regex"), row.get("json_schema")))
+    return GrammarLogitsProcessor(tokenizer, vocab_size, compiled)

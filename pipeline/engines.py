@@ -1,0 +1,556 @@
+"""LLM engines: the transformers Agents protocol with token accounting.
+
+    from pipeline.engines import load_engine
+    engine = load_engine("path/to/model")            # transformers, in process (CPU or GPU)
+    engine = load_engine("http://127.0.0.1:8000/v1")  # any OpenAI-compatible server
+    engine([{"role": "user", "content": "Hi"}], stop_sequences=["\\n"])   # -> str
+    engine.complete("### Instruction:\\n...\\n\\n### Response:\\n")        # -> Completion
+
+Every engine is a callable ``engine(messages, stop_sequences=None, **kw) -> str`` (the
+transformers Agents protocol) and also has:
+
+- ``complete(prompt, stop_sequences=None, max_new_tokens=None, temperature=None,
+  constraint=None) -> Completion``: the completion form, for Alpaca prompts;
+- ``chat(messages, ...) -> Completion``;
+- ``complete_batch(prompts, constraints=None, ...) -> list[Completion]``: several prompts at once
+  (the transformers engine pads them into one ``generate``);
+- ``usage``: totals of calls and tokens since creation.
+
+A :class:`Completion` carries ``text``, ``prompt_tokens``, ``completion_tokens``,
+``finish_reason`` ("stop" or "length") and ``seconds``. Each call is also appended to the
+current :func:`recording` list, if one is open in this context; that is how a pipeline run
+collects its trace, even from worker threads (which copy the context).
+
+Constraints (``constraint=``) are ``Constraint("grammar" | "regex" | "json_schema", value)``;
+the transformers engine enforces them with llguidance, the HTTP engine sends them as
+vLLM-style ``guided_grammar`` / ``guided_regex`` / ``guided_json`` fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import formats
+
+__all__ = ["Completion", "Constraint", "Engine", "EngineError", "FunctionEngine", "TransformersEngine",
+           "OpenAIEngine", "ExLlamaV2Engine", "as_engine", "load_engine", "recording", "Usage"]
+
+
+class EngineError(RuntimeError):
+    """An engine cannot serve: a missing model, an unreachable endpoint, a refused request."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What the output must match: a Lark ``grammar``, a ``regex`` or a ``json_schema`` (dict)."""
+
+    kind: str
+    value: Any
+
+    def __post_init__(self):
+        if self.kind not in ("grammar", "regex", "json_schema"):
+            raise ValueError(f"unknown constraint kind {self.kind!r}: use grammar, regex or json_schema")
+
+
+@dataclass
+class Completion:
+    """One generation: the text (stop sequence excluded) and what it cost."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = "stop"
+    seconds: float = 0.0
+
+
+@dataclass
+class Usage:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, c: Completion) -> None:
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += c.prompt_tokens or 0
+            self.completion_tokens += c.completion_tokens or 0
+
+
+_RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("rewoo_engine_recording", default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[dict]]:
+    """Collect every engine call made in this context (and in threads started with a copy of
+    it) as ``{"engine", "prompt", "output", "prompt_tokens", "completion_tokens", "seconds",
+    "finish_reason", "role"}`` dicts, in completion order."""
+    calls: list[dict] = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
+
+
+_ROLE: contextvars.ContextVar[str] = contextvars.ContextVar("rewoo_engine_role", default="llm")
+
+
+@contextlib.contextmanager
+def role(name: str) -> Iterator[None]:
+    """Label the engine calls made inside (planner, caller, solver, tool:llm) in recordings."""
+    token = _ROLE.set(name)
+    try:
+        yield
+    finally:
+        _ROLE.reset(token)
+
+
+def _cut(text: str, stops: Sequence[str] | None) -> tuple[str, bool]:
+    cut = len(text)
+    for s in stops or ():
+        i = text.find(s)
+        if 0 <= i < cut:
+            cut = i
+    return text[:cut], cut < len(text)
+
+
+class Engine:
+    """Base of the engines: the protocol, accounting and recording around ``_generate``.
+
+    Subclasses implement ``_generate(prompts: list[str], stop, max_new_tokens, temperature,
+    constraints) -> list[Completion]`` and ``_render(messages) -> str``.
+    """
+
+    name = "engine"
+
+    def __init__(self, max_new_tokens: int = 256, temperature: float = 0.0):
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.usage = Usage()
+
+    # -- the protocol -------------------------------------------------------------------------
+    def __call__(self, messages, stop_sequences: list[str] | None = None, **kw) -> str:
+        if isinstance(messages, str):
+            return self.complete(messages, stop_sequences, **kw).text
+        return self.chat(messages, stop_sequences, **kw).text
+
+    def chat(self, messages: Sequence[dict], stop_sequences: list[str] | None = None, **kw) -> Completion:
+        return self.complete(self._render(messages), stop_sequences, **kw)
+
+    def complete(self, prompt: str, stop_sequences: list[str] | None = None, max_new_tokens: int | None = None,
+                 temperature: float | None = None, constraint: Constraint | None = None) -> Completion:
+        return self.complete_batch([prompt], stop_sequences, max_new_tokens, temperature,
+                                   None if constraint is None else [constraint])[0]
+
+    def complete_batch(self, prompts: Sequence[str], stop_sequences: list[str] | None = None,
+                       max_new_tokens: int | None = None, temperature: float | None = None,
+                       constraints: Sequence[Constraint | None] | None = None) -> list[Completion]:
+        if constraints is not None and len(constraints) != len(prompts):
+            raise ValueError(f"{len(constraints)} constraints for {len(prompts)} prompts")
+        t0 = time.perf_counter()
+        outs = self._generate(list(prompts), list(stop_sequences or []),
+                              max_new_tokens or self.max_new_tokens,
+                              self.temperature if temperature is None else temperature,
+                              list(constraints) if constraints is not None else [None] * len(prompts))
+        seconds = (time.perf_counter() - t0) / max(len(prompts), 1)
+        rec = _RECORDING.get()
+        for p, c in zip(prompts, outs):
+            c.seconds = c.seconds or seconds
+            self.usage.add(c)
+            if rec is not None:
+                rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": p, "output": c.text,
+                            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                            "finish_reason": c.finish_reason, "seconds": round(c.seconds, 4), "t_end": time.perf_counter()})
+        return outs
+
+    # -- for subclasses -----------------------------------------------------------------------
+    def _render(self, messages: Sequence[dict]) -> str:
+        return formats.messages_to_alpaca(messages)
+
+    def _generate(self, prompts, stop, max_new_tokens, temperature, constraints) -> list[Completion]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _generate")
+
+    @property
+    def supports_constraints(self) -> bool:
+        return False
+
+
+class FunctionEngine(Engine):
+    """Any ``fn(messages, stop_sequences=None, **kw) -> str`` as an :class:`Engine`.
+
+    Token counts come from the callable's ``last_input_token_count`` /
+    ``last_output_token_count`` (transformers Agents engines set them) or its running
+    ``prompt_tokens`` / ``completion_tokens`` totals when it has them; otherwise they are
+    unknown (None) and counted as 0. Constraints are not enforced: the output is parsed as is.
+    """
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        super().__init__()
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self._lock = threading.Lock()
+
+    def _render(self, messages):  # keep messages: the callable takes them as they are
+        return messages
+
+    def chat(self, messages, stop_sequences=None, **kw) -> Completion:
+        return self._call_recorded(list(messages), stop_sequences)
+
+    def complete_batch(self, prompts, stop_sequences=None, max_new_tokens=None, temperature=None,
+                       constraints=None) -> list[Completion]:
+        return [self._call_recorded(p, stop_sequences) for p in prompts]
+
+    def _call_recorded(self, prompt, stop) -> Completion:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        t0 = time.perf_counter()
+        with self._lock:  # token totals are read around the call
+            before = (getattr(self.fn, "prompt_tokens", None), getattr(self.fn, "completion_tokens", None))
+            text = self.fn(messages, stop_sequences=stop)
+            pt = getattr(self.fn, "last_input_token_count", None)
+            ct = getattr(self.fn, "last_output_token_count", None)
+            if pt is None and before[0] is not None:
+                pt = self.fn.prompt_tokens - before[0]
+                ct = self.fn.completion_tokens - before[1]
+        if not isinstance(text, str):
+            raise EngineError(f"engine {self.name} returned {type(text).__name__}, not str")
+        text, _ = _cut(text, stop)
+        c = Completion(text, pt, ct, "stop", time.perf_counter() - t0)
+        self.usage.add(c)
+        rec = _RECORDING.get()
+        if rec is not None:
+            shown = prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False)
+            rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": shown, "output": c.text,
+                        "prompt_tokens": pt, "completion_tokens": ct, "finish_reason": "stop",
+                        "seconds": round(c.seconds, 4), "t_end": time.perf_counter()})
+        return c
+
+
+def as_engine(obj: Any) -> Engine:
+    """An :class:`Engine` from an engine, a callable, or a spec string (see :func:`load_engine`)."""
+    if isinstance(obj, Engine):
+        return obj
+    if isinstance(obj, (str, Path)):
+        return load_engine(str(obj))
+    if callable(obj):
+        return FunctionEngine(obj)
+    raise TypeError(f"not an engine: {obj!r} (give a model path, a model name, an http(s) base URL or a callable)")
+
+
+# ------------------------------------------------------------------------------------------------
+# transformers, in process
+# ------------------------------------------------------------------------------------------------
+
+class TransformersEngine(Engine):
+    """A causal LM loaded with transformers, in this process.
+
+    ``model``: a local folder or a model name (``from_pretrained``). ``device``: "auto" (CUDA
+    when present, else CPU), "cpu", "cuda", "cuda:1". ``dtype``: "auto" (bf16 on a GPU that has
+    it, else fp32), or a torch dtype name. ``load_in_4bit``: bitsandbytes NF4 (works on CPU
+    too). ``template``: "auto" uses the tokenizer's chat template when it has one for chat
+    calls, else Alpaca. Generation runs under a lock: one ``generate`` at a time per model;
+    batches go through :meth:`complete_batch`.
+    """
+
+    def __init__(self, model: str | Path, device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False,
+                 adapter: str | None = None, max_new_tokens: int = 256, temperature: float = 0.0,
+                 template: str = "auto", seed: int | None = 0):
+        super().__init__(max_new_tokens, temperature)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name = str(model)
+        self.template = template
+        self.seed = seed
+        path = Path(str(model)).expanduser()
+        looks_local = str(model).startswith((".", "/", "~")) or path.exists()
+        if looks_local and not path.exists():
+            raise EngineError(f"model path {model} does not exist")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if load_in_4bit:
+            from transformers import BitsAndBytesConfig
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch_dtype)
+            kwargs["device_map"] = device
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path if looks_local else model))
+            self.model = AutoModelForCausalLM.from_pretrained(str(path if looks_local else model), **kwargs)
+        except OSError as e:
+            raise EngineError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from e
+        if adapter:
+            from peft import PeftModel
+            self.model = PeftModel.from_pretrained(self.model, adapter)
+        if not load_in_4bit:
+            self.model.to(device)
+        self.model.eval()
+        self.device = device
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.vocab_size = self.model.config.get_text_config().vocab_size
+        self._lock = threading.Lock()
+
+    @property
+    def supports_constraints(self) -> bool:
+        return True
+
+    def _render(self, messages):
+        if self.template in ("auto", "chat") and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        if self.template == "chat":
+            raise EngineError(f"{self.name} has no chat template; use template='alpaca'")
+        return formats.messages_to_alpaca(messages)
+
+    def _processor(self, constraints):
+        from pipeline.formats import constrain
+        if all(c is None for c in constraints):
+            return None
+        rows = []
+        for c in constraints:
+            if c is None:
+                raise ValueError("in a batch, either every prompt has a constraint or none has")
+            rows.append({c.kind: c.value})
+        return constrain.batch_logits_processor(self.tokenizer, self.vocab_size, rows)
+
+    def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+        import torch
+
+        tok = self.tokenizer
+        with self._lock:
+            tok.padding_side = "left"
+            batch = tok(prompts, return_tensors="pt", padding=True).to(self.model.device)
+            prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
+            gen: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id}
+            if temperature and temperature > 0:
+                gen.update(do_sample=True, temperature=temperature, top_k=0)
+                if self.seed is not None:
+                    torch.manual_seed(self.seed)
+            else:
+                gen.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            proc = self._processor(constraints)
+            if proc is not None:
+                gen["logits_processor"] = [proc]
+            if stop:
+                gen.update(stop_strings=list(stop), tokenizer=tok)
+            with torch.no_grad():
+                out = self.model.generate(**batch, **gen)
+        new = out[:, batch["input_ids"].shape[1]:]
+        results = []
+        for row, plen in zip(new, prompt_lens):
+            ids = row.tolist()
+            ended = tok.eos_token_id in ids
+            if ended:
+                ids = ids[:ids.index(tok.eos_token_id)]
+            while ids and ids[-1] == tok.pad_token_id:
+                ids.pop()
+            text, stopped = _cut(tok.decode(ids, skip_special_tokens=True), stop)
+            reason = "stop" if (ended or stopped) else ("length" if len(ids) >= max_new_tokens else "stop")
+            results.append(Completion(text, int(plen), len(ids) + int(ended), reason))
+        return results
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenAI-compatible HTTP endpoint
+# ------------------------------------------------------------------------------------------------
+
+class OpenAIEngine(Engine):
+    """Any OpenAI-compatible server: ours (``python -m serve``), vLLM, TabbyAPI, llama.cpp.
+
+    ``base_url`` ends in ``/v1``. ``api_key``: else ``$REWOO_API_KEY``, else ``$OPENAI_API_KEY``.
+    ``model``: else the first of ``GET /v1/models``. Connection errors, 429 and 5xx are retried
+    ``retries`` times with exponential backoff and jitter; then, and for any other 4xx, an
+    :class:`EngineError` says what the server answered.
+    """
+
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
+                 max_new_tokens: int = 256, temperature: float = 0.0, timeout: float = 120.0, retries: int = 3,
+                 backoff: float = 0.5):
+        super().__init__(max_new_tokens, temperature)
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        key = api_key or os.environ.get("REWOO_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.retries, self.backoff = retries, backoff
+        self.model = model or self._first_model()
+        self.name = f"{self.base_url} ({self.model})"
+
+    @property
+    def supports_constraints(self) -> bool:
+        return True
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        import httpx
+
+        last = ""
+        for attempt in range(self.retries + 1):
+            try:
+                r = self.client.request(method, path, json=body)
+            except httpx.HTTPError as e:
+                last = f"cannot reach {self.base_url}{path}: {type(e).__name__}: {e}"
+            else:
+                if r.status_code < 400:
+                    return r.json()
+                detail = r.text[:300]
+                try:
+                    detail = r.json().get("error", {}).get("message", detail)
+                except (ValueError, AttributeError):
+                    pass
+                last = f"{self.base_url}{path} answered {r.status_code}: {detail}"
+                if r.status_code != 429 and r.status_code < 500:
+                    raise EngineError(last)
+            if attempt < self.retries:
+                time.sleep(self.backoff * (2 ** attempt) * (1 + random.random()))
+        raise EngineError(last)
+
+    def _first_model(self) -> str:
+        data = self._request("GET", "/models").get("data") or []
+        if not data:
+            raise EngineError(f"{self.base_url}/models lists no model; pass model=")
+        return data[0]["id"]
+
+    @staticmethod
+    def _guided(c: Constraint | None) -> dict:
+        if c is None:
+            return {}
+        if c.kind == "json_schema":
+            return {"guided_json": c.value}
+        return {f"guided_{c.kind}": c.value}
+
+    def chat(self, messages, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+        body = {"model": self.model, "messages": list(messages), "max_tokens": max_new_tokens or self.max_new_tokens,
+                "temperature": self.temperature if temperature is None else temperature, **self._guided(constraint)}
+        if stop_sequences:
+            body["stop"] = list(stop_sequences)
+        t0 = time.perf_counter()
+        data = self._request("POST", "/chat/completions", body)
+        choice = data["choices"][0]
+        c = self._completion(choice["message"].get("content") or "", choice, data, stop_sequences, t0)
+        self._account(json.dumps(list(messages), ensure_ascii=False), c)
+        return c
+
+    def _completion(self, text, choice, data, stop, t0) -> Completion:
+        usage = data.get("usage") or {}
+        text, _ = _cut(text, stop)
+        return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                          choice.get("finish_reason") or "stop", time.perf_counter() - t0)
+
+    def _account(self, prompt: str, c: Completion) -> None:
+        self.usage.add(c)
+        rec = _RECORDING.get()
+        if rec is not None:
+            rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": prompt, "output": c.text,
+                        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                        "finish_reason": c.finish_reason, "seconds": round(c.seconds, 4), "t_end": time.perf_counter()})
+
+    def complete_batch(self, prompts, stop_sequences=None, max_new_tokens=None, temperature=None,
+                       constraints=None) -> list[Completion]:
+        constraints = list(constraints) if constraints is not None else [None] * len(prompts)
+        outs = []
+        for p, con in zip(prompts, constraints):  # one request each; the server batches them
+            body = {"model": self.model, "prompt": p, "max_tokens": max_new_tokens or self.max_new_tokens,
+                    "temperature": self.temperature if temperature is None else temperature, **self._guided(con)}
+            if stop_sequences:
+                body["stop"] = list(stop_sequences)
+            t0 = time.perf_counter()
+            data = self._request("POST", "/completions", body)
+            choice = data["choices"][0]
+            c = self._completion(choice.get("text") or "", choice, data, stop_sequences, t0)
+            self._account(p, c)
+            outs.append(c)
+        return outs
+
+
+# ------------------------------------------------------------------------------------------------
+# exllamav2, in process, GPU only
+# ------------------------------------------------------------------------------------------------
+
+class ExLlamaV2Engine(Engine):
+    """An EXL2-quantized model with exllamav2's dynamic generator (CUDA only).
+
+    exllamav2 compiles its CUDA extension at import and raises ``OSError`` without CUDA, so it
+    is imported here, lazily, and any failure becomes an :class:`EngineError`. Constraints are
+    not enforced on this engine (plans are validated by the parser instead).
+    """
+
+    def __init__(self, model_dir: str | Path, max_seq_len: int = 4096, max_new_tokens: int = 256,
+                 temperature: float = 0.0):
+        super().__init__(max_new_tokens, temperature)
+        try:
+            from exllamav2 import ExLlamaV2, ExLlamaV2Cache, ExLlamaV2Config, ExLlamaV2Tokenizer
+            from exllamav2.generator import ExLlamaV2DynamicGenerator, ExLlamaV2Sampler
+        except Exception as e:  # OSError without CUDA, ImportError when not installed
+            raise EngineError(f"exllamav2 is unavailable here ({type(e).__name__}: {e}); it needs a CUDA GPU "
+                              "and `pip install -e .[gpu]`") from e
+        if not Path(model_dir).is_dir():
+            raise EngineError(f"EXL2 model folder {model_dir} does not exist")
+        self.name = f"exl2:{model_dir}"
+        config = ExLlamaV2Config(str(model_dir))
+        config.max_seq_len = max_seq_len
+        self.model = ExLlamaV2(config)
+        self.cache = ExLlamaV2Cache(self.model, max_seq_len=max_seq_len, lazy=True)
+        self.model.load_autosplit(self.cache)
+        self.tokenizer = ExLlamaV2Tokenizer(config)
+        self.generator = ExLlamaV2DynamicGenerator(model=self.model, cache=self.cache, tokenizer=self.tokenizer)
+        self._sampler = ExLlamaV2Sampler
+        self._lock = threading.Lock()
+
+    def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+        settings = self._sampler.Settings()
+        if temperature and temperature > 0:
+            settings.temperature = temperature
+        else:
+            settings = self._sampler.Settings.greedy()
+        stops = list(stop) + [self.tokenizer.eos_token_id]
+        with self._lock:
+            texts = self.generator.generate(prompt=list(prompts), max_new_tokens=max_new_tokens,
+                                            stop_conditions=stops, gen_settings=settings, add_bos=True,
+                                            completion_only=True)
+        outs = []
+        for p, t in zip(prompts, texts):
+            text, _ = _cut(t, stop)
+            outs.append(Completion(text, len(self.tokenizer.encode(p)[0]) + 1,
+                                   len(self.tokenizer.encode(t)[0]) if t else 0))
+        return outs
+
+
+# ------------------------------------------------------------------------------------------------
+
+def load_engine(spec: str, max_new_tokens: int = 256, temperature: float = 0.0, **kw) -> Engine:
+    """An engine from a spec: an ``http(s)://host:port/v1`` base URL (OpenAI-compatible), an
+    EXL2 folder (has ``*.safetensors`` and an exllamav2 ``job_new.json`` or
+    ``quantization_config`` of type exl2), or a local model path / model name (transformers)."""
+    if spec.startswith(("http://", "https://")):
+        return OpenAIEngine(spec, max_new_tokens=max_new_tokens, temperature=temperature, **kw)
+    path = Path(spec).expanduser()
+    if path.is_dir() and _is_exl2(path):
+        return ExLlamaV2Engine(path, max_new_tokens=max_new_tokens, temperature=temperature)
+    return TransformersEngine(spec, max_new_tokens=max_new_tokens, temperature=temperature, **kw)
+
+
+def _is_exl2(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not cfg.exists():
+        return False
+    try:
+        q = json.loads(cfg.read_text()).get("quantization_config") or {}
+    except ValueError:
+        return False
+    return str(q.get("quant_method", "")).lower() == "exl2"

@@ -1,0 +1,130 @@
+"""The ReWOO pipeline: planner -> distributor -> workers -> solver.
+
+    from pipeline.rewoo import Pipeline
+    pipe = Pipeline(planner="path/to/planner", caller="path/to/caller")   # solver = planner's engine
+    result = pipe.run("What movies did the director of 'Killers of the Flower Moon' direct?")
+    result.plan, result.evidence, result.answer, result.stats, result.trace
+    result.to_dict()   # the object `python -m pipeline.run --json` prints
+
+Model calls per task: one planner call, one function-caller call per step whose tool takes
+structured arguments (batched), the ``llm`` tool's calls, one solver call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.distributor import Call, distribute
+from pipeline.engines import Engine, as_engine, recording
+from pipeline.plan import Plan
+from pipeline.planner import make_plan
+from pipeline.solver import solve
+from pipeline.worker import Evidence, run_steps
+
+
+@dataclass
+class Result:
+    """One run. ``trace`` holds every model call (role, engine, prompt, output, prompt_tokens,
+    completion_tokens, finish_reason, seconds) and every tool call (role "tool", var, tool,
+    arguments, status, output, seconds), in the order they ended (``t_end``: seconds since the
+    run began)."""
+
+    task: str
+    plan: Plan
+    calls: dict[str, Call]
+    evidence: dict[str, Evidence]
+    answer: str
+    stats: dict
+    trace: list[dict] = field(default_factory=list)
+    raw_plan: str = ""
+
+    def to_dict(self) -> dict:
+        """``{"task", "plan": [{var, tool, input, description}], "evidence": {var: text},
+        "answer", "stats": {llm_calls, prompt_tokens, completion_tokens, wall_s, ...}}``."""
+        return {"task": self.task, "plan": self.plan.to_list(),
+                "evidence": {v: e.text for v, e in self.evidence.items()},
+                "answer": self.answer, "stats": self.stats}
+
+
+class Pipeline:
+    """A ReWOO agent over a toolbox.
+
+    ``planner``, ``caller``, ``solver``: engines, callables or specs for
+    :func:`pipeline.engines.load_engine` (a path, a model name, an ``http://.../v1`` URL).
+    ``solver`` defaults to the planner's engine; ``caller`` may be None (see the distributor).
+    ``toolbox``: a Toolbox or mapping name -> tool; default ``toolkit.default_toolbox()``. Its
+    ``llm`` tool, when it has no engine yet, gets the solver's.
+    ``constrain``: constrained decoding where the engine enforces it (plan grammar, call schemas).
+    """
+
+    def __init__(self, planner: Any, caller: Any = None, solver: Any = None, toolbox: Any = None, *,
+                 template: str = "alpaca", constrain: bool = True, planner_max_new_tokens: int = 512,
+                 max_steps: int = 6, chars_per_token: float = 1.0, caller_max_new_tokens: int = 256,
+                 solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8):
+        if template not in ("alpaca", "chat"):
+            raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
+        self.planner: Engine = as_engine(planner)
+        self.caller: Engine | None = None if caller is None else as_engine(caller)
+        self.solver: Engine = self.planner if solver is None else as_engine(solver)
+        if toolbox is None:
+            from toolkit import default_toolbox
+            toolbox = default_toolbox(llm_engine=self.solver)
+        elif "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
+            toolbox["llm"].engine = self.solver
+        self.toolbox = toolbox
+        self.template = template
+        self.constrain = constrain
+        self.planner_max_new_tokens = planner_max_new_tokens
+        self.max_steps = max_steps
+        self.chars_per_token = chars_per_token
+        self.caller_max_new_tokens = caller_max_new_tokens
+        self.solver_max_new_tokens = solver_max_new_tokens
+        self.tool_timeout = tool_timeout
+        self.max_parallel = max_parallel
+
+    def run(self, task: str, on_event: Callable[[str, Any], None] | None = None) -> Result:
+        """Plan, distribute, work, solve. ``on_event(kind, payload)`` hears ``("plan", Plan)``,
+        ``("calls", {var: Call})``, ``("start", var)``, ``("done", Evidence)``, ``("answer", str)``.
+        Raises ``PlanError`` (with ``raw_output``) when an unconstrained planner writes no valid plan."""
+        notify = on_event or (lambda kind, payload: None)
+        t0 = time.perf_counter()
+        with recording() as model_calls:
+            plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template, constrain=self.constrain,
+                                  max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps,
+                                  chars_per_token=self.chars_per_token)
+            notify("plan", plan)
+            calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
+                               max_new_tokens=self.caller_max_new_tokens)
+            notify("calls", calls)
+            tool_trace: list[dict] = []
+
+            def on_step(kind, payload):
+                if kind == "done":
+                    tool_trace.append({"role": "tool", "var": payload.var, "tool": payload.tool,
+                                       "arguments": payload.arguments, "status": payload.status,
+                                       "output": payload.text, "seconds": round(payload.seconds, 4),
+                                       "t_end": time.perf_counter()})
+                notify(kind, payload)
+
+            evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
+                                 max_parallel=self.max_parallel, on_event=on_step)
+            answer = solve(task, plan, {v: e.text for v, e in evidence.items()}, self.solver,
+                           template=self.template, max_new_tokens=self.solver_max_new_tokens)
+            notify("answer", answer)
+        wall = time.perf_counter() - t0
+        stats = {
+            "llm_calls": len(model_calls),
+            "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in model_calls),
+            "completion_tokens": sum(c["completion_tokens"] or 0 for c in model_calls),
+            "wall_s": round(wall, 3),
+            "steps": len(plan),
+            "caller_calls": sum(1 for c in model_calls if c["role"] == "caller"),
+            "tool_errors": sum(1 for e in evidence.values() if not e.ok),
+        }
+        trace = sorted(model_calls + tool_trace, key=lambda c: c["t_end"])
+        for entry in trace:  # absolute clock -> seconds since the run began
+            entry["t_end"] = round(entry["t_end"] - t0, 4)
+        return Result(task, plan, calls, evidence, answer, stats, trace, raw)

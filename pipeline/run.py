@@ -1,0 +1,193 @@
+"""Run a ReWOO agent on one task.
+
+    python -m pipeline.run "Who directed the film 'Killers of the Flower Moon'?"
+    python -m pipeline.run "TASK" --planner ./outputs/planner-merged --caller ./outputs/caller-merged
+    python -m pipeline.run "TASK" --planner http://127.0.0.1:8000/v1 --json --trace trace.json
+    python -m pipeline.run "TASK" --tools my_tools.py:toolbox
+
+``--planner``, ``--caller``, ``--solver`` take a local model folder, a model name, or an
+OpenAI-compatible base URL (``http://host:port/v1``); the solver defaults to the planner's
+engine. With no model given, the demo models are used. ``--json`` prints one object: ``task``,
+``plan`` (``[{var, tool, input, description}]``), ``evidence`` (``{var: text}``), ``answer``,
+``stats`` (``llm_calls``, ``prompt_tokens``, ``completion_tokens``, ``wall_s``, ...). Without it, a
+terminal view shows the plan as a table, the evidence as it fills and the answer.
+
+Bad input (an unreachable endpoint, a missing model path, a bad ``--tools`` spec, a plan that
+does not parse) prints one line and exits with code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Something the user can fix: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.run", description="Run a ReWOO agent on one task.")
+    p.add_argument("task", help="the task, in quotes")
+    p.add_argument("--planner", help="planner model: local path, model name or http://host:port/v1")
+    p.add_argument("--caller", help="function-caller model (same forms); default: the demo caller when the "
+                                    "planner is the demo planner, else none")
+    p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
+    p.add_argument("--tools", help="replace the toolbox: FILE.py:NAME or module:NAME")
+    p.add_argument("--mode", choices=["rewoo", "react", "code"], default="rewoo",
+                   help="rewoo (plan, then work, then solve), or the ReAct / Code agents")
+    p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
+                   help="prompt template the models were trained on (default alpaca)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="planner token budget (default 512)")
+    p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
+    p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call (default 60)")
+    p.add_argument("--load-in-4bit", action="store_true", help="load local models in 4-bit NF4 (bitsandbytes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the terminal view")
+    p.add_argument("--trace", metavar="FILE", help="write every model and tool call to FILE (JSON)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _engine(spec: str | None, args) -> Any:
+    from pipeline.engines import load_engine
+
+    if spec is None:
+        return None
+    kw = {}
+    if args.load_in_4bit and not spec.startswith(("http://", "https://")):
+        kw["load_in_4bit"] = True
+    return load_engine(spec, **kw)
+
+
+def _demo_models() -> tuple[str, str]:
+    """The demo planner and caller folders; a UsageError naming what is missing."""
+    try:
+        from train import demo
+    except ImportError as e:
+        raise UsageError("no model given (--planner) and the demo models are not part of this checkout yet "
+                         "(train/demo.py); pass --planner PATH|NAME|http://host:port/v1") from e
+    return demo.ensure_demo_models()
+
+
+def _toolbox(args, solver) -> Any:
+    try:
+        from toolkit import default_toolbox, load_toolbox
+    except ImportError as e:
+        raise UsageError(f"the toolkit is not installed in this checkout ({e})") from e
+    if args.tools:
+        try:
+            box = load_toolbox(args.tools)
+        except (ValueError, ImportError, OSError, AttributeError) as e:
+            raise UsageError(f"--tools {args.tools}: {e}") from e
+        if "llm" in box and getattr(box["llm"], "engine", "absent") is None:
+            box["llm"].engine = solver
+        return box
+    return default_toolbox(llm_engine=solver)
+
+
+class TerminalView:
+    """The plan as a table, each step's evidence as it lands, then the answer (rich)."""
+
+    def __init__(self, console):
+        self.console = console
+
+    def __call__(self, kind: str, payload: Any) -> None:
+        from rich.table import Table
+
+        if kind == "plan":
+            table = Table(title="Plan", show_lines=False, expand=False)
+            for col in ("var", "tool", "input", "plan"):
+                table.add_column(col, overflow="fold")
+            for s in payload:
+                table.add_row(s.var, s.tool, s.input, s.description)
+            self.console.print(table)
+        elif kind == "calls":
+            for call in payload.values():
+                if call.via == "caller" and call.error is None:
+                    self.console.print(f"[dim]{call.var} {call.tool}({json.dumps(call.arguments, ensure_ascii=False)})"
+                                       " by the function caller[/dim]")
+        elif kind == "done":
+            style = {"ok": "green", "skipped": "yellow"}.get(payload.status, "red")
+            text = payload.text if len(payload.text) <= 400 else payload.text[:400] + " ..."
+            self.console.print(f"[bold]{payload.var}[/bold] [{style}]{payload.status}[/{style}] "
+                               f"[dim]{payload.tool} {payload.seconds:.2f}s[/dim]\n  {text}", highlight=False)
+        elif kind == "answer":
+            from rich.panel import Panel
+            self.console.print(Panel(payload or "(empty answer)", title="Answer", expand=False))
+
+
+def run(args) -> int:
+    from rich.console import Console
+
+    from pipeline.engines import EngineError
+    from pipeline.plan import PlanError
+
+    if args.mode != "rewoo":
+        try:
+            from pipeline import agents  # noqa: F401
+        except ImportError as e:
+            raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not have yet; "
+                             "use --mode rewoo") from e
+    planner_spec, caller_spec = args.planner, args.caller
+    if planner_spec is None:
+        planner_spec, demo_caller = _demo_models()
+        caller_spec = caller_spec or demo_caller
+    try:
+        planner = _engine(planner_spec, args)
+        caller = _engine(caller_spec, args)
+        solver = _engine(args.solver, args) or planner
+    except (EngineError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    toolbox = _toolbox(args, solver)
+
+    if args.mode != "rewoo":
+        from pipeline.agents import run_agent_cli
+        return run_agent_cli(args, planner, toolbox)
+
+    from pipeline.rewoo import Pipeline
+
+    pipe = Pipeline(planner, caller, solver, toolbox, template=args.template, constrain=not args.no_constrain,
+                    planner_max_new_tokens=args.max_new_tokens, tool_timeout=args.tool_timeout)
+    console = Console(stderr=False, highlight=False)
+    view = None if args.json else TerminalView(console)
+    if view:
+        console.print(f"[bold]Task:[/bold] {args.task}")
+    try:
+        result = pipe.run(args.task, on_event=view)
+    except PlanError as e:
+        raw = getattr(e, "raw_output", None)
+        shown = f"\nthe planner wrote:\n{raw}" if raw is not None else ""
+        raise UsageError(f"{e}{shown}") from e
+    except EngineError as e:
+        raise UsageError(str(e)) from e
+    if args.trace:
+        Path(args.trace).write_text(json.dumps({"result": result.to_dict(), "calls": {v: c.to_dict() for v, c in
+                                                                                        result.calls.items()},
+                                                "trace": result.trace}, indent=2, ensure_ascii=False))
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        s = result.stats
+        console.print(f"[dim]{s['llm_calls']} model calls, {s['prompt_tokens']} prompt + {s['completion_tokens']} "
+                      f"completion tokens, {s['wall_s']:.2f} s[/dim]")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

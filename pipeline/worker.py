@@ -1,0 +1,142 @@
+"""The workers: run a plan's calls as a DAG, every step whose dependencies are filled at once.
+
+    from pipeline.worker import run_steps
+    evidence = run_steps(plan, calls, toolbox, timeout=60)   # {var: Evidence}
+
+- A step starts as soon as every variable its input references has evidence: independent steps
+  run together, in threads (tools do I/O: HTTP, SQL, subprocesses).
+- Before a call, whole ``#E`` tokens in its arguments are replaced by the evidence text.
+- A tool that raises: its evidence records ``error`` (the tool, its arguments and the message)
+  and the run goes on. A tool that runs past its timeout (``tool.timeout`` or ``timeout``) is
+  recorded as timed out and abandoned: its thread is a daemon and its late result is dropped.
+- Dependants of a failed step (error, timeout, or a call the distributor could not make) do not
+  run: their evidence says ``skipped`` and names the failed variable, so the solver sees why.
+
+``on_event(kind, payload)`` is told ``("start", var)`` and ``("done", Evidence)``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline import formats
+from pipeline.distributor import Call, fill_arguments
+from pipeline.engines import role
+from pipeline.plan import Plan
+
+
+@dataclass
+class Evidence:
+    """What one step produced. ``status``: "ok", "error", "timeout" or "skipped"; ``text`` is
+    what the solver and later steps see (the tool's output, or the reason there is none)."""
+
+    var: str
+    tool: str
+    arguments: dict
+    status: str
+    text: str
+    seconds: float = 0.0
+    started: float = 0.0  # seconds after the run began
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        return {"var": self.var, "tool": self.tool, "arguments": self.arguments, "status": self.status,
+                "text": self.text, "seconds": round(self.seconds, 4), "error": self.error}
+
+
+def as_text(value: Any) -> str:
+    """A tool's output as evidence text: strings as they are, JSON for data, ``str`` otherwise."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple, int, float, bool)) or value is None:
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: float = 60.0, max_parallel: int = 8,
+              on_event: Callable[[str, Any], None] | None = None) -> dict[str, Evidence]:
+    """Run every step of ``plan`` with its call; returns evidence for every variable, in plan order."""
+    t0 = time.perf_counter()
+    notify = on_event or (lambda kind, payload: None)
+    results: queue.Queue = queue.Queue()
+    evidence: dict[str, Evidence] = {}
+    running: dict[str, tuple[float, float, dict]] = {}  # var -> (start, deadline, filled arguments)
+    waiting = list(plan.steps)
+
+    def finish(ev: Evidence) -> None:
+        evidence[ev.var] = ev
+        running.pop(ev.var, None)
+        notify("done", ev)
+
+    def work(var: str, tool: Any, args: dict) -> None:
+        start = time.perf_counter()
+        try:
+            with role(f"tool:{plan[var].tool}"):
+                out = tool(**args)
+            results.put((var, "ok", as_text(out), time.perf_counter() - start))
+        # A tool's failure is evidence, whatever it raised (SystemExit from a tool included);
+        # the message keeps the exception's type, and toolkit's ToolError names tool and arguments.
+        except BaseException as e:  # noqa: BLE001
+            results.put((var, "error", f"{type(e).__name__}: {e}", time.perf_counter() - start))
+
+    while waiting or running:
+        for step in list(waiting):
+            call = calls[step.var]
+            now = time.perf_counter() - t0
+            failed = [d for d in step.deps if d in evidence and not evidence[d].ok]
+            if failed:
+                waiting.remove(step)
+                why = f"skipped: depends on {failed[0]}, which failed ({evidence[failed[0]].status})"
+                finish(Evidence(step.var, step.tool, call.arguments, "skipped", why, 0.0, now, why))
+                continue
+            if any(d not in evidence for d in step.deps) or len(running) >= max_parallel:
+                continue
+            waiting.remove(step)
+            if call.error:
+                finish(Evidence(step.var, step.tool, call.arguments, "error", f"Error: {call.error}", 0.0, now,
+                                call.error))
+                continue
+            tool = toolbox[step.tool]
+            args = fill_arguments(call.arguments, {v: e.text for v, e in evidence.items()},
+                                  formats.tool_spec(tool).parameters)
+            limit = getattr(tool, "timeout", None) or timeout
+            running[step.var] = (now, now + limit, args)
+            notify("start", step.var)
+            ctx = contextvars.copy_context()  # engine recordings follow the call into its thread
+            threading.Thread(target=ctx.run, args=(work, step.var, tool, args), daemon=True,
+                             name=f"rewoo-{step.var}").start()
+        if not running:
+            continue
+        wait = min(d for _, d, _ in running.values()) - (time.perf_counter() - t0)
+        try:
+            var, status, text, seconds = results.get(timeout=max(0.0, wait))
+        except queue.Empty:
+            now = time.perf_counter() - t0
+            for var, (start, deadline, args) in list(running.items()):
+                if now >= deadline:
+                    msg = f"{plan[var].tool} timed out after {deadline - start:.1f} s"
+                    finish(Evidence(var, plan[var].tool, args, "timeout", f"Error: {msg}", now - start, start, msg))
+            continue
+        if var not in running:
+            continue  # a late result from a step that already timed out
+        start, _, args = running[var]
+        if status == "ok":
+            finish(Evidence(var, plan[var].tool, args, "ok", text, seconds, start))
+        else:
+            finish(Evidence(var, plan[var].tool, args, "error", f"Error: {text}", seconds, start, text))
+    return {s.var: evidence[s.var] for s in plan.steps}

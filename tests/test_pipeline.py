@@ -1,0 +1,217 @@
+"""The ReWOO runtime: planner -> distributor -> workers -> solver, with scripted and tiny real models."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from pipeline import formats
+from pipeline.distributor import distribute, fill_arguments
+from pipeline.engines import FunctionEngine, TransformersEngine, recording
+from pipeline.plan import PlanError, parse_plan
+from pipeline.rewoo import Pipeline
+from pipeline.worker import run_steps
+
+
+class FnTool:
+    """A minimal tool in the transformers Agents shape (name, description, inputs, __call__)."""
+
+    def __init__(self, name, fn, inputs=None, description="", timeout=None):
+        self.name, self.fn, self.description = name, fn, description or f"the {name} tool"
+        self.inputs = inputs if inputs is not None else {"query": {"type": "string", "description": "text"}}
+        self.output_type = "string"
+        if timeout:
+            self.timeout = timeout
+
+    def __call__(self, **kw):
+        return self.fn(**kw)
+
+
+def wiki(query):
+    facts = {"Killers of the Flower Moon": "Killers of the Flower Moon (2023) was directed by Martin Scorsese.",
+             "Martin Scorsese filmography": "Martin Scorsese directed Goodfellas (1990) and Taxi Driver (1976)."}
+    return facts.get(query, f"No article for {query!r}.")
+
+
+def toolbox(**extra):
+    box = {
+        "search_wiki": FnTool("search_wiki", wiki),
+        "save_file": FnTool("save_file", lambda path, content: f"saved {len(content)} characters to {path}",
+                            {"path": {"type": "string", "description": "where"},
+                             "content": {"type": "string", "description": "what"}}),
+        "top_k": FnTool("top_k", lambda items, k: items[:k],
+                        {"items": {"type": "array", "description": "list"}, "k": {"type": "integer", "description": "n"}}),
+        "get_current_time": FnTool("get_current_time", lambda: "2026-11-21T10:00:00+00:00", {}),
+    }
+    box.update(extra)
+    return box
+
+
+PLAN = ("Plan: Find the director of the film.\n#E1 = search_wiki[Killers of the Flower Moon]\n"
+        "Plan: Find the director's films.\n#E2 = search_wiki[Martin Scorsese filmography]\n"
+        "Plan: Save what was found.\n#E3 = save_file[films.txt: #E2]")
+
+
+def test_scripted_run_end_to_end(scripted_engine):
+    planner = scripted_engine(["Here is the plan.\n" + PLAN, "Goodfellas"])
+    caller = scripted_engine(['{"name": "save_file", "arguments": {"path": "films.txt", "content": "#E2"}}'])
+    result = Pipeline(planner, caller, toolbox=toolbox()).run("Name a film by the director of Killers of the Flower Moon.")
+    assert [s.var for s in result.plan] == ["#E1", "#E2", "#E3"]
+    assert result.evidence["#E1"].text.endswith("directed by Martin Scorsese.")
+    assert result.calls["#E1"].via == "direct" and result.calls["#E3"].via == "caller"
+    # the placeholder stayed in the caller's arguments and was filled with #E2's evidence at run time
+    assert result.calls["#E3"].arguments == {"path": "films.txt", "content": "#E2"}
+    assert result.evidence["#E3"].arguments["content"].startswith("Martin Scorsese directed Goodfellas")
+    assert result.evidence["#E3"].text == "saved 66 characters to films.txt"
+    assert result.answer == "Goodfellas"
+    # the planner and solver share one engine; the caller saw one step with only its tool's schema
+    assert len(planner.calls) == 2 and len(caller.calls) == 1
+    caller_prompt = caller.calls[0]["messages"][0]["content"]
+    assert caller_prompt == formats.caller_prompt(result.plan["#E3"], [formats.tool_spec(toolbox()["save_file"])])
+    solver_prompt = planner.calls[1]["messages"][0]["content"]
+    assert "Evidence: Killers of the Flower Moon (2023) was directed by Martin Scorsese." in solver_prompt
+    d = result.to_dict()
+    assert set(d) == {"task", "plan", "evidence", "answer", "stats"}
+    assert d["plan"][2] == {"var": "#E3", "tool": "save_file", "input": "films.txt: #E2", "description": "Save what was found."}
+    assert d["stats"]["llm_calls"] == 3 and d["stats"]["caller_calls"] == 1
+    assert d["stats"]["prompt_tokens"] > 100 and d["stats"]["completion_tokens"] > 10
+    roles = [t["role"] for t in result.trace]
+    assert roles[0] == "planner" and roles[1] == "caller" and roles[-1] == "solver" and roles.count("tool") == 3
+    json.dumps(result.trace)  # serialisable for --trace
+
+
+def test_independent_steps_run_at_once():
+    barrier = threading.Barrier(4, timeout=10)  # breaks unless all four tools are inside at once
+
+    def meet(query):
+        barrier.wait()
+        return f"met {query}"
+
+    plan = parse_plan("\n".join(f"Plan: p{i}\n#E{i} = meet[{i}]" for i in range(1, 5))
+                      + "\nPlan: join\n#E5 = meet_after[#E1 #E2 #E3 #E4]")
+    box = {"meet": FnTool("meet", meet), "meet_after": FnTool("meet_after", lambda query: query.upper())}
+    events = []
+    ev = run_steps(plan, distribute(plan, box), box, on_event=lambda k, p: events.append((k, p if k == "start" else p.var)))
+    assert all(e.ok for e in ev.values()), [e.text for e in ev.values()]
+    assert ev["#E5"].text == "MET 1 MET 2 MET 3 MET 4"
+    starts = [p for k, p in events if k == "start"]
+    first_done = next(i for i, (k, _) in enumerate(events) if k == "done")
+    assert set(starts[:4]) == {"#E1", "#E2", "#E3", "#E4"} and first_done == 4
+    assert events[-1] == ("done", "#E5")
+
+
+def test_failing_tool_records_error_and_skips_dependants(scripted_engine):
+    def boom(query):
+        raise ConnectionError("backend down")
+
+    plan_text = ("Plan: a\n#E1 = broken[x]\nPlan: b\n#E2 = search_wiki[Killers of the Flower Moon]\n"
+                 "Plan: c\n#E3 = search_wiki[#E1]\nPlan: d\n#E4 = search_wiki[#E3 and #E2]")
+    planner = scripted_engine([plan_text, "Martin Scorsese"])
+    result = Pipeline(planner, toolbox=toolbox(broken=FnTool("broken", boom))).run("who?")
+    ev = result.evidence
+    assert ev["#E1"].status == "error" and ev["#E1"].text == "Error: ConnectionError: backend down"
+    assert ev["#E2"].ok
+    assert ev["#E3"].status == "skipped" and "depends on #E1" in ev["#E3"].text
+    assert ev["#E4"].status == "skipped" and "#E3" in ev["#E4"].text
+    assert result.answer == "Martin Scorsese" and result.stats["tool_errors"] == 3
+    assert "Evidence: Error: ConnectionError: backend down" in planner.calls[1]["messages"][0]["content"]
+
+
+def test_hanging_tool_times_out_and_the_run_goes_on(scripted_engine):
+    release = threading.Event()
+    hang = FnTool("hang", lambda query: release.wait(30) and "late", timeout=0.3)
+    planner = scripted_engine(["Plan: a\n#E1 = hang[x]\nPlan: b\n#E2 = search_wiki[Killers of the Flower Moon]",
+                               "done"])
+    result = Pipeline(planner, toolbox=toolbox(hang=hang)).run("t")
+    release.set()
+    assert result.evidence["#E1"].status == "timeout"
+    assert result.evidence["#E1"].text == "Error: hang timed out after 0.3 s"
+    assert result.evidence["#E2"].ok and result.answer == "done"
+
+
+def test_distributor_without_caller_and_bad_calls(scripted_engine):
+    box = toolbox()
+    plan = parse_plan('Plan: a\n#E1 = save_file[{"path": "a.txt", "content": "x"}]\n'
+                      "Plan: b\n#E2 = get_current_time[ignored]\nPlan: c\n#E3 = top_k[some items]")
+    calls = distribute(plan, box)  # no caller
+    assert calls["#E1"].error is None and calls["#E1"].via == "json"
+    assert calls["#E1"].arguments == {"path": "a.txt", "content": "x"}
+    assert calls["#E2"].via == "none" and calls["#E2"].arguments == {}
+    assert "takes several arguments (items, k)" in calls["#E3"].error
+    # a caller that writes nonsense, and one that writes the wrong argument types
+    caller = scripted_engine(["I would call top_k.", '{"name": "top_k", "arguments": {"items": "#E1", "k": "three"}}'])
+    plan2 = parse_plan("Plan: a\n#E1 = top_k[x]\nPlan: b\n#E2 = top_k[#E1, 3]")
+    calls = distribute(plan2, box, FunctionEngine(caller))
+    assert calls["#E1"].error.startswith("function caller: the function caller's output is not a call")
+    assert calls["#E1"].raw == "I would call top_k."
+    err = calls["#E2"].error
+    assert "k: 'three' is not of type 'integer'" in err and "schema:" in err and "items" not in err.split(";")[0]
+
+
+def test_fill_arguments_coerces_placeholders_to_schema_types():
+    params = {"type": "object", "properties": {"k": {"type": "integer"}, "items": {"type": "array"},
+                                               "text": {"type": "string"}}}
+    filled = fill_arguments({"k": "#E1", "items": "#E2", "text": "#E1 and #E10"},
+                            {"#E1": "3", "#E2": '["a", "b"]', "#E10": "ten"}, params)
+    assert filled == {"k": 3, "items": ["a", "b"], "text": "3 and ten"}
+
+
+def test_recording_follows_calls_into_threads(scripted_engine):
+    eng = FunctionEngine(scripted_engine(["a", "b"]))
+    with recording() as calls:
+        t = threading.Thread(target=__import__("contextvars").copy_context().run, args=(eng, [{"role": "user", "content": "x"}]))
+        t.start(); t.join()
+        eng("y")
+    assert [c["output"] for c in calls] == ["a", "b"]
+    assert eng.usage.calls == 2
+
+
+# ---- the tiny real model ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir):
+    return TransformersEngine(tiny_model_dir, max_new_tokens=64)
+
+
+def test_tiny_model_constrained_pipeline(tiny_engine):
+    box = toolbox()
+    result = Pipeline(tiny_engine, tiny_engine, toolbox=box, planner_max_new_tokens=160,
+                      caller_max_new_tokens=160, solver_max_new_tokens=8).run("Who directed Oppenheimer?")
+    assert 1 <= len(result.plan) and all(s.tool in box for s in result.plan)
+    for var, call in result.calls.items():
+        if call.via == "caller":  # the constrained caller always yields a schema-valid call
+            assert call.error is None, call.error
+    assert set(result.evidence) == set(result.plan.vars)
+    s = result.stats
+    assert s["prompt_tokens"] > 200 and s["completion_tokens"] > 5
+    assert s["llm_calls"] == 2 + s["caller_calls"]
+    planner_call = result.trace[0]
+    assert planner_call["role"] == "planner" and planner_call["engine"] == str(tiny_engine.name)
+    assert planner_call["prompt"].startswith("### Instruction:\nFor the following tasks")
+
+
+def test_tiny_model_unconstrained_plan_error_carries_raw_output(tiny_engine):
+    with pytest.raises(PlanError) as e:
+        Pipeline(tiny_engine, toolbox=toolbox(), constrain=False, planner_max_new_tokens=24).run("Who directed Oppenheimer?")
+    assert "not a valid plan" in str(e.value)
+    assert isinstance(e.value.raw_output, str)
+
+
+def test_transformers_engine_stop_sequences_and_batch(tiny_engine):
+    outs = tiny_engine.complete_batch(["Plan: a", "Who is it?"], max_new_tokens=12)
+    assert len(outs) == 2 and all(o.completion_tokens <= 12 for o in outs)
+    assert outs[0].prompt_tokens == len(tiny_engine.tokenizer("Plan: a")["input_ids"])
+    full = tiny_engine.complete("Plan: a", max_new_tokens=12).text
+    if len(full) > 3:
+        stop = full[2:4]
+        cut = tiny_engine.complete("Plan: a", stop_sequences=[stop], max_new_tokens=12).text
+        assert stop not in cut and full.startswith(cut)
+
+
+def test_missing_model_path_is_an_engine_error(tmp_path):
+    from pipeline.engines import EngineError
+    with pytest.raises(EngineError, match="does not exist"):
+        TransformersEngine(tmp_path / "nope")
