@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 
 @dataclass
 class ToolkitConfig:
     """Settings of the built-in tools. Each field names its environment variable."""
 
+    data_dir: str = field(default=str(Path(__file__).resolve().parents[1] / "data"), metadata={"env": "REWOO_DATA_DIR",
+                          "help": "folder with the wiki corpus (wiki/) and the demo database sources (db/)"})
     workspace: str = field(default="workspace", metadata={"env": "REWOO_WORKSPACE",
                            "help": "folder that save_file and python_interpreter may write in"})
     max_file_bytes: int = field(default=1_000_000, metadata={"env": "REWOO_MAX_FILE_BYTES",

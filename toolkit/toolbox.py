@@ -243,10 +243,22 @@ def _builders() -> dict[str, Callable[[ToolkitConfig, Any], Tool]]:
     from toolkit.tools.clock import CurrentTimeTool
     from toolkit.tools.files import SaveFileTool
     from toolkit.tools.llm import LLMTool
+    from toolkit.tools.sql import QuerySQLTool
+    from toolkit.tools.web import SearchBilibiliTool, SearchWebTool
+    from toolkit.tools.wiki import SearchWikiTool
 
+    data = lambda c, sub: Path(c.data_dir) / sub  # noqa: E731
     return {
         "get_current_time": lambda c, e: CurrentTimeTool(timezone=c.timezone),
+        "search_wiki": lambda c, e: SearchWikiTool(corpus_dir=data(c, "wiki"), api_url=c.wiki_api,
+                                                   results=c.wiki_results, timeout=c.http_timeout),
+        "search_web": lambda c, e: SearchWebTool(search_url=c.search_url, results=c.search_results,
+                                                 timeout=c.http_timeout),
+        "search_bilibili": lambda c, e: SearchBilibiliTool(base_url=c.bilibili_url, results=c.search_results,
+                                                           timeout=c.http_timeout),
         "save_file": lambda c, e: SaveFileTool(workspace=c.workspace, max_bytes=c.max_file_bytes),
+        "query_sql": lambda c, e: QuerySQLTool(url=c.sql_url, demo_dir=None if c.sql_url else data(c, "db"),
+                                               allow_write=c.sql_write, max_rows=c.sql_max_rows),
         "calculator": lambda c, e: CalculatorTool(),
         "llm": lambda c, e: LLMTool(engine=e),
     }
