@@ -74,20 +74,16 @@ def _demo_models() -> tuple[str, str]:
     return demo.ensure_demo_models()
 
 
-def _toolbox(args, solver) -> Any:
-    try:
-        from toolkit import default_toolbox, load_toolbox
-    except ImportError as e:
-        raise UsageError(f"the toolkit is not installed in this checkout ({e})") from e
+def _toolbox(args) -> Any:
+    """The toolbox, loaded before any model so that a bad --tools fails at once."""
+    from toolkit import default_toolbox, load_toolbox
+
     if args.tools:
         try:
-            box = load_toolbox(args.tools)
+            return load_toolbox(args.tools)
         except (ValueError, ImportError, OSError, AttributeError) as e:
             raise UsageError(f"--tools {args.tools}: {e}") from e
-        if "llm" in box and getattr(box["llm"], "engine", "absent") is None:
-            box["llm"].engine = solver
-        return box
-    return default_toolbox(llm_engine=solver)
+    return default_toolbox()
 
 
 class TerminalView:
@@ -133,6 +129,7 @@ def run(args) -> int:
         except ImportError as e:
             raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not have yet; "
                              "use --mode rewoo") from e
+    toolbox = _toolbox(args)
     planner_spec, caller_spec = args.planner, args.caller
     if planner_spec is None:
         planner_spec, demo_caller = _demo_models()
@@ -143,7 +140,8 @@ def run(args) -> int:
         solver = _engine(args.solver, args) or planner
     except (EngineError, ValueError) as e:
         raise UsageError(str(e)) from e
-    toolbox = _toolbox(args, solver)
+    if "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
+        toolbox["llm"].engine = solver
 
     if args.mode != "rewoo":
         from pipeline.agents import run_agent_cli
