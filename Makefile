@@ -1,5 +1,6 @@
 # make run TASK="Who directed the film 'Killers of the Flower Moon'?"   (installs, then runs the agent)
-# make test                                                              (installs, then runs the tests)
+# make test                                                              (installs, then runs the tests;
+#                                                                         apt-installs mariadb-server if missing)
 #
 # Both install everything into ./.venv first (once; again when pyproject.toml changes).
 # On a machine without CUDA the CPU build of torch is pinned (TORCH_SPEC), and a constraints file
@@ -22,7 +23,7 @@ HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 # (grouped, so that under pipefail pip's own exit status decides.)
 QUIET_PIP    := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install run test clean
+.PHONY: install services run test clean
 
 install: $(VENV)/.installed
 
@@ -41,7 +42,11 @@ endif
 run: install
 	$(PY) -m pipeline.run "$(TASK)"
 
-test: install
+# Real services the tests talk to (MariaDB for query_sql); installs them with apt-get when missing.
+services:
+	bash scripts/install_test_services.sh
+
+test: install services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
