@@ -87,16 +87,26 @@ class Usage:
             self.completion_tokens += c.completion_tokens or 0
 
 
-_RECORDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("rewoo_engine_recording", default=None)
+class _Recordings(tuple):
+    """The recordings open in a context; a call is appended to each (they nest)."""
+
+    def append(self, entry: dict) -> None:
+        for calls in self:
+            calls.append(entry)
+
+
+_RECORDING: contextvars.ContextVar[_Recordings | None] = contextvars.ContextVar("rewoo_engine_recording",
+                                                                               default=None)
 
 
 @contextlib.contextmanager
 def recording() -> Iterator[list[dict]]:
     """Collect every engine call made in this context (and in threads started with a copy of
-    it) as ``{"engine", "prompt", "output", "prompt_tokens", "completion_tokens", "seconds",
-    "finish_reason", "role"}`` dicts, in completion order."""
+    it) as ``{"role", "engine", "prompt", "output", "prompt_tokens", "completion_tokens",
+    "finish_reason", "seconds", "t_end"}`` dicts, in completion order. Recordings nest: an
+    outer one also sees the calls of an inner one."""
     calls: list[dict] = []
-    token = _RECORDING.set(calls)
+    token = _RECORDING.set(_Recordings((*(_RECORDING.get() or ()), calls)))
     try:
         yield calls
     finally:

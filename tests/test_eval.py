@@ -1,0 +1,140 @@
+"""pipeline.eval: task files, BFCL-style call matching, metrics, skips and bad lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.eval import (TaskFileError, aggregate, call_matches, evaluate_tasks, load_tasks, main, normalize,
+                           rewoo_runner)
+from toolkit import Toolbox, tool
+
+
+@tool
+def search_wiki(query: str) -> str:
+    """Search the encyclopedia.
+
+    Args:
+        query: what to look up
+    """
+    return {"Killers of the Flower Moon": "Killers of the Flower Moon (2023) is directed by Martin Scorsese."}.get(
+        query, "nothing found")
+
+
+@tool
+def top_k(items: list, k: int) -> list:
+    """The first k items.
+
+    Args:
+        items: the items
+        k: how many
+    """
+    return items[:k]
+
+
+BOX = Toolbox([search_wiki, top_k])
+
+
+def write_tasks(tmp_path, rows, name="tasks.jsonl"):
+    p = tmp_path / name
+    p.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return p
+
+
+TASKS = [
+    {"id": "t1", "task": "Who directed Killers of the Flower Moon?", "tools": ["search_wiki"],
+     "expect": {"tools": ["search_wiki"], "answer": "Martin Scorsese"}},
+    {"id": "t2", "task": "Take two of a, b, c.", "tools": ["top_k", "search_wiki"],
+     "expect": {"tools": ["search_wiki", "top_k"], "calls": [{"name": "top_k", "arguments": {"items": ["a", "b", "c"], "k": 2}}],
+                "answer": "a, b"}},
+    {"id": "t3", "task": "Needs a tool we lack.", "tools": ["search_bing"], "expect": {"answer": "x"}},
+    {"id": "t4", "task": "Unparseable.", "expect": {"tools": ["search_wiki"]}},
+]
+
+
+def test_evaluate_with_scripted_engines(tmp_path, scripted_engine):
+    tasks = load_tasks(write_tasks(tmp_path, TASKS))
+    planner = scripted_engine([
+        "Plan: look up\n#E1 = search_wiki[Killers of the Flower Moon]", "The director is Martin Scorsese.",
+        "Plan: pick\n#E1 = top_k[a, b, c; 2]\nPlan: check\n#E2 = search_wiki[#E1]", "a, b",
+        "I don't know how to plan this.",
+    ])
+    caller = scripted_engine(['{"name": "top_k", "arguments": {"items": ["A", "b", "c"], "k": 2}}'])
+    report = evaluate_tasks(tasks, BOX, rewoo_runner(planner, caller, None), "rewoo", "tasks.jsonl", progress=False)
+    assert report["n"] == 4 and report["skipped"] == [{"id": "t3", "reason": "tools not in the toolbox: search_bing"}]
+    rows = {r["id"]: r for r in report["per_task"]}
+    assert rows["t1"]["scores"] == {"tool_set": True, "tool_order": True, "answer_exact": False, "answer_contains": True}
+    assert rows["t2"]["scores"]["tool_set"] is True and rows["t2"]["scores"]["tool_order"] is False
+    assert rows["t2"]["scores"]["calls_matched"] == 1  # "A" matches "a" after normalisation
+    assert rows["t2"]["scores"]["answer_exact"] is True
+    assert rows["t4"]["parsed"] is False and "not a valid plan" in rows["t4"]["error"]
+    m = report["metrics"]
+    assert m["tasks"] == 3 and m["plan_parse_rate"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["tool_set_accuracy"] == pytest.approx(2 / 3, abs=1e-3)
+    assert m["tool_order_accuracy"] == pytest.approx(1 / 3, abs=1e-3)
+    assert m["caller_accuracy"] == 1.0 and m["answer_exact"] == 0.5 and m["answer_contains"] == 1.0
+    assert m["llm_calls"] == pytest.approx((2 + 3 + 1) / 3, abs=1e-3)
+
+
+@pytest.mark.parametrize("got, want, ok", [
+    ({"name": "f", "arguments": {"a": "Paris, France"}}, {"name": "f", "arguments": {"a": "paris france"}}, True),
+    ({"name": "g", "arguments": {"a": "x"}}, {"name": "f", "arguments": {"a": "x"}}, False),
+    ({"name": "f", "arguments": {"a": 2.0}}, {"name": "f", "arguments": {"a": 2}}, True),
+    ({"name": "f", "arguments": {"a": "2"}}, {"name": "f", "arguments": {"a": 2}}, False),  # wrong type
+    ({"name": "f", "arguments": {"a": True}}, {"name": "f", "arguments": {"a": 1}}, False),
+    ({"name": "f", "arguments": {"a": [1, 2]}}, {"name": "f", "arguments": {"a": [2, 1]}}, False),
+    ({"name": "f", "arguments": {"a": "x", "zzz": 1}}, {"name": "f", "arguments": {"a": "x"}}, False),  # not in schema
+    ({"name": "f", "arguments": {}}, {"name": "f", "arguments": {}}, False),  # required 'a' missing
+    ({"name": "f", "arguments": {"a": "x", "b": {"k": "V"}}}, {"name": "f", "arguments": {"a": "x", "b": {"k": "v"}}}, True),
+])
+def test_call_matching_bfcl_style(got, want, ok):
+    schema = {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a"]}
+    assert call_matches(got, want, schema) is ok
+
+
+def test_normalize():
+    assert normalize("  Martin  Scorsese! ") == "martin scorsese"
+    assert normalize("Amélie") == "amelie"
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("{not json", "not JSON"),
+    ('["a list"]', "a task is a JSON object"),
+    ('{"id": "x"}', "'task' must be a non-empty string"),
+    ('{"task": "t", "tools": "search_wiki"}', "'tools' must be a list"),
+    ('{"task": "t", "expect": {"answr": "x"}}', "unknown 'expect' keys ['answr']"),
+    ('{"task": "t", "expect": {"calls": [{"arguments": {}}]}}', "each of 'expect.calls'"),
+])
+def test_bad_line_names_file_and_line(tmp_path, line, fragment):
+    p = write_tasks(tmp_path, [TASKS[0], line])
+    with pytest.raises(TaskFileError) as e:
+        load_tasks(p)
+    assert str(e.value).startswith(f"{p}:2: ") and fragment in str(e.value)
+
+
+def test_duplicate_ids_and_empty_file(tmp_path):
+    with pytest.raises(TaskFileError, match=":2: id 't1' is used twice"):
+        load_tasks(write_tasks(tmp_path, [TASKS[0], TASKS[0]]))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(TaskFileError, match="no tasks"):
+        load_tasks(empty)
+
+
+def test_cli_bad_task_file_exit_2(tmp_path, capsys):
+    p = write_tasks(tmp_path, ["{oops"])
+    assert main(["--tasks", str(p)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {p}:1: not JSON (Expecting property name enclosed in double quotes at column 2)"
+
+
+def test_cli_json_with_the_tiny_model(tmp_path, tiny_model_dir, capsys):
+    tools = tmp_path / "box.py"
+    tools.write_text("from tests.test_eval import BOX as toolbox\n")
+    p = write_tasks(tmp_path, TASKS[:2])
+    assert main(["--tasks", str(p), "--planner", str(tiny_model_dir), "--tools", f"{tools}:toolbox", "--json",
+                 "--max-new-tokens", "96"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metrics"]["plan_parse_rate"] == 1.0  # constrained decoding
+    assert report["metrics"]["prompt_tokens"] > 100
+    assert set(report["metrics"]) == set(aggregate([]))
