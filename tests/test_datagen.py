@@ -1,0 +1,159 @@
+"""Dataset generation: the catalog, the contract (plans parse, calls validate), splits, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pipeline import formats
+from train.catalog import CatalogError, load_catalog
+from train.datagen import HELDOUT_FRAMES, TRAIN_FRAMES, GenConfig, generate, main
+
+CATALOG = Path(__file__).resolve().parents[1] / "data" / "catalog" / "tools.json"
+BUILTINS = {"get_current_time", "search_wiki", "search_web", "search_bilibili", "save_file", "query_sql",
+            "python_interpreter", "calculator", "llm"}
+SMALL = GenConfig(planner=80, caller=60, eval=10, test=25, seed=3)
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog(CATALOG)
+
+
+@pytest.fixture(scope="module")
+def sets(catalog):
+    return generate(catalog, SMALL)
+
+
+def test_catalog_has_40_tools_with_valid_schemas_and_the_builtins(catalog):
+    assert len(catalog.tools) >= 40
+    assert BUILTINS <= set(catalog.names)
+    assert len({t.domain for t in catalog.tools}) >= 10
+    for t in catalog.tools:
+        jsonschema.Draft202012Validator.check_schema(t.spec.parameters)
+        assert t.examples, t.name
+    params = {t.name: t.spec.parameters for t in catalog.tools}
+    assert params["save_file"]["required"] == ["path", "content"]
+    assert list(params["search_bilibili"]["properties"]) == ["keyword"]
+
+
+def test_every_plan_parses_and_every_call_validates(sets, catalog):
+    for name, rows in sets.items():
+        if name.startswith("_"):
+            continue
+        assert rows, name
+        for r in rows:
+            assert r["input"] == ""
+            listed = r["meta"]["tools"]
+            specs = [catalog[n].spec for n in listed]
+            if name.startswith("planner"):
+                assert r["instruction"] == formats.planner_instruction(r["meta"]["task"], specs)
+                plan = formats.parse_plan(r["output"], listed)
+                assert 1 <= len(plan) <= 6
+                assert plan.tools == r["meta"]["plan_tools"]
+            else:
+                call = formats.parse_call(r["output"], specs)
+                assert r["output"] == formats.render_call(call.name, call.arguments)
+                jsonschema.validate(call.arguments, catalog[call.name].spec.parameters)
+                assert r["instruction"].startswith(formats.CALLER_INTRO)
+
+
+def test_plans_cover_lengths_parallel_branches_and_llm_combines(sets):
+    plans = [formats.parse_plan(r["output"]) for r in sets["planner_train"]]
+    lengths = {len(p) for p in plans}
+    assert {1, 2, 3} <= lengths and max(lengths) >= 5
+    # a parallel branch: two steps on the same level of the DAG
+    assert any(any(len(level) > 1 for level in p.levels()) for p in plans)
+    # an llm step that combines the evidence of two or more steps
+    assert any(s.tool == "llm" and len(s.deps) >= 2 for p in plans for s in p.steps)
+    assert len({r["meta"]["frame"] for r in sets["planner_train"]}) >= 5
+
+
+def test_heldout_tools_never_appear_in_train_or_eval(sets):
+    held = set(sets["_heldout"][0]["tools"])
+    assert len(held) == SMALL.heldout_tools and not held & BUILTINS
+    for name in ("planner_train", "planner_eval", "caller_train", "caller_eval"):
+        for r in sets[name]:
+            assert not held & set(r["meta"]["tools"]), name
+            assert not any(f'"name": "{h}"' in r["instruction"] or f"\n{h}[input]" in r["instruction"]
+                           for h in held)
+    for r in sets["planner_test_tools"]:
+        assert held & set(r["meta"]["plan_tools"])
+    for r in sets["caller_test_tools"]:
+        assert r["meta"]["tool"] in held
+
+
+def test_heldout_templates_are_unseen_in_training(sets):
+    assert {r["meta"]["frame"] for r in sets["planner_train"]} <= set(TRAIN_FRAMES)
+    assert {r["meta"]["frame"] for r in sets["planner_test_templates"]} <= set(HELDOUT_FRAMES)
+    assert {r["meta"]["style"] for r in sets["caller_test_templates"]} == {"prose"}
+    assert "prose" not in {r["meta"]["style"] for r in sets["caller_train"]}
+    train = {r["instruction"] for r in sets["planner_train"]}
+    assert not train & {r["instruction"] for r in sets["planner_eval"]}
+
+
+def test_generation_is_deterministic_by_seed(catalog, sets):
+    again = generate(catalog, SMALL)
+    assert again["planner_train"] == sets["planner_train"] and again["caller_train"] == sets["caller_train"]
+    other = generate(catalog, GenConfig(planner=80, caller=60, eval=10, test=25, seed=4))
+    assert other["planner_train"] != sets["planner_train"]
+
+
+def test_cli_writes_sets_tasks_and_manifest(tmp_path, capsys):
+    manifest = main(["--catalog", str(CATALOG), "--out", str(tmp_path), "--planner", "12", "--caller", "12",
+                     "--eval", "4", "--test", "5", "--seed", "1"])
+    assert "wrote" in capsys.readouterr().out
+    assert manifest["files"]["planner_train.jsonl"] == 12
+    tasks = [json.loads(line) for line in (tmp_path / "tasks_test_tools.jsonl").read_text().splitlines()]
+    assert len(tasks) == 5 and set(tasks[0]) == {"id", "task", "tools", "expect"}
+    assert set(tasks[0]["expect"]["tools"]) <= set(tasks[0]["tools"])
+    first = (tmp_path / "planner_train.jsonl").read_bytes()
+    main(["--catalog", str(CATALOG), "--out", str(tmp_path), "--planner", "12", "--caller", "12",
+          "--eval", "4", "--test", "5", "--seed", "1"])
+    assert (tmp_path / "planner_train.jsonl").read_bytes() == first
+
+
+def test_user_toolbox_from_a_python_file(tmp_path):
+    (tmp_path / "mytools.py").write_text('''
+class Tool:
+    def __init__(self, name, description, inputs):
+        self.name, self.description, self.inputs = name, description, inputs
+
+toolbox = [
+    Tool("lookup_order", "Find an order by id.", {"order_id": {"type": "string", "description": "order id"}}),
+    Tool("refund", "Refund an order.", {"order_id": {"type": "string", "description": "id"},
+                                        "amount": {"type": "number", "description": "how much"}}),
+    Tool("weather_in", "Weather of a city.", {"city": {"type": "string", "description": "city"}}),
+    Tool("notify", "Send a note.", {"to": {"type": "string", "description": "email"},
+                                    "text": {"type": "string", "description": "message"},
+                                    "urgent": {"type": "boolean", "description": "flag"}}),
+    Tool("llm", "A language model.", {"prompt": {"type": "string", "description": "instruction"}}),
+]
+''')
+    catalog = load_catalog(f"{tmp_path / 'mytools.py'}:toolbox")
+    assert catalog.names == ["lookup_order", "refund", "weather_in", "notify", "llm"]
+    sets = generate(catalog, GenConfig(planner=20, caller=20, eval=3, test=5, heldout_tools=1, max_tools=5))
+    for r in sets["planner_train"]:
+        formats.parse_plan(r["output"], catalog.names)
+    for r in sets["caller_train"]:
+        call = formats.parse_call(r["output"])
+        jsonschema.validate(call.arguments, catalog[call.name].spec.parameters)
+
+
+def test_bad_catalogs_name_the_place(tmp_path):
+    bad = tmp_path / "tools.jsonl"
+    bad.write_text('{"name": "a", "description": "x", "parameters": {"type": "object", "properties": {}}}\n'
+                   "{not json\n")
+    with pytest.raises(CatalogError, match=r"tools\.jsonl:2"):
+        load_catalog(bad)
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps([{"name": "t", "description": "d",
+                                  "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+                                  "examples": [{"goal": "g", "args": {"query": "x"}}]}]))
+    with pytest.raises(CatalogError, match=r"\['query'\].*valid: \['q'\]"):
+        load_catalog(extra)
+    with pytest.raises(CatalogError, match="does not exist"):
+        load_catalog(tmp_path / "missing.json")

@@ -1,0 +1,107 @@
+"""Training data: readers and their errors, the prompt-loss mask, packing equals padding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline import formats
+from train.data import (IGNORE, DataError, Example, PackedCollator, PaddedCollator, load_examples, tokenize,
+                        tokenize_all)
+
+
+def test_mask_covers_exactly_the_prompt(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ex = Example(formats.alpaca("Who directed Oppenheimer?"), "Plan: look it up\n#E1 = search_wiki[Oppenheimer]")
+    row = tokenize(ex, tok, max_seq_len=512)
+    prompt_ids = tok(ex.prompt)["input_ids"]
+    response_ids = tok(ex.response, add_special_tokens=False)["input_ids"]
+    assert row["input_ids"] == prompt_ids + response_ids + [tok.eos_token_id]
+    assert row["labels"] == [IGNORE] * len(prompt_ids) + response_ids + [tok.eos_token_id]
+    assert tok.decode([t for t in row["labels"] if t != IGNORE], skip_special_tokens=True) == ex.response
+    full = tokenize(ex, tok, max_seq_len=512, train_on_prompt=True)
+    assert full["labels"] == full["input_ids"]
+
+
+def test_truncation_cuts_the_prompt_first_and_keeps_bos(tiny_tokenizer):
+    tok = tiny_tokenizer
+    ex = Example(formats.alpaca("word " * 200), "short answer")
+    row = tokenize(ex, tok, max_seq_len=32)
+    n_resp = len(tok("short answer", add_special_tokens=False)["input_ids"]) + 1
+    assert len(row["input_ids"]) == 32 and row["input_ids"][0] == tok.bos_token_id
+    assert row["labels"][-n_resp:] == row["input_ids"][-n_resp:] and row["labels"][:-n_resp] == [IGNORE] * (32 - n_resp)
+    assert tokenize(Example("p", "r"), tok, max_seq_len=8) is not None
+    rows, dropped = tokenize_all([ex, Example(formats.alpaca("x"), "y")], tok, max_seq_len=32)
+    assert len(rows) == 2 and dropped == 0
+
+
+def test_readers_accept_alpaca_chat_json_and_parquet(tmp_path, tiny_tokenizer):
+    rows = [{"instruction": "Add 2 and 2", "input": "", "output": "4", "meta": {"ignored": True}},
+            {"instruction": "Translate", "input": "bonjour", "output": "hello"},
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                          {"role": "assistant", "content": "Hello!"}]}]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "d.json").write_text(json.dumps(rows, indent=2))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist(rows[:2]), tmp_path / "d.parquet")
+    a = load_examples(tmp_path / "d.jsonl")
+    assert a[0] == Example(formats.alpaca("Add 2 and 2"), "4", f"{tmp_path / 'd.jsonl'}:1")
+    assert a[1].prompt == formats.alpaca("Translate\n\nbonjour")
+    assert a[2].prompt == formats.messages_to_alpaca(rows[2]["messages"][:2]) and a[2].response == "Hello!"
+    b = load_examples(tmp_path / "d.json")
+    assert [(e.prompt, e.response) for e in b] == [(e.prompt, e.response) for e in a]
+    assert b[1].where.endswith("d.json:10")  # the line where the second row opens
+    c = load_examples(tmp_path / "d.parquet")
+    assert [(e.prompt, e.response) for e in c] == [(e.prompt, e.response) for e in a[:2]]
+
+
+def test_bad_rows_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n\n{"instruction": "c"}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl:3: row lacks 'output'.*Found keys: \['instruction'\]"):
+        load_examples(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n')
+    with pytest.raises(DataError, match=r"broken\.jsonl:2: not valid JSON"):
+        load_examples(broken)
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"messages": [{"role": "user", "content": "hi"}]}], indent=1))
+    with pytest.raises(DataError, match=r"chat\.json:2: the last message must be the assistant's"):
+        load_examples(chat)
+    with pytest.raises(DataError, match="does not exist"):
+        load_examples(tmp_path / "missing.jsonl")
+
+
+def _rows(tok, n=4):
+    examples = [Example(formats.alpaca(f"Task {i}: " + "find the director " * (i + 1)),
+                        f"Plan: step {i}\n#E1 = search_wiki[film {i}]") for i in range(n)]
+    return [tokenize(e, tok, 256) for e in examples]
+
+
+def test_packing_has_no_cross_example_attention_and_equals_padding(tiny_tokenizer, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    # train mode, as the Trainer runs it (the tiny model has no dropout, so outputs are deterministic)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").train()
+    assert model.config.use_cache  # the default that would break packing if the collator did not turn it off
+    rows = _rows(tiny_tokenizer)
+    padded = PaddedCollator(tiny_tokenizer.pad_token_id)(rows)
+    packed = PackedCollator()(rows)
+    assert packed["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in rows))
+    assert "attention_mask" not in packed and packed["use_cache"] is False and packed["position_ids"][0, len(rows[0]["input_ids"])] == 0
+    with torch.no_grad():
+        out_pad = model(**padded)
+        out_pack = model(**packed)
+        # each example's logits inside the pack equal its logits alone
+        start = 0
+        for r in rows:
+            n = len(r["input_ids"])
+            alone = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
+            torch.testing.assert_close(out_pack.logits[0, start:start + n], alone, atol=1e-4, rtol=1e-4)
+            start += n
+    # the same tokens carry the loss, so the mean loss is the same
+    assert (packed["labels"] != IGNORE).sum() == (padded["labels"] != IGNORE).sum()
+    torch.testing.assert_close(out_pack.loss, out_pad.loss, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,249 @@
+"""SFT end to end on the tiny Llama (CPU): recipes, LoRA, QLoRA, resume, DeepSpeed, merge, scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from train.datagen import GenConfig, generate, write
+from train.catalog import load_catalog
+from train.recipe import RecipeError, load_recipe, valid_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "train" / "configs").glob("*.yaml"))
+DS_CONFIGS = sorted((ROOT / "train" / "configs" / "deepspeed").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def gen_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generated")
+    catalog = load_catalog(ROOT / "data" / "catalog" / "tools.json")
+    cfg = GenConfig(planner=24, caller=24, eval=4, test=4, max_tools=4, max_steps=3, seed=0)
+    write(out, generate(catalog, cfg), catalog, cfg)
+    return out
+
+
+def _overrides(model_dir, data, out, **kw):
+    base = {"model_name_or_path": str(model_dir), "dataset": str(data), "eval_dataset": "",
+            "eval_fraction": 0.2, "output_dir": str(out), "max_steps": 2, "learning_rate": 1e-3,
+            "logging_steps": 1, "max_seq_len": 768, "gradient_accumulation_steps": 1,
+            "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2}
+    base.update(kw)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path):
+    recipe = load_recipe(path, ["model_name_or_path=some/model"])
+    assert recipe.train.lr_scheduler_type == "cosine"
+    assert recipe.train.per_device_train_batch_size == 1 and recipe.train.gradient_accumulation_steps == 4
+    assert recipe.train.num_train_epochs == 4.0 and recipe.data.template == "alpaca"
+    assert not recipe.data.train_on_prompt
+
+
+def test_planner_and_caller_defaults_follow_the_original_recipe():
+    planner = load_recipe(ROOT / "train/configs/planner_lora.yaml")
+    assert planner.lora.target_modules == ["q_proj", "v_proj"] and planner.lora.quantization == "none"
+    assert planner.train.learning_rate == 5e-6 and planner.model.attn_implementation == "auto"
+    caller = load_recipe(ROOT / "train/configs/caller_qlora.yaml")
+    assert caller.lora.quantization == "4bit" and caller.lora.bnb_quant_type == "nf4" and caller.lora.bnb_double_quant
+
+
+@pytest.mark.parametrize("path", DS_CONFIGS, ids=lambda p: p.name)
+def test_deepspeed_configs_are_valid_json_with_their_stage(path):
+    cfg = json.loads(path.read_text())
+    stage = cfg["zero_optimization"]["stage"]
+    assert stage == (2 if "zero2" in path.name else 3)
+    assert ("offload_optimizer" in cfg["zero_optimization"]) == ("offload" in path.name)
+
+
+def test_recipe_errors_name_the_key_and_the_valid_ones(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown recipe key 'learnig_rate' \(command line\)\. Did you mean "
+                                          r"'learning_rate'\?.*Valid keys: .*train\.learning_rate"):
+        load_recipe(None, ["learnig_rate=1e-4"])
+    bad = tmp_path / "r.yaml"
+    bad.write_text("lora:\n  rank: 8\n")
+    with pytest.raises(RecipeError, match=rf"unknown recipe key 'lora\.rank' \({bad}\)"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="max_steps needs an integer, got 'ten'"):
+        load_recipe(None, ["max_steps=ten"])
+    with pytest.raises(RecipeError, match=r"quantization='8bit' is not valid; choose one of: none, 4bit"):
+        load_recipe(None, ["quantization=8bit"])
+    r = load_recipe(None, ["lora.target_modules=q_proj,k_proj", "train_on_prompt=true", "learning_rate=2e-4"])
+    assert r.lora.target_modules == ["q_proj", "k_proj"] and r.data.train_on_prompt and r.train.learning_rate == 2e-4
+    assert len(valid_keys()) == len(set(valid_keys()))
+
+
+def test_bad_model_path_and_bad_target_module(tmp_path, tiny_model_dir, gen_dir):
+    from train.sft import run_sft
+
+    with pytest.raises(RecipeError, match="model path /no/such/model does not exist"):
+        run_sft(load_recipe(None, _overrides("/no/such/model", gen_dir / "planner_train.jsonl", tmp_path)))
+    with pytest.raises(RecipeError, match=r"target module\(s\) qkv_proj not in .*its linear modules: down_proj, "
+                                          r"gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj"):
+        run_sft(load_recipe(None, _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", tmp_path,
+                                             target_modules="q_proj,qkv_proj")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training runs
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model_dir, gen_dir):
+    """A planner LoRA run of 3 steps with a checkpoint every step."""
+    from train.sft import run_sft
+
+    out = tmp_path_factory.mktemp("planner_lora")
+    recipe = load_recipe(ROOT / "train/configs/planner_lora.yaml",
+                         _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=3, save_steps=1,
+                                    save_total_limit=5))
+    return run_sft(recipe)
+
+
+def test_lora_run_writes_adapter_plot_logs_and_checkpoints(lora_run):
+    out = lora_run.output_dir
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert sorted(cfg["target_modules"]) == ["q_proj", "v_proj"] and cfg["r"] == 8
+    assert (out / "adapter_model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert lora_run.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads(lora_run.log_history.read_text())
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3]
+    assert any("eval_loss" in h for h in history) and lora_run.eval_rows > 0
+    assert [c.name for c in lora_run.checkpoints] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert lora_run.train_loss is not None and torch.isfinite(torch.tensor(lora_run.train_loss))
+
+
+def test_resume_continues_from_the_last_checkpoint(lora_run, tiny_model_dir, gen_dir, capsys):
+    from train.sft import run_sft
+
+    out = lora_run.output_dir
+    recipe = load_recipe(ROOT / "train/configs/planner_lora.yaml",
+                         _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=4,
+                                    save_steps=1, save_total_limit=5, resume="true"))
+    result = run_sft(recipe)
+    assert f"resuming from {out / 'checkpoint-3'}" in capsys.readouterr().out
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    # the steps before the kill come from the checkpoint, only step 4 ran again
+    assert [h["step"] for h in json.loads(result.log_history.read_text()) if "loss" in h] == [1, 2, 3, 4]
+
+
+def test_qlora_caller_trains_on_4bit_nf4(tmp_path, tiny_model_dir, gen_dir):
+    import bitsandbytes as bnb
+    from train.sft import load_model, run_sft
+
+    overrides = _overrides(tiny_model_dir, gen_dir / "caller_train.jsonl", tmp_path, max_steps=2)
+    recipe = load_recipe(ROOT / "train/configs/caller_qlora.yaml", overrides)
+    import torch as _t
+    model = load_model(recipe, _t.float32)
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 14 and quantized[0].weight.quant_type == "nf4"
+    assert quantized[0].weight.quant_state.nested  # double quantisation
+    result = run_sft(recipe)
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert result.train_loss is not None and torch.isfinite(torch.tensor(result.train_loss))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_on_cpu_trains_and_leaves_a_checkpoint_that_loads(stage, tmp_path, tiny_model_dir, gen_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / stage
+    cmd = [sys.executable, "-m", "train", "sft", "--config", str(ROOT / "train/configs/planner_lora.yaml"),
+           *_overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=2, save_steps=2,
+                       eval_fraction=0, use_cpu="true", gradient_checkpointing="false",
+                       deepspeed=str(ROOT / f"train/configs/deepspeed/{stage}.json"))]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = out / "checkpoint-2"
+    assert (ckpt / "adapter_model.safetensors").exists()
+    assert any(p.name.startswith("global_step") for p in ckpt.iterdir())  # DeepSpeed's own engine state
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, str(ckpt))
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(torch.isfinite(p).all() for p in lora_b)
+    assert any(p.abs().sum() > 0 for p in lora_b)  # it trained: B starts at zero
+
+
+def test_merge_gives_a_sharded_model_that_matches_the_adapter(lora_run, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.merge import merge
+
+    out = merge(str(tiny_model_dir), str(lora_run.output_dir), str(tmp_path / "merged"), max_shard_size="100KB")
+    assert len(list(out.glob("model-*.safetensors"))) > 1 and (out / "model.safetensors.index.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok("Plan: find the director", return_tensors="pt")["input_ids"]
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(lora_run.output_dir)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, peft(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_merge_refuses_nan_weights(lora_run, tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from train.merge import MergeError, merge
+
+    bad = tmp_path / "bad_adapter"
+    shutil.copytree(lora_run.output_dir, bad, ignore=shutil.ignore_patterns("checkpoint-*"))
+    weights = load_file(bad / "adapter_model.safetensors")
+    first = sorted(weights)[0]
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    save_file(weights, bad / "adapter_model.safetensors")
+    with pytest.raises(MergeError, match="NaN or inf"):
+        merge(str(tiny_model_dir), str(bad), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Scripts
+# ---------------------------------------------------------------------------------------------
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("script,data", [("train_planner.sh", "planner_train.jsonl"),
+                                         ("train_caller.sh", "caller_train.jsonl")])
+def test_training_scripts_end_to_end(script, data, tmp_path, tiny_model_dir, gen_dir):
+    out = tmp_path / "run"
+    proc = _script(script, f"model_name_or_path={tiny_model_dir}", f"dataset={gen_dir / data}",
+                   f"output_dir={out}", "max_steps=1", "eval_dataset=", "eval_fraction=0", "max_seq_len=768")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"[train] adapter: {out}" in proc.stdout and f"[train] loss plot: {out}/loss.png" in proc.stdout
+    assert f"[train] logs: {out}/train.log" in proc.stdout
+    assert (out / "adapter_config.json").exists() and (out / "loss.png").exists() and (out / "train.log").exists()
+    if script == "train_planner.sh":
+        merged = tmp_path / "merged"
+        proc = _script("merge.sh", str(tiny_model_dir), str(out), str(merged))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (merged / "config.json").exists() and (merged / "tokenizer.json").exists()
+
+
+def test_cli_reports_a_typo_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "train", "sft", "--config", str(ROOT / "train/configs/planner_lora.yaml"),
+                           "lora_rank=4"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown recipe key 'lora_rank'") and "Traceback" not in proc.stderr

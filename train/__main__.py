@@ -1,0 +1,69 @@
+"""Training entry points.
+
+    python -m train sft --config train/configs/planner_lora.yaml [key=value ...]
+    python -m train sft --help-recipe                      (every recipe key, default and meaning)
+    python -m train merge --base BASE --adapter ADAPTER --out OUT
+    python -m train datagen --out data/generated           (same as python -m train.datagen)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _sft(argv: list[str]) -> int:
+    from train.recipe import describe, load_recipe  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(prog="python -m train sft", description="LoRA / QLoRA / full SFT from a recipe")
+    p.add_argument("--config", help="YAML recipe (train/configs/*.yaml)")
+    p.add_argument("--help-recipe", action="store_true", help="list every recipe key and exit")
+    p.add_argument("overrides", nargs="*", help="key=value (e.g. max_steps=10 lora.r=16)")
+    a = p.parse_args(argv)
+    if a.help_recipe:
+        print(describe())
+        return 0
+    recipe = load_recipe(a.config, a.overrides)
+    from train.sft import run_sft  # noqa: PLC0415  (imports torch: after the recipe is known good)
+
+    result = run_sft(recipe)
+    rank = __import__("os").environ.get("RANK", "0")
+    if rank == "0":
+        print(f"[train] adapter: {result.adapter_dir}")
+        print(f"[train] loss plot: {result.plot}")
+        print(f"[train] logs: {result.log_history}")
+        print(f"[train] checkpoints: {', '.join(str(c) for c in result.checkpoints) or 'none'}")
+        print(f"[train] last train loss: {result.train_loss}  last eval loss: {result.eval_loss}  "
+              f"(rows: {result.train_rows} train, {result.eval_rows} eval)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = ("sft", "merge", "datagen")
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "sft":
+        return _sft(rest)
+    if cmd == "merge":
+        from train.merge import main as merge_main  # noqa: PLC0415
+
+        merge_main(rest)
+        return 0
+    from train.datagen import main as datagen_main  # noqa: PLC0415
+
+    datagen_main(rest)
+    return 0
+
+
+if __name__ == "__main__":
+    from train.recipe import RecipeError  # noqa: PLC0415
+    from train.data import DataError  # noqa: PLC0415
+
+    try:
+        sys.exit(main())
+    except (RecipeError, DataError) as e:  # a user's mistake: one clear line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

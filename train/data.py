@@ -1,0 +1,288 @@
+"""Training data: read rows, render prompts, tokenize with the prompt-loss mask, pack or pad.
+
+Rows come from JSONL, JSON or parquet files (or a folder of them), or from ``datasets`` by name.
+A row is Alpaca (``instruction``, optional ``input``, ``output``) or chat (``messages``: a list
+of ``{"role", "content"}`` ending with the assistant's turn). Other keys (``meta``) are ignored.
+A bad row is a :class:`DataError` naming ``file:line`` and what is missing.
+
+Every row becomes an :class:`Example` ``(prompt, response)``:
+
+- Alpaca: ``prompt = formats.alpaca(instruction [+ "\\n\\n" + input])``, ``response = output``;
+- chat: the last assistant message is the response, everything before it the prompt (rendered
+  by ``formats.messages_to_alpaca``, or the tokenizer's chat template with ``template=chat``).
+
+Tokens (:func:`tokenize`): ``prompt_ids`` (with the tokenizer's BOS) then ``response_ids`` and
+EOS. They are tokenized apart, as at inference time, where the prompt is encoded alone and the
+model continues it. ``labels`` are ``-100`` on the prompt (no loss) unless ``train_on_prompt``.
+
+Packing (:class:`PackedCollator`): a batch's examples are laid end to end in one row
+``(1, sum of lengths)`` with ``position_ids`` that restart at 0 for every example and no
+``attention_mask``; transformers then builds a block-diagonal causal mask from the position ids
+(``masking_utils.find_packed_sequence_indices``), so no example attends to another, and the
+first label of every example is ``-100`` so no example predicts the next one's first token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import formats
+
+IGNORE = -100  # label value the loss skips
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message names the file and line (or row)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example: what the model reads and what it must write."""
+
+    prompt: str
+    response: str
+    where: str = ""  # file:line, for messages
+
+
+# --------------------------------------------------------------------------------------------
+# Reading rows
+# --------------------------------------------------------------------------------------------
+
+def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
+        return
+    # A JSON file: a list of rows. Decode element by element to know each row's line.
+    decoder = json.JSONDecoder()
+    i = len(text) - len(text.lstrip())
+    if not text[i:i + 1] == "[":
+        raise DataError(f"{path}:1: a JSON dataset must be a list of rows")
+    i += 1
+    while True:
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        if i >= len(text):
+            raise DataError(f"{path}: the list is never closed with ']'")
+        if text[i] == "]":
+            return
+        line = text.count("\n", 0, i) + 1
+        try:
+            obj, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
+        yield f"{path}:{line}", obj
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq  # noqa: PLC0415  (only for parquet)
+
+    for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        yield f"{path} row {i}", row
+
+
+def _hub_rows(name: str) -> Iterator[tuple[str, Any]]:
+    import datasets  # noqa: PLC0415
+
+    parts = name.split(":")
+    path, config, split = parts[0], (parts[1] if len(parts) == 3 else None), (parts[-1] if len(parts) > 1 else "train")
+    try:
+        ds = datasets.load_dataset(path, config, split=split)
+    except Exception as e:  # datasets raises many types (FileNotFound, ConnectionError, DatasetNotFound...)
+        raise DataError(f"cannot load dataset {name!r}: not a local file or folder, and datasets says: {e}") from e
+    for i, row in enumerate(ds, 1):
+        yield f"{name} row {i}", row
+
+
+def read_rows(source: str | Path) -> Iterator[tuple[str, Any]]:
+    """``(where, row)`` for every row of a file, a folder of files, or a ``datasets`` name."""
+    p = Path(source)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in FILE_SUFFIXES)
+        if not files:
+            raise DataError(f"{p} holds no {'/'.join(FILE_SUFFIXES)} files")
+        for f in files:
+            yield from read_rows(f)
+    elif p.is_file():
+        if p.suffix in (".jsonl", ".json"):
+            yield from _json_rows(p)
+        elif p.suffix == ".parquet":
+            yield from _parquet_rows(p)
+        else:
+            raise DataError(f"{p}: unknown dataset format {p.suffix!r}; use {', '.join(FILE_SUFFIXES)}")
+    elif p.suffix in FILE_SUFFIXES or str(source).startswith((".", "/", "~")):
+        raise DataError(f"dataset {source} does not exist")
+    else:
+        yield from _hub_rows(str(source))
+
+
+# --------------------------------------------------------------------------------------------
+# Rows -> examples
+# --------------------------------------------------------------------------------------------
+
+def to_example(row: Any, where: str, template: str = "alpaca", tokenizer=None) -> Example:
+    """An :class:`Example` from an Alpaca or chat row; :class:`DataError` naming ``where`` otherwise."""
+    if not isinstance(row, Mapping):
+        raise DataError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    if "messages" in row:
+        messages = row["messages"]
+        if (not isinstance(messages, list) or not messages
+                or not all(isinstance(m, Mapping) and "role" in m and "content" in m for m in messages)):
+            raise DataError(f"{where}: 'messages' must be a non-empty list of {{'role', 'content'}} objects")
+        if messages[-1]["role"] != "assistant":
+            raise DataError(f"{where}: the last message must be the assistant's (the response to learn), "
+                            f"got role {messages[-1]['role']!r}")
+        context, response = list(messages[:-1]), str(messages[-1]["content"])
+        if template == "chat":
+            if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+                raise DataError(f"{where}: template=chat needs a tokenizer with a chat template")
+            prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
+        else:
+            try:
+                prompt = formats.messages_to_alpaca(context)
+            except ValueError as e:
+                raise DataError(f"{where}: {e}") from e
+        return Example(prompt, response, where)
+    missing = [k for k in ("instruction", "output") if not isinstance(row.get(k), str)]
+    if missing:
+        raise DataError(f"{where}: row lacks {' and '.join(repr(k) for k in missing)} (text); a row needs "
+                        f"Alpaca fields 'instruction', 'output' (and optional 'input') or chat 'messages'. "
+                        f"Found keys: {sorted(row)}")
+    instruction = row["instruction"]
+    extra = row.get("input") or ""
+    if extra:
+        instruction = f"{instruction}\n\n{extra}"
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise DataError(f"{where}: template=chat needs a tokenizer with a chat template")
+        prompt = tokenizer.apply_chat_template(formats.chat(instruction), tokenize=False, add_generation_prompt=True)
+    else:
+        prompt = formats.alpaca(instruction)
+    return Example(prompt, row["output"], where)
+
+
+def load_examples(source: str | Path, template: str = "alpaca", tokenizer=None, max_rows: int = 0) -> list[Example]:
+    out = []
+    for where, row in read_rows(source):
+        out.append(to_example(row, where, template, tokenizer))
+        if max_rows and len(out) >= max_rows:
+            break
+    if not out:
+        raise DataError(f"dataset {source} has no rows")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tokens and the prompt-loss mask
+# --------------------------------------------------------------------------------------------
+
+def tokenize(example: Example, tokenizer, max_seq_len: int, train_on_prompt: bool = False) -> dict | None:
+    """``{"input_ids", "labels"}`` (lists of int, same length) for one example, or None when
+    nothing of the response survives ``max_seq_len``.
+
+    ``input_ids = prompt_ids + response_ids + [eos]``; ``labels`` copies them with the prompt set
+    to ``-100`` (unless ``train_on_prompt``). Too long: the prompt loses tokens from its start
+    (keeping BOS), then the response from its end.
+    """
+    prompt_ids = tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
+    response_ids = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    overflow = len(prompt_ids) + len(response_ids) - max_seq_len
+    if overflow > 0:
+        keep_bos = 1 if prompt_ids and prompt_ids[0] == tokenizer.bos_token_id else 0
+        cut = min(overflow, max(0, len(prompt_ids) - keep_bos - 1))
+        prompt_ids = prompt_ids[:keep_bos] + prompt_ids[keep_bos + cut:]
+        overflow -= cut
+        if overflow > 0:
+            response_ids = response_ids[: len(response_ids) - overflow]
+    if not response_ids:
+        return None
+    prompt_labels = list(prompt_ids) if train_on_prompt else [IGNORE] * len(prompt_ids)
+    return {"input_ids": prompt_ids + response_ids, "labels": prompt_labels + response_ids}
+
+
+def tokenize_all(examples: Sequence[Example], tokenizer, max_seq_len: int, train_on_prompt: bool = False,
+                 desc: str = "tokenizing") -> tuple[list[dict], int]:
+    """Tokenized rows and how many examples were dropped (no response token within max_seq_len)."""
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    rows, dropped = [], 0
+    for ex in tqdm(examples, desc=desc, leave=False, disable=len(examples) < 500):
+        r = tokenize(ex, tokenizer, max_seq_len, train_on_prompt)
+        if r is None:
+            dropped += 1
+        else:
+            rows.append(r)
+    return rows, dropped
+
+
+def split_eval(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """``(train, eval)``: a seeded random ``fraction`` of rows held out (at least one when > 0)."""
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    idx = list(range(len(rows)))
+    random.Random(seed).shuffle(idx)
+    n = max(1, int(round(len(rows) * fraction)))
+    held = set(idx[:n])
+    return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+class PaddedCollator:
+    """Right-pads a batch: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on padding),
+    each ``(B, longest)``."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[Mapping]) -> dict:
+        import torch  # noqa: PLC0415
+
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = (longest + m - 1) // m * m
+        ids, mask, labels = [], [], []
+        for f in features:
+            pad = longest - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
+            mask.append([1] * len(f["input_ids"]) + [0] * pad)
+            labels.append(list(f["labels"]) + [IGNORE] * pad)
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+                "labels": torch.tensor(labels)}
+
+
+class PackedCollator:
+    """Packs a batch into one row: ``input_ids``, ``labels``, ``position_ids``, each ``(1, T)``
+    with ``T`` the sum of the examples' lengths; no padding, no attention mask (see the module
+    docstring for why no example sees another)."""
+
+    def __call__(self, features: Sequence[Mapping]) -> dict:
+        import torch  # noqa: PLC0415
+
+        ids, labels, pos = [], [], []
+        for f in features:
+            n = len(f["input_ids"])
+            ids += list(f["input_ids"])
+            labels += [IGNORE] + list(f["labels"][1:])  # never predict across the boundary
+            pos += list(range(n))
+        # use_cache=False: with a KV cache transformers skips the packed-sequence mask (measured:
+        # examples then attend to the ones before them), and training needs no cache anyway.
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([pos]), "use_cache": False}
+

@@ -1,0 +1,286 @@
+"""Supervised fine-tuning with the HF Trainer and PEFT: LoRA, QLoRA, full; packing; DeepSpeed.
+
+    python -m train sft --config train/configs/planner_lora.yaml model_name_or_path=PATH max_steps=20
+
+One function, :func:`run_sft`, turns a :class:`~train.recipe.Recipe` into a trained adapter (or
+model) in ``output_dir``, with checkpoints, ``log_history.json``, ``loss.png`` (train and eval
+loss) and ``recipe.yaml``. The builders below take plain arguments and know nothing of YAML.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from train.data import DataError, PackedCollator, PaddedCollator, load_examples, split_eval, tokenize_all
+from train.recipe import Recipe, RecipeError
+
+
+@dataclass
+class SFTResult:
+    """Where a run left its outputs, and its last losses."""
+
+    output_dir: Path
+    adapter_dir: Path        # the adapter (LoRA) or the model (full)
+    plot: Path | None
+    log_history: Path
+    checkpoints: list[Path]
+    train_loss: float | None
+    eval_loss: float | None
+    train_rows: int
+    eval_rows: int
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+def resolve_attn(choice: str) -> str:
+    """``auto`` -> flash_attention_2 when flash-attn is installed and CUDA is there, else sdpa."""
+    if choice != "auto":
+        return choice
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def resolve_dtype(choice: str, use_cpu: bool = False):
+    import torch  # noqa: PLC0415
+
+    if choice == "auto":
+        if not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+
+
+def check_model_path(name_or_path: str) -> None:
+    """A path that does not exist is an error here, not a confusing hub lookup later."""
+    if not name_or_path:
+        raise RecipeError("model_name_or_path is empty: give a local model folder or a hub name")
+    p = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or p.suffix
+    if looks_local and not p.exists():
+        raise RecipeError(f"model path {name_or_path} does not exist")
+    if p.exists() and p.is_dir() and not (p / "config.json").exists():
+        raise RecipeError(f"model path {name_or_path} has no config.json: not a transformers model folder")
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer  # noqa: PLC0415
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.eos_token_id is None:
+        raise RecipeError(f"the tokenizer of {path} has no EOS token: the model could never learn to stop")
+    if tok.pad_token_id is None:  # Llama-style tokenizers: pad with EOS (labels of padding are -100 anyway)
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def linear_module_names(model) -> list[str]:
+    """Leaf names of the model's linear layers (``q_proj``, ``v_proj``, ...), sorted, once each."""
+    import torch  # noqa: PLC0415
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def load_model(recipe: Recipe, torch_dtype):
+    """The base model: full precision, or 4-bit NF4 (QLoRA) with k-bit preparation."""
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig  # noqa: PLC0415
+
+    m, lo, t = recipe.model, recipe.lora, recipe.train
+    kwargs = {"dtype": torch_dtype, "attn_implementation": resolve_attn(m.attn_implementation),
+              "trust_remote_code": m.trust_remote_code}
+    if lo.quantization == "4bit":
+        on_gpu = torch.cuda.is_available() and not t.use_cpu
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=lo.bnb_quant_type, bnb_4bit_use_double_quant=lo.bnb_double_quant,
+            bnb_4bit_compute_dtype=torch_dtype if torch_dtype != torch.float16 else torch.float16)
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": f"cuda:{local_rank}" if on_gpu else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(m.model_name_or_path, **kwargs)
+    model.config.use_cache = False  # the KV cache is for generation; training only wastes memory on it
+    if lo.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training  # noqa: PLC0415
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=m.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def apply_lora(model, recipe: Recipe):
+    """Wrap ``model`` in a PEFT LoRA model; an unknown target module is an error listing the valid ones."""
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+    lo = recipe.lora
+    targets: list[str] | str = list(lo.target_modules)
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    else:
+        names = linear_module_names(model)
+        missing = [t for t in targets if t not in names]
+        if missing:
+            raise RecipeError(f"target module(s) {', '.join(missing)} not in {recipe.model.model_name_or_path}; "
+                              f"its linear modules: {', '.join(names)} (or all-linear)")
+    config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
+                        bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+class _Rows:
+    """A list of tokenized rows as a torch-style map dataset."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+def build_datasets(recipe: Recipe, tokenizer) -> tuple[list[dict], list[dict], int]:
+    """``(train_rows, eval_rows, dropped)``: tokenized, masked, split."""
+    d = recipe.data
+    if not d.dataset:
+        raise RecipeError("dataset is empty: give a JSONL/JSON/parquet file, a folder or a datasets name")
+    examples = load_examples(d.dataset, d.template, tokenizer, d.max_rows)
+    rows, dropped = tokenize_all(examples, tokenizer, d.max_seq_len, d.train_on_prompt)
+    if d.eval_dataset:
+        eval_rows, dropped_eval = tokenize_all(load_examples(d.eval_dataset, d.template, tokenizer),
+                                               tokenizer, d.max_seq_len, d.train_on_prompt)
+        dropped += dropped_eval
+        train_rows = rows
+    else:
+        train_rows, eval_rows = split_eval(rows, d.eval_fraction, recipe.train.seed)
+    if not train_rows:
+        raise DataError(f"no training rows left from {d.dataset} (max_seq_len={d.max_seq_len} cut every response)")
+    return train_rows, eval_rows, dropped
+
+
+# --------------------------------------------------------------------------------------------
+# Launch details
+# --------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_distributed_env(deepspeed: str, use_cpu: bool) -> None:
+    """DeepSpeed needs a process group even for one process: set the variables a launcher would
+    (rank 0 of 1, a free local port) when no launcher did, and the CPU accelerator without CUDA."""
+    import torch  # noqa: PLC0415
+
+    if not deepspeed:
+        return
+    if use_cpu or not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:
+        os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
+
+
+def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool):
+    import torch  # noqa: PLC0415
+    from transformers import TrainingArguments  # noqa: PLC0415
+
+    t, m = recipe.train, recipe.model
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * world
+    total = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * math.ceil(n_train / per_step))
+    use_cpu = t.use_cpu or not torch.cuda.is_available()
+    kwargs = {}
+    if has_eval:
+        kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 4),
+                      per_device_eval_batch_size=t.per_device_eval_batch_size)
+    if t.deepspeed:
+        kwargs["deepspeed"] = t.deepspeed
+        if use_cpu:
+            kwargs["ddp_backend"] = "gloo"
+    return TrainingArguments(
+        output_dir=t.output_dir, num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.seed,
+        bf16=torch_dtype == torch.bfloat16 and not use_cpu, fp16=torch_dtype == torch.float16,
+        gradient_checkpointing=m.gradient_checkpointing and recipe.lora.quantization != "4bit",
+        gradient_checkpointing_kwargs={"use_reentrant": False}, optim=t.optim, use_cpu=use_cpu,
+        remove_unused_columns=False, report_to="none", dataloader_num_workers=t.dataloader_num_workers,
+        disable_tqdm=False, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+def run_sft(recipe: Recipe) -> SFTResult:
+    """Train as the recipe says; returns where everything went."""
+    from transformers import Trainer  # noqa: PLC0415
+    from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
+
+    from train.plot import plot_losses  # noqa: PLC0415
+
+    m, lo, t = recipe.model, recipe.lora, recipe.train
+    check_model_path(m.model_name_or_path)
+    prepare_distributed_env(t.deepspeed, t.use_cpu)
+    out = Path(t.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(m.tokenizer or m.model_name_or_path, m.trust_remote_code)
+    train_rows, eval_rows, dropped = build_datasets(recipe, tokenizer)
+    if dropped:
+        print(f"[train] dropped {dropped} examples whose response did not fit max_seq_len={recipe.data.max_seq_len}")
+
+    torch_dtype = resolve_dtype(m.dtype, t.use_cpu)
+    # TrainingArguments first: with ZeRO-3 it must exist before the model loads (zero.Init).
+    args = training_arguments(recipe, torch_dtype, len(train_rows), bool(eval_rows))
+    model = load_model(recipe, torch_dtype)
+    if lo.finetuning == "lora":
+        model = apply_lora(model, recipe)
+        if m.gradient_checkpointing:
+            model.enable_input_require_grads()
+    collator = PackedCollator() if recipe.data.packing else PaddedCollator(tokenizer.pad_token_id)
+    trainer = Trainer(model=model, args=args, train_dataset=_Rows(train_rows),
+                      eval_dataset=_Rows(eval_rows) if eval_rows else None, data_collator=collator,
+                      processing_class=tokenizer)
+
+    resume_from = None
+    if t.resume:
+        resume_from = get_last_checkpoint(str(out))
+        print(f"[train] resuming from {resume_from}" if resume_from
+              else f"[train] resume=true but {out} holds no checkpoint yet: starting fresh")
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+
+    history = trainer.state.log_history
+    log_path = out / "log_history.json"
+    log_path.write_text(json.dumps(history, indent=1), encoding="utf-8")
+    plot = plot_losses(history, out / "loss.png", title=f"{Path(m.model_name_or_path).name} ({lo.finetuning}"
+                       f"{', 4-bit' if lo.quantization == '4bit' else ''})") if t.plot_loss else None
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return SFTResult(out, out, plot, log_path, checkpoints, train_losses[-1] if train_losses else None,
+                     eval_losses[-1] if eval_losses else None, len(train_rows), len(eval_rows))
