@@ -118,20 +118,57 @@ def test_cli_writes_sets_tasks_and_manifest(tmp_path, capsys):
 
 def test_user_toolbox_from_a_python_file(tmp_path):
     (tmp_path / "mytools.py").write_text('''
-class Tool:
-    def __init__(self, name, description, inputs):
-        self.name, self.description, self.inputs = name, description, inputs
+from toolkit import Toolbox, tool
 
-toolbox = [
-    Tool("lookup_order", "Find an order by id.", {"order_id": {"type": "string", "description": "order id"}}),
-    Tool("refund", "Refund an order.", {"order_id": {"type": "string", "description": "id"},
-                                        "amount": {"type": "number", "description": "how much"}}),
-    Tool("weather_in", "Weather of a city.", {"city": {"type": "string", "description": "city"}}),
-    Tool("notify", "Send a note.", {"to": {"type": "string", "description": "email"},
-                                    "text": {"type": "string", "description": "message"},
-                                    "urgent": {"type": "boolean", "description": "flag"}}),
-    Tool("llm", "A language model.", {"prompt": {"type": "string", "description": "instruction"}}),
-]
+@tool
+def lookup_order(order_id: str) -> str:
+    """Find an order by id.
+
+    Args:
+        order_id: order id
+    """
+    return order_id
+
+@tool
+def refund(order_id: str, amount: float) -> str:
+    """Refund an order.
+
+    Args:
+        order_id: id
+        amount: how much
+    """
+    return order_id
+
+@tool
+def weather_in(city: str) -> str:
+    """Weather of a city.
+
+    Args:
+        city: city
+    """
+    return city
+
+@tool
+def notify(to: str, text: str, urgent: bool) -> str:
+    """Send a note.
+
+    Args:
+        to: email
+        text: message
+        urgent: flag
+    """
+    return to
+
+@tool
+def llm(prompt: str) -> str:
+    """A language model.
+
+    Args:
+        prompt: instruction
+    """
+    return prompt
+
+toolbox = Toolbox([lookup_order, refund, weather_in, notify, llm])
 ''')
     catalog = load_catalog(f"{tmp_path / 'mytools.py'}:toolbox")
     assert catalog.names == ["lookup_order", "refund", "weather_in", "notify", "llm"]
