@@ -243,6 +243,7 @@ def _builders() -> dict[str, Callable[[ToolkitConfig, Any], Tool]]:
     from toolkit.tools.clock import CurrentTimeTool
     from toolkit.tools.files import SaveFileTool
     from toolkit.tools.llm import LLMTool
+    from toolkit.tools.python import PythonInterpreterTool
     from toolkit.tools.sql import QuerySQLTool
     from toolkit.tools.web import SearchBilibiliTool, SearchWebTool
     from toolkit.tools.wiki import SearchWikiTool
@@ -259,6 +260,9 @@ def _builders() -> dict[str, Callable[[ToolkitConfig, Any], Tool]]:
         "save_file": lambda c, e: SaveFileTool(workspace=c.workspace, max_bytes=c.max_file_bytes),
         "query_sql": lambda c, e: QuerySQLTool(url=c.sql_url, demo_dir=None if c.sql_url else data(c, "db"),
                                                allow_write=c.sql_write, max_rows=c.sql_max_rows),
+        "python_interpreter": lambda c, e: PythonInterpreterTool(
+            workspace=c.workspace, timeout=c.python_timeout, memory_mb=c.python_memory_mb,
+            additional_authorized_imports=c.python_imports),
         "calculator": lambda c, e: CalculatorTool(),
         "llm": lambda c, e: LLMTool(engine=e),
     }

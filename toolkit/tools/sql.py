@@ -237,7 +237,8 @@ class QuerySQLTool(Tool):
                     truncated = len(rows) > self.max_rows
                     out = format_table(columns, rows[: self.max_rows], truncated)
                 else:
-                    out = f"OK, {result.rowcount} row{'s' if result.rowcount != 1 else ''} affected"
+                    n = result.rowcount  # -1 where the driver does not count (SQLite DDL)
+                    out = "OK" if n < 0 else f"OK, {n} row{'s' if n != 1 else ''} affected"
                 if read_only:
                     conn.rollback()
                 else:

@@ -1,0 +1,276 @@
+"""The Python sandbox: the AST interpreter's behaviour, and a corpus of published escape
+techniques (transformers / smolagents interpreter CVE proofs of concept and classic pyjail
+tricks) run through the isolated process. Every escape fails with an error, and the host and
+the sandbox survive. A second group authorizes dangerous modules on purpose, as if the AST layer
+had been bypassed, and checks that the OS layer still holds."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import pytest
+
+from toolkit import ToolError, default_toolbox
+from toolkit.sandbox import InterpreterError, Sandbox, evaluate_python_code
+
+LINUX = sys.platform.startswith("linux")
+
+
+# ------------------------------------------------------------------------------------------------
+# The interpreter (in-process)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, value, printed", [
+    ("import math\nprint(math.sqrt(16))\n2 * 21", 42, "4.0\n"),
+    ("def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n[fib(i) for i in range(8)]", [0, 1, 1, 2, 3, 5, 8, 13], ""),
+    ("d = {'a': 1}\nd['a'] += 2\nf'{d[\"a\"]:>3}|'", "  3|", ""),
+    ("try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    print('caught', e)\nfinally:\n    print('done')", None, "caught division by zero\ndone\n"),
+    ("def f(a, *rest, k=3, **kw):\n    return a, rest, k, kw\nf(1, 2, k=5, z=1)", (1, (2,), 5, {"z": 1}), ""),
+    ("first, *rest = [1, 2, 3]\nrest", [2, 3], ""),
+    ("t = 0\nfor i in range(10):\n    if i == 4:\n        break\n    t += i\nelse:\n    t = -1\nt", 6, ""),
+    ("from collections import Counter\nCounter('hello').most_common(1)", [("l", 2)], ""),
+    ("sorted(['bb', 'a', 'ccc'], key=lambda s: -len(s))", ["ccc", "bb", "a"], ""),
+    ("x = 0\nwhile x < 5:\n    x += 1\nx", 5, ""),
+    ("{k: v for k, v in zip('ab', range(2)) if v}", {"b": 1}, ""),
+    ("'{} and {name}'.format(1, name='x')", "1 and x", ""),
+    ("import json\njson.dumps({'a': [1, 2]})", '{"a": [1, 2]}', ""),
+    ("(y := 3) + y", 6, ""),
+])
+def test_interpreter_runs_ordinary_code(code, value, printed):
+    assert evaluate_python_code(code) == (value, printed)
+
+
+def test_interpreter_calls_given_tools_and_protects_their_names():
+    assert evaluate_python_code("double(21)", tools={"double": lambda x: 2 * x}) == (42, "")
+    with pytest.raises(InterpreterError, match="cannot assign to 'double', a tool or builtin"):
+        evaluate_python_code("double = 1", tools={"double": lambda x: 2 * x})
+
+
+def test_interpreter_errors_name_the_line_and_keep_printed_output():
+    with pytest.raises(InterpreterError, match="^ValueError: boom$") as info:
+        evaluate_python_code("print('before')\nraise ValueError('boom')")
+    assert info.value.printed == "before\n"
+    with pytest.raises(InterpreterError, match="line 3: import of 'os' is not allowed"):
+        evaluate_python_code("x = 1\ny = 2\nimport os")
+    with pytest.raises(InterpreterError, match="syntax error on line 1"):
+        evaluate_python_code("def (:")
+
+
+def test_additional_authorized_imports():
+    with pytest.raises(InterpreterError, match="import of 'string' is not allowed"):
+        evaluate_python_code("import string")
+    assert evaluate_python_code("import textwrap\ntextwrap.fill('a b c d', 3)",
+                                additional_authorized_imports=["textwrap"]) == ("a b\nc d", "")
+
+
+# ------------------------------------------------------------------------------------------------
+# Published escape techniques, through the isolated process
+# ------------------------------------------------------------------------------------------------
+
+CANARY = f"/tmp/rewoo_sandbox_canary_{os.getpid()}"
+
+ESCAPES = {
+    # subclass walks to reach os / subprocess through object
+    "subclass walk via tuple": "().__class__.__bases__[0].__subclasses__()",
+    "subclass walk via mro": "[].__class__.__mro__[-1].__subclasses__()",
+    "object subclasses": "object.__subclasses__()",
+    "type() to reach object": "type(1).__base__",
+    "subclass walk via str": "''.__class__.__base__.__subclasses__()",
+    # builtins reachable from a builtin function (smolagents CVE proof of concept)
+    "print.__self__": "print.__self__",
+    "print.__self__.__import__": f"print.__self__.__import__('os').system('touch {CANARY}')",
+    "getattr smuggling": "getattr(print, '__self__')",
+    "__getattribute__": "(1).__getattribute__('__class__')",
+    "function globals": "f = lambda: 0\nf.__globals__",
+    "function code object": "def f():\n    pass\nf.__code__.co_consts",
+    # format-string attribute access
+    "format attribute walk": "'{0.__class__.__base__.__subclasses__}'.format(1)",
+    "format item walk": "'{0[__builtins__]}'.format({'__builtins__': 1})",
+    "str.format on the type": "str.format('{0.__init__.__globals__}', print)",
+    "format_map": "'{x.__class__}'.format_map({'x': 1})",
+    "nested format spec": "'{0:{1.__class__}}'.format(1, 2)",
+    # generator and traceback frames
+    "generator frame": "g = (x for x in [1])\ng.gi_frame.f_back.f_globals",
+    "generator function": "def g():\n    yield 1\nnext(g())",
+    "traceback frame": "try:\n    1 / 0\nexcept Exception as e:\n    e.__traceback__.tb_frame.f_globals",
+    # modules reachable through allowed modules
+    "random._os": f"import random\nrandom._os.system('touch {CANARY}')",
+    "from random import _os": "from random import _os",
+    "public module member": "import json\njson.codecs",
+    "import os": "import os",
+    "import ctypes": "import ctypes",
+    "pickle": "import pickle\npickle.loads(b\"cos\\nsystem\\n(S'id'\\ntR.\")",
+    "import subprocess": "import subprocess",
+    "import sys": "import sys\nsys.modules",
+    "import builtins": "import builtins",
+    "importlib": "import importlib\nimportlib.import_module('os')",
+    "star import": "from math import *",
+    "relative import": "from . import x",
+    # forbidden builtins
+    "__import__": "__import__('os')",
+    "eval": "eval('1 + 1')",
+    "exec": "exec('x = 1')",
+    "compile": "compile('1', '<s>', 'eval')",
+    "open": "open('/etc/passwd').read()",
+    "globals": "globals()",
+    "exit": "exit()",
+    "quit": "quit()",
+    "SystemExit": "raise SystemExit(0)",
+    "breakpoint": "breakpoint()",
+    # classes: __del__ after the timeout, __getattribute__, metaclasses
+    "__del__ after timeout": "class A:\n    def __del__(self):\n        import os\nA()",
+    "class __getattribute__": "class A:\n    def __getattribute__(self, n):\n        return 1",
+    # augmented assignment and with tricks
+    "augmented attribute on module": "import math\nmath.pi += 1",
+    "augmented dunder": "f = print\nf.__self__ += 1",
+    "assign dunder": "x = []\nx.__class__ = dict",
+    "with open": "with open('/etc/passwd') as f:\n    f.read()",
+    "decorator": "@print.__self__.__import__\ndef os():\n    pass",
+    # resource exhaustion
+    "infinite while": "while True:\n    pass",
+    "memory bomb by repetition": "'a' * 10**10",
+    "list repetition bomb": "[0] * 10**9",
+    "power bomb": "10 ** 10 ** 10",
+    "shift bomb": "1 << 10**10",
+    "memory bomb by growth": "x = [list(range(10**6)) for _ in range(200)]",
+    "deep recursion": "def f(n):\n    return f(n + 1)\nf(0)",
+    "sleep past the timeout": "import time\ntime.sleep(60)",
+    "C-level spin past the timeout": "sum(range(10**12))",
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    box = Sandbox(workspace=tmp_path_factory.mktemp("ws") / "python", timeout=2.0, memory_mb=256)
+    yield box
+    box.close()
+
+
+def test_the_corpus_has_at_least_30_published_techniques():
+    assert len(ESCAPES) >= 30
+
+
+@pytest.mark.parametrize("name", list(ESCAPES))
+def test_escape_fails_with_an_error_and_the_host_survives(sandbox, name):
+    result = sandbox.run(ESCAPES[name])
+    assert result.error, f"{name}: not refused; value={result.value!r} output={result.output!r}"
+    assert not os.path.exists(CANARY)
+    after = sandbox.run("print('alive')\n6 * 7")  # the sandbox still serves
+    assert (after.output, after.value, after.error) == ("alive\n", "42", None)
+
+
+def test_refusals_say_why(sandbox):
+    assert "private or dunder attribute '__class__'" in sandbox.run(ESCAPES["subclass walk via tuple"]).error
+    assert "name 'eval' is not defined" in sandbox.run(ESCAPES["eval"]).error
+    assert "timed out after 1 s" in sandbox.run("import time\ntime.sleep(30)", timeout=1).error
+    assert "class definitions are not supported" in sandbox.run(ESCAPES["__del__ after timeout"]).error
+
+
+# ------------------------------------------------------------------------------------------------
+# The OS layer, with the AST layer opened on purpose
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def open_sandbox(tmp_path_factory):
+    """A sandbox that lets code import os, socket, ctypes and subprocess: only the OS layer holds."""
+    ws = tmp_path_factory.mktemp("ws_open") / "python"
+    box = Sandbox(workspace=ws, timeout=3.0, memory_mb=256,
+                  additional_authorized_imports=("os", "socket", "ctypes", "subprocess", "pickle"))
+    box.run("1")
+    yield box
+    box.close()
+
+
+needs_isolation = pytest.mark.skipif(not LINUX, reason="the OS layer is Linux-only")
+
+
+@needs_isolation
+def test_isolation_layers_are_reported(open_sandbox):
+    iso = open_sandbox.isolation
+    assert "as=256MiB" in iso["rlimits"]
+    if os.getuid() == 0:  # CI and these machines run as root: every layer must hold
+        assert iso["network"] == "netns" and iso["user"] == "uid 65534"
+        assert iso["filesystem"].startswith("landlock")
+
+
+@needs_isolation
+def test_no_network_even_to_loopback(open_sandbox):
+    if not open_sandbox.isolation["network"].endswith("netns"):
+        pytest.skip(f"no network namespace here: {open_sandbox.isolation['network']}")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        port = listener.getsockname()[1]
+        r = open_sandbox.run(f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))")
+        assert r.error and ("Errno" in r.error or "unreachable" in r.error.lower() or "refused" in r.error.lower())
+        r = open_sandbox.run("import socket\nsocket.getaddrinfo('example.com', 80)")
+        assert r.error
+    finally:
+        listener.close()
+
+
+@needs_isolation
+def test_no_new_processes(open_sandbox):
+    r = open_sandbox.run("import os\nos.fork()")
+    assert r.error and ("Resource temporarily unavailable" in r.error or "Permission denied" in r.error)
+    r = open_sandbox.run(f"import subprocess\nsubprocess.run(['/bin/touch', '{CANARY}'])")
+    assert r.error
+    r = open_sandbox.run(f"import os\nos.system('touch {CANARY}')")
+    assert r.error or r.value != "0"
+    r = open_sandbox.run(f"import pickle\npickle.loads(b\"cos\\nsystem\\n(S'touch {CANARY}'\\ntR.\")")
+    assert r.error or r.value != "0"
+    assert not os.path.exists(CANARY)
+
+
+@needs_isolation
+def test_no_files_outside_the_workspace(open_sandbox, tmp_path):
+    if not open_sandbox.isolation["filesystem"].startswith("landlock") and os.getuid() != 0:
+        pytest.skip(f"no file-system layer here: {open_sandbox.isolation['filesystem']}")
+    outside = tmp_path / "outside.txt"
+    r = open_sandbox.run(f"import os\nfd = os.open('{outside}', os.O_WRONLY | os.O_CREAT)\nos.write(fd, b'x')")
+    assert r.error and ("Permission denied" in r.error or "Errno" in r.error)
+    assert not outside.exists()
+    r = open_sandbox.run("import os\nfd = os.open('/tmp/x_sandbox', os.O_WRONLY | os.O_CREAT)")
+    assert r.error
+    r = open_sandbox.run("import os\nos.open('/etc/hostname', os.O_RDONLY)")
+    assert r.error and "Permission denied" in r.error
+    r = open_sandbox.run("import os\nfd = os.open('inside.txt', os.O_WRONLY | os.O_CREAT, 0o644)\n"
+                         "os.write(fd, b'ok')\nos.close(fd)\nos.listdir('.')")
+    assert r.error is None and "inside.txt" in r.value
+    assert (open_sandbox.workspace / "inside.txt").read_bytes() == b"ok"
+
+
+@needs_isolation
+def test_memory_and_cpu_limits_hold_below_the_interpreter(open_sandbox):
+    r = open_sandbox.run("b = bytes(1024 * 1024 * 1024)")
+    assert r.error and ("memory" in r.error.lower())
+    r = open_sandbox.run("import ctypes\nctypes.string_at(0)")  # a segfault in the child
+    assert r.error and "signal" in r.error
+    assert open_sandbox.run("1 + 1").value == "2"
+
+
+def test_a_fresh_process_per_run(tmp_path):
+    with Sandbox(workspace=tmp_path / "py", timeout=5, reuse=False) as box:
+        assert box.run("x = 1\nx").value == "1"
+        assert box._proc is None  # the worker is gone after the run
+        assert "name 'x' is not defined" in box.run("x").error
+
+
+# ------------------------------------------------------------------------------------------------
+# The python_interpreter tool
+# ------------------------------------------------------------------------------------------------
+
+def test_python_interpreter_tool(tmp_path):
+    tool = default_toolbox(workspace=str(tmp_path), python_timeout=5)["python_interpreter"]
+    try:
+        assert tool(code="print('hi')\nsum(range(5))") == "hi\n10"
+        assert tool(code="x = 1") == "(the code ran and printed nothing)"
+        with pytest.raises(ToolError, match="import of 'os' is not allowed") as info:
+            tool(code="print('partial')\nimport os")
+        assert "Printed before the error:\npartial" in str(info.value)
+        assert "Only these modules can be imported: math, random" in tool.description
+    finally:
+        tool.close()

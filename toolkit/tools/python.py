@@ -1,0 +1,55 @@
+"""``python_interpreter(code)``: run Python in the sandbox (``toolkit.sandbox``) and return
+what it printed and the value of its last expression."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from toolkit.tool import Tool
+
+
+class SandboxCodeError(RuntimeError):
+    """The code failed or was refused in the sandbox; the message says why and shows its output."""
+
+
+class PythonInterpreterTool(Tool):
+    name = "python_interpreter"
+    description = ("Run Python code in a sandbox and return what it prints and the value of its last "
+                   "line. Use it for calculations and data processing. Only these modules can be "
+                   "imported: {imports}. No files outside the workspace, no network, no classes.")
+    inputs = {"code": {"type": "string", "description": "the Python code to run"}}
+    output_type = "string"
+
+    def __init__(self, workspace: str | os.PathLike = "workspace", timeout: float = 10.0, memory_mb: int = 512,
+                 additional_authorized_imports: tuple[str, ...] = (), reuse: bool = True):
+        from toolkit.sandbox import DEFAULT_AUTHORIZED_IMPORTS
+
+        super().__init__()
+        self.sandbox_dir = Path(workspace) / "python"
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.authorized = tuple(DEFAULT_AUTHORIZED_IMPORTS) + tuple(additional_authorized_imports)
+        self.reuse = reuse
+        self.sandbox = None
+        self.description = type(self).description.format(imports=", ".join(self.authorized))
+
+    def setup(self) -> None:
+        from toolkit.sandbox import Sandbox
+
+        self.sandbox = Sandbox(workspace=self.sandbox_dir, timeout=self.timeout, memory_mb=self.memory_mb,
+                               authorized_imports=self.authorized, reuse=self.reuse)
+
+    def forward(self, code: str) -> str:
+        result = self.sandbox.run(code)
+        if result.error:
+            printed = f"\nPrinted before the error:\n{result.output.rstrip()}" if result.output.strip() else ""
+            raise SandboxCodeError(f"{result.error}{printed}")
+        parts = [result.output.rstrip()] if result.output.strip() else []
+        if result.value is not None:
+            parts.append(result.value)
+        return "\n".join(parts) if parts else "(the code ran and printed nothing)"
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
