@@ -123,6 +123,8 @@ class TrainArgs:
     optim: str = _f("adamw_torch", "optimizer (transformers OptimizerNames); ignored when the DeepSpeed config sets one")
     use_cpu: bool = _f(False, "train on the CPU even when a GPU is there")
     dataloader_num_workers: int = _f(0, "data loader worker processes")
+    group_by_length: bool = _f(False, "batch examples of similar length together (less padding when "
+                                      "packing is off; the order is still shuffled by seed)")
     plot_loss: bool = _f(True, "write loss.png (train and eval loss) to output_dir")
 
     def __post_init__(self):

@@ -227,7 +227,8 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
         gradient_checkpointing=m.gradient_checkpointing and recipe.lora.quantization != "4bit",
         gradient_checkpointing_kwargs={"use_reentrant": False}, optim=t.optim, use_cpu=use_cpu,
         remove_unused_columns=False, report_to="none", dataloader_num_workers=t.dataloader_num_workers,
-        disable_tqdm=False, **kwargs)
+        disable_tqdm=False, train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
