@@ -87,7 +87,8 @@ def build_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 512,
 
 
 def build_llama(tokenizer, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
-                intermediate_size: int | None = None, max_position_embeddings: int = 2048, seed: int = 0):
+                intermediate_size: int | None = None, max_position_embeddings: int = 2048, seed: int = 0,
+                tie_word_embeddings: bool = False):
     """A randomly initialised ``LlamaForCausalLM`` sized for ``tokenizer``; deterministic by seed."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -95,7 +96,7 @@ def build_llama(tokenizer, hidden_size: int = 64, num_layers: int = 2, num_heads
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 4 * hidden_size,
+        intermediate_size=intermediate_size or 8 * hidden_size // 3,  # Llama's 2/3 of 4x, for SwiGLU
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
@@ -103,7 +104,7 @@ def build_llama(tokenizer, hidden_size: int = 64, num_layers: int = 2, num_heads
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -130,28 +130,51 @@ def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: in
     return "\n".join(lines) + "\n"
 
 
+def _scalar(max_string: int) -> dict:
+    """What an untyped value may be under a budget: a bounded string, a number or a boolean."""
+    return {"anyOf": [{"type": "string", "maxLength": max_string}, {"type": "integer", "minimum": -10**9,
+                                                                     "maximum": 10**9}, {"type": "boolean"}]}
+
+
 def _bound_strings(schema: Any, max_string: int) -> Any:
-    if isinstance(schema, dict):
-        out = {k: _bound_strings(v, max_string) for k, v in schema.items()}
-        if out.get("type") == "string" and "maxLength" not in out and "enum" not in out:
-            out["maxLength"] = max_string
-        if out.get("type") == "integer" and "maximum" not in out and "minimum" not in out:
-            out["minimum"], out["maximum"] = -10**9, 10**9  # at most 10 digits
-        if out.get("type") == "array" and "maxItems" not in out:
-            out["maxItems"] = 8
-        return out
+    """Bound every part of a JSON schema whose text could otherwise grow without end: strings
+    (``maxLength``), integers and numbers (``|x| <= 1e9``), arrays (``maxItems=8``, items bounded;
+    items of no declared type become scalars), objects without declared properties (at most 8
+    keys of at most 24 characters, scalar values) and untyped values (scalars)."""
     if isinstance(schema, list):
         return [_bound_strings(v, max_string) for v in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_bound_strings(v, max_string) if k in ("properties", "items", "anyOf", "oneOf", "allOf") else v)
+           for k, v in schema.items()}
+    if "properties" in out:
+        out["properties"] = {k: _bound_strings(v, max_string) for k, v in schema["properties"].items()}
+    kind = out.get("type")
+    if kind is None and not any(k in out for k in ("enum", "const", "anyOf", "oneOf", "allOf", "$ref")):
+        return {**out, **_scalar(max_string)}
+    if kind == "string" and "maxLength" not in out and "enum" not in out:
+        out["maxLength"] = max_string
+    if kind in ("integer", "number") and "maximum" not in out and "minimum" not in out:
+        out["minimum"], out["maximum"] = -10**9, 10**9
+    if kind == "array":
+        out.setdefault("maxItems", 8)
+        out["items"] = _bound_strings(schema.get("items", {}), max_string)
+    if kind == "object" and not out.get("properties"):
+        out.setdefault("maxProperties", 8)
+        out["propertyNames"] = {"maxLength": 24}
+        out["additionalProperties"] = _scalar(max_string)
+    return out
 
 
 def call_schema(spec, max_string: int | None = 200) -> dict:
     """JSON schema of a call to one tool: ``{"name": <spec.name>, "arguments": {...}}``.
 
     ``spec`` is a ``formats.ToolSpec`` (or anything ``formats.tool_spec`` accepts). Arguments
-    follow the tool's parameters with no extra keys; strings get ``maxLength=max_string``,
-    integers ``|n| <= 10**9`` and arrays ``maxItems=8`` unless the schema bounds them, so a
-    call always completes.
+    follow the tool's parameters with no extra keys, every part bounded (see ``_bound_strings``)
+    so that a call completes within the caller's budget. One gap: llguidance 1.9 does not bound
+    a ``number``'s fractional digits (and its ``multipleOf`` rejects valid decimals such as
+    1.125), so a model can still run out of tokens inside a float; the distributor then
+    records a caller error on that step.
     """
     from pipeline.formats import tool_spec
 
