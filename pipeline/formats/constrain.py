@@ -1,0 +1,262 @@
+"""Constrained decoding: the format contract compiled into a logits constraint (llguidance).
+
+    from pipeline.formats import constrain
+    grammar = constrain.plan_grammar(["search_wiki", "llm"], max_new_tokens=256)
+    proc = constrain.logits_processor(tokenizer, model.config.vocab_size, grammar=grammar)
+    model.generate(**batch, logits_processor=[proc], max_new_tokens=256)  # every row parses
+
+- :func:`plan_grammar` turns the plan grammar of DESIGN.md, with the current tool names, into a
+  Lark grammar. It is *bounded*: the step count and the lengths of descriptions and inputs are
+  chosen from ``max_new_tokens`` so that the longest plan the grammar allows still fits (each
+  character is at least one token with a byte-level tokenizer, and only printable ASCII is
+  allowed). Variables are numbered #E1, #E2, ... and an input may reference only earlier ones,
+  so a constrained plan always passes ``parse_plan(text, tools)``. Without a bound, a weak model
+  can wander inside free text until the token budget runs out and leave an unfinished plan
+  (measured: FACTS.md, 0/20 stopped).
+- :func:`call_schema` is the JSON schema of the function caller's output for one tool:
+  ``{"name": <that tool>, "arguments": <its parameters>}``, strings bounded the same way.
+- :func:`logits_processor` builds a transformers ``LogitsProcessor`` for a Lark grammar, a regex
+  or a JSON schema. It is single-use: make a new one per ``generate()`` call. Batched and
+  left-padded inputs work; finished rows are held to EOS.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["PlanBounds", "plan_bounds", "plan_grammar", "call_schema", "logits_processor",
+           "GrammarLogitsProcessor", "lark_literal"]
+
+# Printable ASCII without '#', '[' and ']': '#' only ever starts a variable, brackets only
+# delimit the input. (Inside a regex character class.)
+_TEXT_CHARS = r" -\"$-Z\\^-~"
+# The same without digits: what may follow a variable, so that "#E1" never grows into "#E10".
+_TEXT_NO_DIGIT = r" -\"$-\/:-Z\\^-~"  # ("\/": a bare "/" would end Lark's /regex/)
+# Description characters: printable ASCII but '#' (a "#E" there would read as a step).
+_DESC_CHARS = r" -\"$-~"
+
+
+@dataclass(frozen=True)
+class PlanBounds:
+    """The longest plan a constrained planner may write: at most ``max_steps`` steps, each
+    description at most ``max_description`` and each input at most ``max_input`` characters."""
+
+    max_steps: int
+    max_description: int
+    max_input: int
+
+
+def plan_bounds(max_new_tokens: int, tool_names: list[str], max_steps: int = 6,
+                chars_per_token: float = 1.0) -> PlanBounds:
+    """Bounds whose worst case fits ``max_new_tokens``.
+
+    ``chars_per_token=1`` is a guarantee: with a byte-level tokenizer and printable ASCII every
+    token carries at least one character, so no plan the grammar allows can run out of tokens.
+    A trained model with a real tokenizer averages ~3-4 characters a token; a larger value buys
+    longer descriptions and inputs at the price of that guarantee.
+
+    Per step the fixed text is ``"Plan: "`` + ``"\\n#E<n> = "`` + the longest tool name + the
+    brackets + the newline between steps; what is left of the step's share goes 3:2 to the
+    description and the input. Steps are dropped until each keeps at least 16 characters of
+    free text; a budget too small even for one such step is an error.
+    """
+    longest_tool = max((len(t) for t in tool_names), default=1)
+    if max_new_tokens < 2 or chars_per_token < 1:
+        raise ValueError("plan_bounds needs max_new_tokens >= 2 and chars_per_token >= 1")
+    budget = int((max_new_tokens - 1) * chars_per_token)  # (- 1: the EOS token)
+    for steps in range(max_steps, 0, -1):
+        fixed = len("Plan: ") + len(f"\n#E{steps} = ") + longest_tool + len("[]") + 1
+        free = budget // steps - fixed
+        if free >= 16:
+            desc = free * 3 // 5
+            return PlanBounds(steps, desc, free - desc)
+    raise ValueError(f"max_new_tokens={max_new_tokens} is too small for even one constrained plan "
+                     f"step with these tools (the longest name has {longest_tool} characters); "
+                     "allow more new tokens")
+
+
+def lark_literal(text: str) -> str:
+    """``text`` as a Lark string literal."""
+    return json.dumps(text)
+
+
+def _var_alternatives(n: int) -> str:
+    # "#E1" ... "#E{n}" as one regex group; longest first so "#E12" is tried before "#E1".
+    # (Plain groups: llguidance's Lark lexer rejects "(?:".)
+    return "(" + "|".join(f"#E{i}" for i in sorted(range(1, n + 1), reverse=True)) + ")"
+
+
+def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: int = 6,
+                 bounds: PlanBounds | None = None, chars_per_token: float = 1.0) -> str:
+    """A Lark grammar for a whole plan over ``tool_names`` that fits ``max_new_tokens``.
+
+    Step ``k`` is ``Plan: <description>`` then ``#Ek = <tool>[<input>]``; an input of step ``k``
+    may contain ``#E1`` .. ``#E{k-1}`` (never followed by a digit) and otherwise printable ASCII
+    without ``#``, ``[`` and ``]``. After any step the text may end.
+    """
+    if not tool_names:
+        raise ValueError("plan_grammar needs at least one tool name")
+    bad = [t for t in tool_names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", t)]
+    if bad:
+        raise ValueError(f"tool names must match the plan grammar's [A-Za-z_][A-Za-z0-9_.-]*: {bad}")
+    b = bounds or plan_bounds(max_new_tokens, tool_names, max_steps, chars_per_token)
+    lines = []
+    # start: s1 (s2 (s3 ...)?)?  -- step k exists only after step k-1.
+    nested = ""
+    for k in range(b.max_steps, 1, -1):
+        nested = f"(s{k}{(' ' + nested) if nested else ''})?"
+    lines.append(f"start: s1{(' ' + nested) if nested else ''}")
+    lines.append("tool: " + " | ".join(lark_literal(t) for t in tool_names))
+    lines.append(f"DESC: /[{_DESC_CHARS}]{{0,{b.max_description}}}/")
+    for k in range(1, b.max_steps + 1):
+        sep = '"\\n"' if k > 1 else ""
+        head = lark_literal(f"\n#E{k} = ")
+        lines.append(f's{k}: {sep} "Plan: " DESC {head} tool "[" INPUT{k}')
+        if k == 1:
+            pattern = f"[{_TEXT_CHARS}]{{0,{b.max_input}}}"
+        else:
+            ref = _var_alternatives(k - 1)
+            # plain characters, or a variable followed by a non-digit; a variable may end the input
+            pattern = f"([{_TEXT_CHARS}]|{ref}[{_TEXT_NO_DIGIT}]){{0,{b.max_input}}}{ref}?"
+        # The closing bracket is part of the lexeme: Lark lexemes are greedy, and with "]" outside
+        # an input would always run to its maximum length (measured, FACTS.md).
+        lines.append(f"INPUT{k}: /{pattern}\\]/")
+    return "\n".join(lines) + "\n"
+
+
+def _bound_strings(schema: Any, max_string: int) -> Any:
+    if isinstance(schema, dict):
+        out = {k: _bound_strings(v, max_string) for k, v in schema.items()}
+        if out.get("type") == "string" and "maxLength" not in out and "enum" not in out:
+            out["maxLength"] = max_string
+        if out.get("type") == "array" and "maxItems" not in out:
+            out["maxItems"] = 8
+        return out
+    if isinstance(schema, list):
+        return [_bound_strings(v, max_string) for v in schema]
+    return schema
+
+
+def call_schema(spec, max_string: int | None = 200) -> dict:
+    """JSON schema of a call to one tool: ``{"name": <spec.name>, "arguments": {...}}``.
+
+    ``spec`` is a ``formats.ToolSpec`` (or anything ``formats.tool_spec`` accepts). Arguments
+    follow the tool's parameters with no extra keys; strings get ``maxLength=max_string`` and
+    arrays ``maxItems=8`` unless the schema bounds them, so a call always completes.
+    """
+    from pipeline.formats import tool_spec
+
+    spec = tool_spec(spec)
+    params = dict(spec.parameters)
+    params.setdefault("type", "object")
+    params.setdefault("additionalProperties", False)
+    if max_string is not None:
+        params = _bound_strings(params, max_string)
+    return {"type": "object",
+            "properties": {"name": {"const": spec.name}, "arguments": params},
+            "required": ["name", "arguments"], "additionalProperties": False}
+
+
+# --------------------------------------------------------------------------------------------
+# The logits processor
+# --------------------------------------------------------------------------------------------
+
+_LLTOK_CACHE: dict[tuple[int, int], Any] = {}
+_LLTOK_LOCK = threading.Lock()
+
+
+def _lltokenizer(tokenizer, vocab_size: int):
+    """llguidance's view of a HF fast tokenizer (~1 s to build; cached per tokenizer and size)."""
+    import llguidance.hf
+
+    key = (id(tokenizer), vocab_size)
+    with _LLTOK_LOCK:
+        if key not in _LLTOK_CACHE:
+            eos = tokenizer.eos_token_id
+            if eos is None:
+                raise ValueError("constrained decoding needs a tokenizer with an EOS token")
+            _LLTOK_CACHE[key] = (tokenizer, llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size,
+                                                                         eos_token=eos))
+        return _LLTOK_CACHE[key][1]
+
+
+def _compile(lltok, grammar: str | None, regex: str | None, json_schema: dict | str | None) -> str:
+    import llguidance
+
+    given = [x is not None for x in (grammar, regex, json_schema)]
+    if sum(given) != 1:
+        raise ValueError("give exactly one of grammar= (Lark), regex= or json_schema=")
+    if grammar is not None:
+        text = llguidance.grammar_from("lark", grammar)
+    elif regex is not None:
+        text = llguidance.grammar_from("regex", regex)
+    else:
+        schema = json_schema if isinstance(json_schema, str) else json.dumps(json_schema)
+        # Fixed whitespace: with flexible whitespace a weak model pads JSON with spaces until the
+        # budget runs out (measured: 2/20 greedy runs stopped).
+        text = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+    is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(text, lltok)
+    if is_error:
+        raise ValueError(f"invalid constraint: {'; '.join(messages)}")
+    return text
+
+
+class GrammarLogitsProcessor:
+    """A transformers ``LogitsProcessor`` that masks every token the grammar forbids.
+
+    One matcher per batch row, created on the first call (the prompt is not consumed). Each
+    later call first feeds every live row's last token to its matcher. A row whose matcher has
+    accepted its end is held to EOS. Single use: make a new processor per ``generate()``.
+    """
+
+    def __init__(self, tokenizer, vocab_size: int, grammar: str | None = None, regex: str | None = None,
+                 json_schema: dict | str | None = None):
+        self.lltok = _lltokenizer(tokenizer, vocab_size)
+        self.grammar = _compile(self.lltok, grammar, regex, json_schema)
+        self.vocab_size = vocab_size
+        self.matchers: list | None = None
+        self.bitmask = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        import llguidance
+        import llguidance.torch as lt
+
+        batch = input_ids.shape[0]  # input_ids: (B, T), scores: (B, V)
+        if self.matchers is None:
+            self.matchers = [llguidance.LLMatcher(self.lltok, self.grammar) for _ in range(batch)]
+            if self.matchers[0].is_error():
+                raise ValueError(f"invalid constraint: {self.matchers[0].get_error()}")
+            self.bitmask = lt.allocate_token_bitmask(batch, self.lltok.vocab_size)
+        else:
+            if len(self.matchers) != batch:
+                raise RuntimeError("GrammarLogitsProcessor is single-use: the batch changed size; "
+                                   "make a new processor per generate() call")
+            for i, m in enumerate(self.matchers):
+                if m.is_stopped():
+                    continue  # finished: later tokens are padding
+                if not m.consume_token(int(input_ids[i, -1])):
+                    raise RuntimeError(f"row {i}: the sampled token broke the constraint: {m.get_error()}")
+        for i, m in enumerate(self.matchers):
+            lt.fill_next_token_bitmask(m, self.bitmask, i)
+        width = min(scores.shape[-1], self.lltok.vocab_size)
+        masked = scores[:, :width]
+        lt.apply_token_bitmask_inplace(masked, self.bitmask.to(scores.device))
+        if scores.shape[-1] > width:  # logits for ids beyond the tokenizer: never allowed
+            scores[:, width:] = float("-inf")
+        return scores
+
+
+def logits_processor(tokenizer, vocab_size: int, *, grammar: str | None = None, regex: str | None = None,
+                     json_schema: dict | str | None = None) -> GrammarLogitsProcessor:
+    """A single-use logits processor for a Lark ``grammar``, a ``regex`` or a ``json_schema``.
+
+    ``vocab_size`` is the model's logits width (``model.config.vocab_size``), which may exceed
+    the tokenizer's length. Raises ``ValueError`` for a constraint llguidance cannot compile.
+    """
+    return GrammarLogitsProcessor(tokenizer, vocab_size, grammar=grammar, regex=regex, json_schema=json_schema)

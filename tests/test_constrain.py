@@ -1,0 +1,152 @@
+"""Constrained decoding: a random tiny model yields only valid plans and valid calls."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+import torch
+
+from pipeline import formats
+from pipeline.formats import constrain
+from pipeline.plan import parse_plan
+
+TOOLS = ["search_wiki", "llm", "calculator", "get_current_time"]
+SPECS = [
+    {"name": "search_wiki", "description": "Search the encyclopedia.",
+     "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}},
+    {"name": "save_file", "description": "Save a file.",
+     "parameters": {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"},
+                                                     "overwrite": {"type": "boolean"}},
+                    "required": ["path", "content"]}},
+    {"name": "top_k", "description": "Pick k items.",
+     "parameters": {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}},
+                                                     "k": {"type": "integer"}}, "required": ["items", "k"]}},
+]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_tokenizer):
+    from train.tiny import build_llama
+    return build_llama(tiny_tokenizer, seed=1).eval()
+
+
+def _generate(model, tok, prompts, proc, max_new_tokens, sample, seed=0):
+    tok.padding_side = "left"
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    torch.manual_seed(seed)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=sample, top_k=0,
+                         logits_processor=[proc], pad_token_id=tok.pad_token_id)
+    new = out[:, batch["input_ids"].shape[1]:]
+    rows = []
+    for row in new:
+        ids = row.tolist()
+        ended = tok.eos_token_id in ids
+        rows.append((tok.decode(ids, skip_special_tokens=True), ended))
+    return rows
+
+
+@pytest.mark.parametrize("max_new_tokens", [96, 200])
+def test_random_model_writes_only_valid_plans(model, tiny_tokenizer, max_new_tokens):
+    grammar = constrain.plan_grammar(TOOLS, max_new_tokens)
+    prompt = formats.planner_prompt("Who directed Oppenheimer?", SPECS)
+    results = []
+    for i, sample in enumerate([False, True, True, True, True, True]):
+        proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, grammar=grammar)
+        results += _generate(model, tiny_tokenizer, [prompt], proc, max_new_tokens, sample, seed=i)
+    # a left-padded batch of 4 different prompts, sampled
+    proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, grammar=grammar)
+    prompts = [formats.planner_prompt(t, SPECS) for t in ("a", "What time is it in Paris now?", "2+2", "x y z")]
+    results += _generate(model, tiny_tokenizer, prompts, proc, max_new_tokens, True, seed=7)
+    assert len(results) == 10
+    for text, ended in results:
+        assert ended, f"no EOS within {max_new_tokens} tokens: {text!r}"
+        plan = parse_plan(text, TOOLS)
+        assert 1 <= len(plan) <= constrain.plan_bounds(max_new_tokens, TOOLS).max_steps
+        assert all(s.tool in TOOLS for s in plan)
+
+
+def test_unconstrained_random_model_does_not_plan(model, tiny_tokenizer):
+    """The contrast that makes the constraint worth having."""
+    prompt = formats.planner_prompt("Who directed Oppenheimer?", SPECS)
+    batch = tiny_tokenizer([prompt], return_tensors="pt")
+    out = model.generate(**batch, max_new_tokens=60, do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
+    text = tiny_tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    with pytest.raises(formats.PlanError):
+        parse_plan(text, TOOLS)
+
+
+def _accepts(tok, grammar: str, text: str) -> bool:
+    import llguidance
+    lltok = constrain._lltokenizer(tok, len(tok))
+    m = llguidance.LLMatcher(lltok, llguidance.grammar_from("lark", grammar))
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return m.try_consume_tokens(ids) == len(ids) and m.is_stopped() and not m.is_error()
+
+
+def test_grammar_accepts_exactly_the_contract(tiny_tokenizer):
+    bounds = constrain.PlanBounds(max_steps=3, max_description=30, max_input=20)
+    g = constrain.plan_grammar(TOOLS, bounds=bounds)
+    ok = "Plan: find him\n#E1 = search_wiki[Oppenheimer]\nPlan: combine\n#E2 = llm[who is #E1?]"
+    assert _accepts(tiny_tokenizer, g, ok)
+    assert _accepts(tiny_tokenizer, g, "Plan: \n#E1 = get_current_time[]")
+    for bad in [
+        "Plan: x\n#E1 = llm[#E1]",                     # self reference
+        "Plan: x\n#E1 = llm[a]\nPlan: y\n#E2 = llm[#E3]",  # later variable
+        "Plan: x\n#E2 = llm[a]",                       # numbering must start at 1
+        "Plan: x\n#E1 = nope[a]",                      # unknown tool
+        "Plan: x\n#E1 = llm[a]\nPlan: y\n#E2 = llm[#E10]",  # #E1 followed by a digit
+        "Plan: x\n#E1 = llm[" + "a" * 21 + "]",        # input over its bound
+        "Plan: x\n#E1 = llm[a]\nPlan: y",              # a trailing plan with no step
+        "Plan: a\n#E1 = llm[a]\nPlan: b\n#E2 = llm[b]\nPlan: c\n#E3 = llm[c]\nPlan: d\n#E4 = llm[d]",  # > 3 steps
+    ]:
+        assert not _accepts(tiny_tokenizer, g, bad), bad
+
+
+def test_bounds_fit_the_budget():
+    for n in (60, 96, 256, 1024):
+        b = constrain.plan_bounds(n, TOOLS)
+        longest = max(len(t) for t in TOOLS)
+        worst = b.max_steps * (len("Plan: ") + b.max_description + len(f"\n#E{b.max_steps} = ")
+                               + longest + 2 + b.max_input + 1)
+        assert worst <= n - 1 + 1  # the last step has no newline after it
+    assert constrain.plan_bounds(1024, TOOLS, chars_per_token=3.5).max_input > constrain.plan_bounds(1024, TOOLS).max_input
+    with pytest.raises(ValueError, match="too small"):
+        constrain.plan_bounds(20, TOOLS)
+    with pytest.raises(ValueError, match="tool names must match"):
+        constrain.plan_grammar(["bad name"], 256)
+    with pytest.raises(ValueError, match="at least one tool"):
+        constrain.plan_grammar([], 256)
+
+
+def test_random_model_writes_only_valid_calls(model, tiny_tokenizer):
+    for spec in SPECS:
+        schema = constrain.call_schema(spec, max_string=12)
+        step = formats.Step("#E2", spec["name"], "something with #E1", "do it", ("#E1",))
+        prompt = formats.caller_prompt(step, SPECS)
+        for i, sample in enumerate([False, True, True]):
+            proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, json_schema=schema)
+            (text, ended), = _generate(model, tiny_tokenizer, [prompt], proc, 256, sample, seed=i)
+            assert ended, text
+            call = formats.parse_call(text, SPECS)
+            assert call.name == spec["name"]
+            jsonschema.validate(call.arguments, spec["parameters"])
+            assert json.loads(text) == call.to_dict()  # no text around it
+
+
+def test_regex_constraint_and_bad_constraints(model, tiny_tokenizer):
+    proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, regex=r"(yes|no)")
+    (text, ended), = _generate(model, tiny_tokenizer, ["Answer:"], proc, 10, True)
+    assert text in ("yes", "no") and ended
+    with pytest.raises(ValueError, match="invalid constraint"):
+        constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, grammar="start: /[/")
+    with pytest.raises(ValueError, match="exactly one"):
+        constrain.logits_processor(tiny_tokenizer, model.config.vocab_size)
+
+
+def test_processor_is_single_use(model, tiny_tokenizer):
+    proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, regex=r"[a-z]{1,3}")
+    _generate(model, tiny_tokenizer, ["a"], proc, 5, False)
+    with pytest.raises(RuntimeError, match="single-use"):
+        _generate(model, tiny_tokenizer, ["a", "b"], proc, 5, False)
