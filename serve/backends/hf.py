@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ import torch
 
 from serve.backends.base import BackendError, Chunk, Constraint, GenerationRequest, Stats, TextStream
 from serve.backends.rows import SLOT_KWARG, RequestRows, RowControl, install
+
+log = logging.getLogger("serve")
 
 
 def _resolve_device(device: str) -> str:
@@ -108,6 +111,16 @@ class TransformersBackend:
         install(manager, self._rows)
         manager.start()
         self._manager = manager
+        if self.constraint_factory is not None:
+            await asyncio.to_thread(self._warm_constraints)
+
+    def _warm_constraints(self) -> None:
+        """Build llguidance's view of the tokenizer now (about a second, cached), not inside the
+        first constrained request on the event loop."""
+        try:
+            self.constraint_factory(Constraint("regex", "a"), self.tokenizer, self.vocab_size, 1)
+        except BackendError as e:  # constrained decoding unavailable: such requests get its 501
+            log.warning("constrained decoding unavailable: %s", e)
 
     async def stop(self) -> None:
         if self._manager is None:
