@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import formats
@@ -251,18 +251,30 @@ async def _collect(backend, request: GenerationRequest) -> Chunk:
     return Chunk("".join(text), last.finish_reason, last.prompt_tokens, last.completion_tokens)
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; its generations were cancelled."""
+
+
 async def _until_disconnect(http: Request, work: asyncio.Future):
     """Await ``work``; cancel it (and so its generations) if the client goes away first."""
+    gone = False
+
     async def watch():
+        nonlocal gone
         while True:
             message = await http.receive()
             if message["type"] == "http.disconnect":
+                gone = True
                 work.cancel()
                 return
 
     watcher = asyncio.ensure_future(watch())
     try:
         return await work
+    except asyncio.CancelledError:
+        if gone:
+            raise ClientGone from None
+        raise
     finally:
         watcher.cancel()
 
@@ -416,6 +428,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BackendError)
     async def backend_error(_, e: BackendError):
         return JSONResponse(error_body(str(e), param=e.param, code=e.code), status_code=e.status)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_, e: ClientGone):  # nobody reads this; 499 marks it in the access log
+        return Response(status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_, e: RequestValidationError):

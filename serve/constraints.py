@@ -108,11 +108,11 @@ def build_processor(constraint: Constraint, tokenizer, vocab_size: int, max_toke
         kwargs = {"regex": constraint.value}
     elif constraint.kind == "grammar":
         kwargs = {"grammar": constraint.value}
-    elif constraint.kind == "plan":
-        kwargs = {"grammar": constrain.plan_grammar(constraint.value, max_tokens)}
-    else:
+    elif constraint.kind != "plan":
         raise ValueError(f"unknown constraint kind {constraint.kind!r}")
     try:
+        if constraint.kind == "plan":
+            kwargs = {"grammar": constrain.plan_grammar(constraint.value, max_tokens)}
         return constrain.logits_processor(tokenizer, vocab_size, **kwargs)
     except (ValueError, TypeError, RuntimeError) as e:
         raise BackendError(f"cannot compile the {constraint.kind.replace('_', ' ')} constraint: {e}",

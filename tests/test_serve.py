@@ -318,3 +318,60 @@ def test_listening_beyond_loopback_needs_a_key(tiny_model_dir, capsys):
     from serve.__main__ import main
     assert main(["--model", str(tiny_model_dir), "--host", "0.0.0.0"]) == 2
     assert "API key is required" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ pieces
+
+class _CharTokenizer:
+    """ids are code points: decode joins them (enough for TextStream)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(map(chr, ids))
+
+
+def _naive_stop(prefixes, stops):
+    """The reference: generation ends at the first prefix that contains a stop string, cut
+    before the earliest one in it."""
+    for p in prefixes:
+        hits = [p.find(s) for s in stops if s in p]
+        if hits:
+            return p[: min(hits)]
+    return prefixes[-1] if prefixes else ""
+
+
+def test_text_stream_matches_the_naive_stop_rule_with_any_token_boundaries():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from serve.backends.base import TextStream
+
+    @settings(max_examples=300, deadline=None)
+    @given(text=st.text(alphabet="ab#\n", max_size=40),
+           stops=st.lists(st.text(alphabet="ab#\n", min_size=1, max_size=4), max_size=3),
+           cuts=st.lists(st.integers(1, 5), max_size=40))
+    def check(text, stops, cuts):
+        stream, out, prefixes, i = TextStream(_CharTokenizer(), stops), [], [], 0
+        stopped = False
+        for step in cuts + [len(text)]:
+            i = min(i + step, len(text))
+            prefixes.append(text[:i])
+            delta, stopped = stream.push([ord(c) for c in text[:i]])
+            out.append(delta)
+            if stopped or i >= len(text):
+                break
+        if not stopped:
+            out.append(stream.flush())
+        assert "".join(out) == _naive_stop(prefixes, stops)
+
+    check()
+
+
+def test_row_control_is_greedy_at_tiny_temperatures_and_repeats_by_seed():
+    from serve.backends.rows import RowControl
+
+    scores = torch.tensor([0.0, 3.0, 1.0, -2.0])
+    assert RowControl([1], 1e-300, 1.0, 0).pick(scores) == 1  # no overflow into NaN
+    assert RowControl([1], 1.0, 1e-6, 0).pick(scores) == 1    # top_p keeps only the best token
+    a = [RowControl([1], 1.5, 0.9, 42).pick(scores) for _ in range(5)]
+    b = [RowControl([1], 1.5, 0.9, 42).pick(scores) for _ in range(5)]
+    assert a == b

@@ -108,7 +108,7 @@ class TransformersBackend:
             max_batch_tokens=self.max_batch_tokens, max_requests_per_batch=self.max_batch_size)
         manager = self.model.init_continuous_batching(generation_config=generation_config,
                                                       continuous_batching_config=cb_config)
-        install(manager, self._rows)
+        install(manager, self._rows, self.max_batch_size)
         manager.start()
         self._manager = manager
         if self.constraint_factory is not None:
@@ -168,9 +168,16 @@ class TransformersBackend:
         done = False
         try:
             while True:
-                out = await outputs.get()
+                try:
+                    out = await asyncio.wait_for(outputs.get(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    if not manager.is_running():
+                        raise RuntimeError("the continuous-batching loop has stopped") from None
+                    continue
                 if out.error:
                     raise RuntimeError(f"generation failed: {out.error}")
+                if control is not None and control.error is not None:
+                    raise RuntimeError(f"generation failed: {control.error!r}") from control.error
                 generated = out.generated_tokens
                 delta, stopped = text.push(generated)
                 finished = out.is_finished()

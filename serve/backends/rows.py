@@ -29,6 +29,8 @@ except ImportError as e:  # pragma: no cover - exercised only on an incompatible
 from transformers.generation.logits_process import LogitsProcessorList
 
 SLOT_KWARG = "rewoo_slot"
+# Below this, logits / temperature overflow float32 for ordinary logits; such a request is greedy.
+MIN_TEMPERATURE = 1e-4
 NO_SLOT = -1
 
 
@@ -46,6 +48,7 @@ class RowControl:
         self.top_p = top_p
         self.constraint = constraint
         self.eos_token_id = eos_token_id
+        self.error: Exception | None = None  # set when picking failed; the request then ends in an error
         self.generator = torch.Generator()
         if seed is None:
             self.generator.seed()
@@ -61,7 +64,7 @@ class RowControl:
                 token = self.eos_token_id if self.eos_token_id is not None else int(scores.argmax())
                 self.history.append(token)
                 return token
-        if self.temperature == 0:
+        if self.temperature < MIN_TEMPERATURE:
             token = int(scores.argmax())
         else:
             logits = scores / self.temperature
@@ -83,7 +86,12 @@ class RequestRows(ContinuousBatchingLogitsProcessor):
     supported_kwargs = {SLOT_KWARG: int}
     ignored_kwargs = ()
 
-    def __init__(self):
+    def __init__(self, width: int = 1):
+        # The manager writes our tensor over the first len(tensor) entries of its argument row and
+        # resets the rest only on a full reset; padding rows would then carry stale slots (a live
+        # request picking twice per step from garbage logits). So we always write ``width``
+        # entries: max_requests_per_batch + 1, every row a step can have.
+        self.width = width
         self.controls: dict[int, RowControl] = {}
         self._next = 0
         self._lock = threading.Lock()
@@ -99,6 +107,7 @@ class RequestRows(ContinuousBatchingLogitsProcessor):
     def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
         # Row i of the step's scores belongs to requests_with_new_token[i].
         slots = [r.state.logit_processor_kwargs.get(SLOT_KWARG, NO_SLOT) for r in requests_with_new_token]
+        slots += [NO_SLOT] * (self.width - len(slots))
         return torch.tensor(slots, dtype=torch.int32)
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
@@ -108,14 +117,19 @@ class RequestRows(ContinuousBatchingLogitsProcessor):
             control = self.controls.get(slot)
             if control is None:
                 continue
-            token = control.pick(scores[row])
+            try:
+                token = control.pick(scores[row])
+            except Exception as e:  # one request's failure must not stop the batch: end that request
+                control.error = e
+                token = control.eos_token_id if control.eos_token_id is not None else 0
             scores[row].fill_(float("-inf"))
             scores[row, token] = 0.0
         return scores
 
 
-def install(manager, rows: RequestRows) -> None:
+def install(manager, rows: RequestRows, max_requests_per_batch: int) -> None:
     """Make ``rows`` the manager's only logits processor (before ``manager.start()``)."""
+    rows.width = max_requests_per_batch + 1
     processors = ContinuousBatchingLogitsProcessorList(LogitsProcessorList([rows]))
     # The list counts tensor rows only for processors it converted itself; ours needs one row.
     processors.tensors_required = 1
