@@ -372,6 +372,7 @@ def test_row_control_is_greedy_at_tiny_temperatures_and_repeats_by_seed():
     scores = torch.tensor([0.0, 3.0, 1.0, -2.0])
     assert RowControl([1], 1e-300, 1.0, 0).pick(scores) == 1  # no overflow into NaN
     assert RowControl([1], 1.0, 1e-6, 0).pick(scores) == 1    # top_p keeps only the best token
+    assert RowControl([1], 1.0, 5e-324, 0).pick(scores) == 1  # even below float32's smallest value
     a = [RowControl([1], 1.5, 0.9, 42).pick(scores) for _ in range(5)]
     b = [RowControl([1], 1.5, 0.9, 42).pick(scores) for _ in range(5)]
     assert a == b

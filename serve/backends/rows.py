@@ -60,10 +60,10 @@ class RowControl:
         if self.constraint is not None:
             ids = torch.tensor([self.history], dtype=torch.long)  # (1, T)
             scores = self.constraint(ids, scores.unsqueeze(0).clone())[0]  # (V,)
-            if not torch.isfinite(scores).any():  # the grammar allows nothing more: end the request
-                token = self.eos_token_id if self.eos_token_id is not None else int(scores.argmax())
-                self.history.append(token)
-                return token
+        if not torch.isfinite(scores).any():  # the grammar (or the model) allows nothing: end the request
+            token = self.eos_token_id if self.eos_token_id is not None else 0
+            self.history.append(token)
+            return token
         if self.temperature < MIN_TEMPERATURE:
             token = int(scores.argmax())
         else:
@@ -73,6 +73,7 @@ class RowControl:
                 probs = sorted_logits.softmax(-1)
                 # drop a token once the ones before it already hold top_p of the mass (keep >= 1)
                 drop = (probs.cumsum(-1) - probs) >= self.top_p
+                drop[0] = False  # a top_p below float32's smallest value (5e-324) would drop every token
                 logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
             probs = logits.softmax(-1)
             token = int(torch.multinomial(probs, 1, generator=self.generator))
