@@ -1,0 +1,144 @@
+"""Serving throughput and overhead, side by side in one run.
+
+    python bench/bench_serve.py [--hidden 256 --layers 4 --tokens 64 --requests 8]
+
+Builds a random Llama (hidden 256, 4 layers by default), starts ``python -m serve`` on it in a
+subprocess on 127.0.0.1, and prints:
+
+- aggregate completion tokens/s with 1, 4 and 8 concurrent clients (each client sends
+  ``--requests`` completions of ``--tokens`` tokens, greedy, ``ignore_eos``);
+- the server's own overhead per request: the median latency of a 1-token completion over HTTP
+  minus the median latency of the same request straight into the same backend in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _client(http: httpx.AsyncClient, url: str, n: int, tokens: int) -> int:
+    made = 0
+    for i in range(n):
+        r = await http.post(url, json={"model": "bench", "prompt": f"Request {i}: the planner writes",
+                                       "max_tokens": tokens, "temperature": 0, "ignore_eos": True})
+        r.raise_for_status()
+        made += r.json()["usage"]["completion_tokens"]
+    return made
+
+
+async def throughput(base: str, clients: int, requests: int, tokens: int) -> float:
+    async with httpx.AsyncClient(timeout=600) as http:
+        await _client(http, base + "/completions", 1, tokens)  # warm-up
+        start = time.perf_counter()
+        made = await asyncio.gather(*(_client(http, base + "/completions", requests, tokens)
+                                      for _ in range(clients)))
+        return sum(made) / (time.perf_counter() - start)
+
+
+async def http_latency(base: str, n: int) -> list[float]:
+    out = []
+    async with httpx.AsyncClient(timeout=60) as http:
+        for i in range(n + 3):
+            start = time.perf_counter()
+            r = await http.post(base + "/completions", json={"model": "bench", "prompt": "Paris is",
+                                                             "max_tokens": 1, "temperature": 0})
+            r.raise_for_status()
+            if i >= 3:
+                out.append(time.perf_counter() - start)
+    return out
+
+
+async def direct_latency(model_dir: str, n: int) -> list[float]:
+    from serve.backends.base import GenerationRequest, Sampling
+    from serve.backends.hf import TransformersBackend, load_model
+
+    model, tokenizer = load_model(model_dir)
+    backend = TransformersBackend(model, tokenizer, "bench", cache_tokens=8192)
+    await backend.start()
+    ids = tokenizer("Paris is").input_ids
+    out = []
+    try:
+        for i in range(n + 3):
+            start = time.perf_counter()
+            async for _ in backend.stream(GenerationRequest(list(ids), Sampling(max_tokens=1, temperature=0))):
+                pass
+            if i >= 3:
+                out.append(time.perf_counter() - start)
+    finally:
+        await backend.stop()
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--requests", type=int, default=4, help="requests per client")
+    p.add_argument("--latency-samples", type=int, default=30)
+    a = p.parse_args()
+
+    import torch
+    torch.set_num_threads(1)  # steady timings on small machines (FACTS.md)
+    from train.tiny import save_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = save_tiny(Path(tmp) / "model", hidden_size=a.hidden, num_layers=a.layers,
+                              num_heads=max(4, a.hidden // 64))
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "serve", "--model", str(model_dir), "--served-model-name", "bench",
+             "--port", str(port), "--threads", "1", "--cache-tokens", "8192", "--log-level", "warning"],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None:
+                    raise SystemExit("the server exited during startup")
+                time.sleep(0.1)
+            print(f"model: random Llama hidden {a.hidden}, {a.layers} layers; {a.tokens} tokens per request, "
+                  f"greedy; CPU threads 1")
+            rates = {}
+            for clients in (1, 4, 8):
+                rates[clients] = asyncio.run(throughput(base, clients, a.requests, a.tokens))
+                print(f"{clients} client(s): {rates[clients]:8.1f} completion tok/s aggregate "
+                      f"({rates[clients] / rates[1]:.2f}x one client)")
+            over_http = asyncio.run(http_latency(base, a.latency_samples))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        direct = asyncio.run(direct_latency(str(model_dir), a.latency_samples))
+        h, d = statistics.median(over_http), statistics.median(direct)
+        print(f"1-token request: {h * 1e3:.2f} ms over HTTP, {d * 1e3:.2f} ms straight into the backend "
+              f"(medians of {a.latency_samples})")
+        print(f"server overhead per request: {(h - d) * 1e3:.2f} ms (goal < 3 ms)")
+        print(f"8 clients / 1 client: {rates[8] / rates[1]:.2f}x (goal >= 4x)")
+
+
+if __name__ == "__main__":
+    main()

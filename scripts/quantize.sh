@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# bash scripts/quantize.sh IN OUT BPW [--format exl2|exl3] [--head-bits 6] [--calibration FILE.parquet]
+#                                    [--rows N] [--length L] [--measurement FILE] [--work DIR] [--fresh]
+#
+# Quantizes a merged model folder IN to EXL2 (default) or EXL3 at BPW bits per weight into OUT, on a
+# CUDA GPU; refuses clearly without one. The measurement pass is saved next to OUT and reused for
+# other bitrates; an interrupted run resumes when rerun. Prints the output size and effective bpw.
+set -euo pipefail
+if [ "$#" -lt 3 ]; then
+    echo "usage: bash scripts/quantize.sh IN OUT BPW [options]   (python -m serve.quantize --help)" >&2
+    exit 2
+fi
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$( [ -x "$REPO/.venv/bin/python" ] && echo "$REPO/.venv/bin/python" || echo python3 )}"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" -m serve.quantize "$@"

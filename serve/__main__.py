@@ -1,0 +1,91 @@
+"""Serve a model over the OpenAI API.
+
+    python -m serve --model PATH [--backend transformers|exllamav2] [--adapter PATH]
+                    [--host 127.0.0.1 --port 8000] [--api-key K]
+
+Listening beyond loopback (``--host 0.0.0.0``) requires an API key (``--api-key`` or the
+``REWOO_API_KEY`` environment variable). ``python -m serve --help`` lists the limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from serve.config import ServeConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
+    help_ = {
+        "max_request_bytes": "largest request body (413 above)",
+        "max_tokens_limit": "largest max_tokens a request may ask (400 above)",
+        "default_max_tokens": "max_tokens of a chat request that gives none",
+        "context_length": "prompt + completion tokens per request (default: the model's)",
+        "max_batch_size": "requests decoded together",
+        "cache_tokens": "KV-cache tokens shared by running requests (transformers)",
+        "page_size": "tokens per KV-cache block (transformers)",
+        "max_batch_tokens": "tokens per forward pass (transformers)",
+        "threads": "torch CPU threads (default 1 on <= 2 cores)",
+    }
+    defaults = ServeConfig(model="-")
+    p.add_argument("--model", required=True, help="local model folder (transformers checkpoint or EXL2 folder)")
+    p.add_argument("--backend", default=defaults.backend, choices=["transformers", "exllamav2"])
+    p.add_argument("--adapter", help="PEFT LoRA folder merged into --model at load (transformers backend)")
+    p.add_argument("--served-model-name", help="model id for /v1/models and requests (default: folder name)")
+    p.add_argument("--host", default=defaults.host)
+    p.add_argument("--port", type=int, default=defaults.port)
+    p.add_argument("--api-key", default=os.environ.get("REWOO_API_KEY"),
+                   help="required key (Bearer or x-api-key); default $REWOO_API_KEY")
+    for name in ("max_request_bytes", "max_tokens_limit", "default_max_tokens", "context_length",
+                 "max_batch_size", "cache_tokens", "page_size", "max_batch_tokens", "threads"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name), help=help_[name])
+    p.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> tuple[ServeConfig, str]:
+    args = vars(_parser().parse_args(argv))
+    log_level = args.pop("log_level")
+    return ServeConfig(**args), log_level
+
+
+def build_backend(cfg: ServeConfig):
+    """The backend ``cfg`` names, with its model loaded."""
+    if cfg.backend == "exllamav2":
+        from serve.backends.exl2 import ExLlamaV2Backend
+        return ExLlamaV2Backend.from_config(cfg)
+    from serve.backends.hf import TransformersBackend
+    return TransformersBackend.from_config(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, log_level = config_from_args(argv)
+    except ValueError as e:
+        print(f"python -m serve: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+    threads = cfg.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
+    if threads:  # on 2 cores torch's default threads stall erratically (FACTS.md)
+        torch.set_num_threads(threads)
+    try:
+        backend = build_backend(cfg)
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"python -m serve: cannot load {cfg.model}: {e}", file=sys.stderr)
+        return 1
+    import uvicorn
+
+    from serve.app import build_app
+    app = build_app(backend, cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Per-request sampling and constraints inside transformers' continuous batching.
+
+Continuous batching applies one logits-processor list to every row of a step and samples all rows
+with one global generator, so on its own it cannot honour a request's ``seed``, its
+``temperature``/``top_p`` (they must be fixed when the manager starts) or a grammar. We plug one
+processor, :class:`RequestRows`, into the manager. Each request carries an integer slot in its
+``logit_processor_kwargs``; the processor looks the slot up in a table of :class:`RowControl`
+objects, and a control picks the row's next token itself (constraint mask, temperature, top-p,
+its own seeded ``torch.Generator``) and returns a row whose only finite score is that token. The
+manager runs greedy (``do_sample=False``), so its argmax takes exactly the token we picked.
+Rows without a control (greedy, unconstrained) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import torch
+
+try:  # the processor base class moved between transformers releases; fail where it is used
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingLogitsProcessor,
+        ContinuousBatchingLogitsProcessorList,
+    )
+except ImportError as e:  # pragma: no cover - exercised only on an incompatible transformers
+    raise ImportError("serve needs transformers >= 5.23 (continuous batching with per-request "
+                      "logits processors)") from e
+from transformers.generation.logits_process import LogitsProcessorList
+
+SLOT_KWARG = "rewoo_slot"
+# Below this, logits / temperature overflow float32 for ordinary logits; such a request is greedy.
+MIN_TEMPERATURE = 1e-4
+NO_SLOT = -1
+
+
+class RowControl:
+    """Chooses the next token of one request.
+
+    ``constraint`` is a transformers ``LogitsProcessor`` for this request alone; it is called with
+    ``input_ids`` of shape (1, T) (prompt plus the tokens picked so far) and scores (1, V).
+    """
+
+    def __init__(self, prompt_ids: list[int], temperature: float, top_p: float, seed: int | None,
+                 constraint: Callable | None = None, eos_token_id: int | None = None):
+        self.history = list(prompt_ids)
+        self.temperature = temperature
+        self.top_p = top_p
+        self.constraint = constraint
+        self.eos_token_id = eos_token_id
+        self.error: Exception | None = None  # set when picking failed; the request then ends in an error
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(seed)
+
+    def pick(self, scores: torch.Tensor) -> int:
+        """``scores``: (V,) float32 logits of this row. Returns the chosen token id."""
+        if self.constraint is not None:
+            ids = torch.tensor([self.history], dtype=torch.long)  # (1, T)
+            scores = self.constraint(ids, scores.unsqueeze(0).clone())[0]  # (V,)
+        if not torch.isfinite(scores).any():  # the grammar (or the model) allows nothing: end the request
+            token = self.eos_token_id if self.eos_token_id is not None else 0
+            self.history.append(token)
+            return token
+        if self.temperature < MIN_TEMPERATURE:
+            token = int(scores.argmax())
+        else:
+            logits = scores / self.temperature
+            if self.top_p < 1.0:
+                sorted_logits, order = torch.sort(logits, descending=True)
+                probs = sorted_logits.softmax(-1)
+                # drop a token once the ones before it already hold top_p of the mass (keep >= 1)
+                drop = (probs.cumsum(-1) - probs) >= self.top_p
+                drop[0] = False  # a top_p below float32's smallest value (5e-324) would drop every token
+                logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
+            probs = logits.softmax(-1)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        self.history.append(token)
+        return token
+
+
+class RequestRows(ContinuousBatchingLogitsProcessor):
+    """The one processor we give the continuous-batching manager; see the module docstring."""
+
+    supported_kwargs = {SLOT_KWARG: int}
+    ignored_kwargs = ()
+
+    def __init__(self, width: int = 1):
+        # The manager writes our tensor over the first len(tensor) entries of its argument row and
+        # resets the rest only on a full reset; padding rows would then carry stale slots (a live
+        # request picking twice per step from garbage logits). So we always write ``width``
+        # entries: max_requests_per_batch + 1, every row a step can have.
+        self.width = width
+        self.controls: dict[int, RowControl] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def new_slot(self) -> int:
+        with self._lock:
+            self._next = (self._next + 1) % (2**31 - 1)  # int32 storage in the manager
+            return self._next
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(NO_SLOT)
+
+    def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
+        # Row i of the step's scores belongs to requests_with_new_token[i].
+        slots = [r.state.logit_processor_kwargs.get(SLOT_KWARG, NO_SLOT) for r in requests_with_new_token]
+        slots += [NO_SLOT] * (self.width - len(slots))
+        return torch.tensor(slots, dtype=torch.int32)
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        # scores: (rows, V); tensor_arg: (>= rows,) slot per row, NO_SLOT for padding rows.
+        slots = tensor_arg[: scores.size(0)].tolist()
+        for row, slot in enumerate(slots):
+            control = self.controls.get(slot)
+            if control is None:
+                continue
+            try:
+                token = control.pick(scores[row])
+            except Exception as e:  # one request's failure must not stop the batch: end that request
+                control.error = e
+                token = control.eos_token_id if control.eos_token_id is not None else 0
+            scores[row].fill_(float("-inf"))
+            scores[row, token] = 0.0
+        return scores
+
+
+def install(manager, rows: RequestRows, max_requests_per_batch: int) -> None:
+    """Make ``rows`` the manager's only logits processor (before ``manager.start()``)."""
+    rows.width = max_requests_per_batch + 1
+    processors = ContinuousBatchingLogitsProcessorList(LogitsProcessorList([rows]))
+    # The list counts tensor rows only for processors it converted itself; ours needs one row.
+    processors.tensors_required = 1
+    processors.do_processing = True
+    manager.logit_processor = processors

@@ -1,0 +1,97 @@
+"""Constrained output over REST: JSON schema, regex, choice, Lark grammar and the ReWOO plan grammar.
+
+    python -m pytest -q tests/test_serve_constrained.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from pipeline.plan import parse_plan
+from serve.backends.hf import TransformersBackend, load_model
+from serve.config import ServeConfig
+from serve.constraints import build_processor
+from serve.local import LocalServer
+
+MODEL = "tiny"
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["name", "year"],
+          "properties": {"name": {"type": "string", "maxLength": 8},
+                         "year": {"type": "integer", "minimum": 1900, "maximum": 2030}}}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir))
+    backend = TransformersBackend(model, tokenizer, MODEL, cache_tokens=8192, constraint_factory=build_processor)
+    with LocalServer(backend, ServeConfig(model=str(tiny_model_dir))) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.mark.parametrize("temperature, seed", [(0, None), (1.0, 3)])
+def test_response_format_json_schema_gives_valid_json(client, temperature, seed):
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a film and its year."}], max_tokens=80,
+        temperature=temperature, seed=seed,
+        response_format={"type": "json_schema", "json_schema": {"name": "film", "schema": SCHEMA}})
+    jsonschema.validate(json.loads(r.choices[0].message.content), SCHEMA)
+    assert r.choices[0].finish_reason == "stop"
+
+
+def test_guided_fields_of_vllm(client):
+    regex = client.completions.create(model=MODEL, prompt="Code:", max_tokens=20, temperature=0,
+                                      extra_body={"guided_regex": r"[a-c]{3}-[0-9]{2}"})
+    assert re.fullmatch(r"[a-c]{3}-[0-9]{2}", regex.choices[0].text)
+    choice = client.completions.create(model=MODEL, prompt="Yes or no?", max_tokens=5, temperature=1.0, seed=1,
+                                       extra_body={"guided_choice": ["yes", "no"]})
+    assert choice.choices[0].text in ("yes", "no")
+    schema = client.completions.create(model=MODEL, prompt="JSON:", max_tokens=80, temperature=0,
+                                       extra_body={"structured_outputs": {"json": SCHEMA}})
+    jsonschema.validate(json.loads(schema.choices[0].text), SCHEMA)
+    lark = client.completions.create(model=MODEL, prompt="Say:", max_tokens=10, temperature=0,
+                                     extra_body={"guided_grammar": 'start: "go " DIR\nDIR: "left" | "right"'})
+    assert lark.choices[0].text in ("go left", "go right")
+
+
+def test_plan_grammar_gives_a_plan_that_parses(client):
+    tools = ["search_wiki", "calculator"]
+    for seed in (0, 1):
+        r = client.completions.create(model=MODEL, prompt="Task: who directed Oppenheimer?\n", max_tokens=160,
+                                      temperature=0.8, seed=seed, extra_body={"rewoo_plan": {"tools": tools}})
+        plan = parse_plan(r.choices[0].text, tools)
+        assert plan.steps and all(step.tool in tools for step in plan.steps)
+
+
+def test_streamed_constrained_output_matches(client):
+    kw = dict(model=MODEL, prompt="Code:", max_tokens=20, temperature=0,
+              extra_body={"guided_regex": r"[a-c]{3}-[0-9]{2}"})
+    whole = client.completions.create(**kw).choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **kw))
+    assert streamed == whole
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("extra", [
+    {"guided_regex": "a(b"},
+    {"guided_grammar": "start: UNDEFINED_RULE"},
+    {"guided_json": "{not json"},
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+    {"structured_outputs": {"regex": "a", "choice": ["a"]}},
+    {"guided_choice": []},
+    {"rewoo_plan": {"tools": []}},
+])
+def test_bad_constraints_get_400_before_any_stream(server, extra, stream):
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 5, "stream": stream, **extra}
+    r = httpx.post(server.base_url + "/completions", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"]
