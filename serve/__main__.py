@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from serve.app import build_app
-    app = build_app(backend, cfg)
+    from serve.pipeline_route import add_pipeline_routes
+    app = build_app(backend, cfg, routes=[add_pipeline_routes])
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
     return 0
 

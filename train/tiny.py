@@ -96,7 +96,7 @@ def build_llama(tokenizer, hidden_size: int = 64, num_layers: int = 2, num_heads
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 8 * hidden_size // 3,  # Llama's 2/3 of 4x, for SwiGLU
+        intermediate_size=intermediate_size or 4 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,

@@ -1,0 +1,76 @@
+"""``POST /v1/pipeline/run``: the whole ReWOO agent in one REST call.
+
+    python -m serve --model ./planner-merged --port 8000
+    curl -s http://127.0.0.1:8000/v1/pipeline/run -H 'Content-Type: application/json' \\
+         -d '{"task": "Who directed the film Oppenheimer?", "tools": ["search_wiki", "llm"]}'
+
+The served model is the planner and the solver. The pipeline reaches it through this server's own
+OpenAI-compatible endpoint on loopback (with the server's key), so its calls are batched with every
+other client's and constrained the same way (``guided_grammar`` for the plan). Tools whose one input
+is a string are called directly; a tool with several arguments takes a JSON-object input (this
+route runs without a function caller). The toolbox is the offline default one (``default_toolbox``),
+limited to ``tools`` when given.
+
+Request: ``{"task": str, "tools": [str]?, "max_new_tokens": int?, "constrain": bool?}``.
+Response: the object of ``python -m pipeline.run --json``: ``task``, ``plan``, ``evidence``,
+``answer``, ``stats``. A plan that does not parse (``constrain: false``) is a 422 whose message
+holds the model's raw output; an unknown tool name is a 400 that lists the known ones.
+
+This is the one place where ``serve`` uses the pipeline runtime; it is imported when the route runs.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from serve.app import APIError
+
+
+class PipelineRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=4000, description="the task for the agent")
+    tools: list[str] | None = Field(None, description="limit the toolbox to these built-in tools")
+    max_new_tokens: int = Field(512, ge=32, le=4096, description="the planner's token budget")
+    constrain: bool = Field(True, description="decode the plan with the plan grammar")
+
+
+def add_pipeline_routes(app: FastAPI) -> None:
+    """Install ``POST /v1/pipeline/run`` on ``app`` (see the module docstring)."""
+
+    @app.post("/v1/pipeline/run", tags=["pipeline"])
+    async def pipeline_run(body: PipelineRunRequest, request: Request) -> dict:
+        from pipeline.engines import EngineError, OpenAIEngine
+        from pipeline.plan import PlanError
+        from pipeline.rewoo import Pipeline
+        from toolkit import default_toolbox
+
+        config = request.app.state.config
+        toolbox = default_toolbox()
+        if body.tools is not None:
+            unknown = [t for t in body.tools if t not in toolbox]
+            if unknown:
+                raise APIError(400, f"unknown tools {unknown}; built-in tools: {', '.join(toolbox)}", "tools")
+            toolbox = toolbox.subset(body.tools)
+        port = request.scope["server"][1]
+        model_id = request.app.state.backend.model_id
+
+        def run() -> dict:
+            engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1", model=model_id, api_key=config.api_key or "none",
+                                  retries=1)
+            if "llm" in toolbox:
+                toolbox["llm"].engine = engine
+            pipe = Pipeline(engine, None, engine, toolbox, constrain=body.constrain,
+                            planner_max_new_tokens=body.max_new_tokens)
+            return pipe.run(body.task).to_dict()
+
+        try:
+            return await run_in_threadpool(run)
+        except PlanError as e:
+            raw = getattr(e, "raw_output", "")
+            raise APIError(422, f"{e}; the planner wrote: {raw!r}", "task", "invalid_plan") from e
+        except EngineError as e:
+            raise APIError(502, f"the pipeline could not reach the model: {e}", None, "engine_error",
+                           "server_error") from e
