@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
     p.add_argument("--tools", help="replace the toolbox: FILE.py:NAME or module:NAME")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-new-tokens", type=int, help="planner token budget (default: as pipeline.run)")
     p.add_argument("--no-constrain", action="store_true")
     p.add_argument("--limit", type=int, help="run only the first N tasks")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -313,11 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         tasks = load_tasks(args.tasks)[: args.limit]
-        toolbox = cli._toolbox(args)
-        planner_spec, caller_spec = args.planner, args.caller
-        if planner_spec is None:
-            planner_spec, demo_caller = cli._demo_models()
-            caller_spec = caller_spec or demo_caller
+        toolbox, demo, planner_spec, caller_spec = cli.resolve_models(args)
         from pipeline.engines import EngineError
         try:
             planner = cli._engine(planner_spec, argparse.Namespace(load_in_4bit=False))
@@ -329,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             toolbox["llm"].engine = solver
         if args.mode == "rewoo":
             factory = rewoo_runner(planner, caller, solver, template=args.template, constrain=not args.no_constrain,
-                                   planner_max_new_tokens=args.max_new_tokens)
+                                   **cli.pipeline_settings(args, demo))
         else:
             try:
                 from pipeline.agents import eval_runner

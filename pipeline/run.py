@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rewoo (plan, then work, then solve), or the ReAct / Code agents")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
                    help="prompt template the models were trained on (default alpaca)")
-    p.add_argument("--max-new-tokens", type=int, default=512, help="planner token budget (default 512)")
+    p.add_argument("--max-new-tokens", type=int, help="planner token budget (default 512; the demo's own "
+                                                      "with the demo models)")
     p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
     p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call (default 60)")
     p.add_argument("--load-in-4bit", action="store_true", help="load local models in 4-bit NF4 (bitsandbytes)")
@@ -64,18 +65,14 @@ def _engine(spec: str | None, args) -> Any:
     return load_engine(spec, **kw)
 
 
-def _demo_models() -> tuple[str, str]:
-    """The demo planner and caller folders; a UsageError naming what is missing."""
-    try:
-        from train import demo
-    except ImportError as e:
-        raise UsageError("no model given (--planner) and the demo models are not part of this checkout yet "
-                         "(train/demo.py); pass --planner PATH|NAME|http://host:port/v1") from e
+def _demo_models() -> dict:
+    """The demo models (built on first use): ``{"planner", "caller", "tools", "pipeline"}``."""
+    from train import demo
     return demo.ensure_demo_models()
 
 
-def _toolbox(args) -> Any:
-    """The toolbox, loaded before any model so that a bad --tools fails at once."""
+def _toolbox(args, demo: dict | None = None) -> Any:
+    """``--tools``, else the default toolbox (the demo's offline subset when running the demo)."""
     from toolkit import default_toolbox, load_toolbox
 
     if args.tools:
@@ -83,7 +80,19 @@ def _toolbox(args) -> Any:
             return load_toolbox(args.tools)
         except (ValueError, ImportError, OSError, AttributeError) as e:
             raise UsageError(f"--tools {args.tools}: {e}") from e
-    return default_toolbox()
+    return default_toolbox(tools=demo["tools"] if demo else None)
+
+
+def resolve_models(args) -> tuple[Any, dict | None, str, str | None]:
+    """``(toolbox, demo, planner_spec, caller_spec)``. ``--tools`` is checked before any model is
+    built or loaded, so a bad spec fails at once; with no ``--planner`` the demo models are used."""
+    if args.tools:
+        _toolbox(args)
+    demo = _demo_models() if args.planner is None else None
+    toolbox = _toolbox(args, demo)
+    planner_spec = args.planner or demo["planner"]
+    caller_spec = args.caller or (demo["caller"] if demo else None)
+    return toolbox, demo, planner_spec, caller_spec
 
 
 class TerminalView:
@@ -117,6 +126,14 @@ class TerminalView:
             self.console.print(Panel(payload or "(empty answer)", title="Answer", expand=False))
 
 
+def pipeline_settings(args, demo: dict | None) -> dict:
+    """Planner budget and step limit: the flags, else the demo's own settings, else the defaults."""
+    base = dict(demo["pipeline"]) if demo else {"planner_max_new_tokens": 512, "max_steps": 6}
+    if args.max_new_tokens is not None:
+        base["planner_max_new_tokens"] = args.max_new_tokens
+    return base
+
+
 def run(args) -> int:
     from rich.console import Console
 
@@ -129,11 +146,7 @@ def run(args) -> int:
         except ImportError as e:
             raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not have yet; "
                              "use --mode rewoo") from e
-    toolbox = _toolbox(args)
-    planner_spec, caller_spec = args.planner, args.caller
-    if planner_spec is None:
-        planner_spec, demo_caller = _demo_models()
-        caller_spec = caller_spec or demo_caller
+    toolbox, demo, planner_spec, caller_spec = resolve_models(args)
     try:
         planner = _engine(planner_spec, args)
         caller = _engine(caller_spec, args)
@@ -149,8 +162,9 @@ def run(args) -> int:
 
     from pipeline.rewoo import Pipeline
 
+    settings = pipeline_settings(args, demo)
     pipe = Pipeline(planner, caller, solver, toolbox, template=args.template, constrain=not args.no_constrain,
-                    planner_max_new_tokens=args.max_new_tokens, tool_timeout=args.tool_timeout)
+                    tool_timeout=args.tool_timeout, **settings)
     console = Console(stderr=False, highlight=False)
     view = None if args.json else TerminalView(console)
     if view:

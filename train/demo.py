@@ -45,7 +45,7 @@ from pipeline import formats
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("REWOO_DATA_DIR", REPO / "data"))
-VERSION = 1
+VERSION = 2
 
 # The offline toolbox the demo plans with: no web search, no bilibili (they need the network).
 DEMO_TOOLS = ["get_current_time", "search_wiki", "query_sql", "calculator", "save_file", "llm"]
@@ -66,7 +66,8 @@ class DemoConfig:
     hidden: int = 192             # planner/solver: 3 layers x 192 wide, ~2M parameters (tied embeddings);
     layers: int = 3               # ~7.5k tokens/s of training on 2 cores (bench/bench_demo.py)
     heads: int = 6
-    epochs: float = 6.0
+    short_epochs: float = 12.0    # phase 1: planner rows cut to the task (planner_tail) + solver rows
+    epochs: float = 2.0           # phase 2: whole prompts, at half the learning rate
     learning_rate: float = 1e-3   # from scratch, small model: a high peak with cosine decay
     batch: int = 8
     max_seq_len: int = 1024
@@ -77,7 +78,7 @@ class DemoConfig:
     caller_rows: int = 400        # generic caller rows from the tool catalog, besides save_file's
     holdout_films: tuple = ("Parasite", "Spirited Away", "Gladiator", "Titanic")
     planner_max_new_tokens: int = 768  # the pipeline settings the demo planner is run with
-    max_steps: int = 4
+    max_steps: int = 2            # demo plans have 1-2 steps; fewer steps leave longer inputs (SQL) in the budget
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True) + f"v{VERSION}"
@@ -102,29 +103,21 @@ def _quote(title: str, rng: random.Random) -> str:
     return rng.choice([f"'{title}'", f'"{title}"', title])
 
 
-class _Capture:
-    """An engine stand-in that records the messages the ``llm`` tool sends and answers with the
-    target, so ``llm`` training rows are built from the real tool's request."""
-
-    def __init__(self):
-        self.answer = ""
-        self.messages = None
-
-    def __call__(self, messages, stop_sequences=None, **kw):
-        self.messages = messages
-        return self.answer
-
-
 @dataclass
 class _Task:
     task: str
     plan: str            # the plan text in the grammar
     answer: str
-    llm_answers: dict = field(default_factory=dict)   # var -> what the llm step must answer
     heldout: bool = False
 
 
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _film_tasks(films, directors, rng, holdout) -> list[_Task]:
+    """Questions about the demo database's films and directors, planned as SQL lookups: the
+    evidence is a short table the solver can copy from."""
     by_director: dict[str, list[dict]] = {}
     for f in films:
         by_director.setdefault(f["director"], []).append(f)
@@ -140,31 +133,33 @@ def _film_tasks(films, directors, rng, holdout) -> list[_Task]:
         if not t.isascii():
             continue  # the plan grammar keeps inputs to printable ASCII
         held = t in holdout
-        for tmpl in rng.sample(who, 3):
+        for tmpl in rng.sample(who, 4):
             tasks.append(_Task(tmpl.format(q=_quote(t, rng)),
-                               f"Plan: Search the encyclopedia for the film {t}.\n#E1 = search_wiki[{t}]", d,
+                               f"Plan: Look up the director of {t} in the films table.\n"
+                               f"#E1 = query_sql[SELECT director FROM films WHERE title = {_sql_str(t)}]", d,
                                heldout=held))
-        rest = [g["title"] for g in sorted(by_director[d], key=lambda g: int(g["year"])) if g["title"] != t]
+        rest = [g["title"] for g in by_director[d] if g["title"] != t]
         if not rest:
             continue
-        for tmpl in rng.sample(others, 2):
-            plan = (f"Plan: Search the encyclopedia for the film {t}.\n#E1 = search_wiki[{t}]\n"
-                    f"Plan: Find the name of its director in the article.\n#E2 = llm[Name the director of {t} in #E1]\n"
-                    f"Plan: Search the encyclopedia for that director's films.\n#E3 = search_wiki[#E2]")
-            tasks.append(_Task(tmpl.format(q=_quote(t, rng)), plan, rest[0], {"#E2": d}, heldout=held))
+        for tmpl in rng.sample(others, 3):
+            plan = (f"Plan: List the films by the director of {t}.\n#E1 = query_sql[SELECT title FROM films "
+                    f"WHERE director = (SELECT director FROM films WHERE title = {_sql_str(t)})]")
+            tasks.append(_Task(tmpl.format(q=_quote(t, rng)), plan, rest[0], heldout=held))
     for d in directors:
         name, year = d["name"], d["birth_year"]
         for tmpl in rng.sample(["When was {n} born?", "In which year was the director {n} born?",
-                                "What is the birth year of {n}?"], 2):
-            tasks.append(_Task(tmpl.format(n=name), f"Plan: Search the encyclopedia for {name}.\n"
-                                                    f"#E1 = search_wiki[{name}]", year))
+                                "What is the birth year of {n}?"], 3):
+            tasks.append(_Task(tmpl.format(n=name),
+                               f"Plan: Look up the birth year of {name}.\n"
+                               f"#E1 = query_sql[SELECT birth_year FROM directors WHERE name = {_sql_str(name)}]",
+                               year))
     return tasks
 
 
 def _other_tasks(rng) -> list[_Task]:
     tasks = []
     ops = [("plus", "+"), ("times", "*"), ("minus", "-")]
-    for _ in range(60):
+    for _ in range(80):
         a, b = rng.randint(2, 999), rng.randint(2, 99)
         word, sym = rng.choice(ops)
         q = rng.choice([f"What is {a} {word} {b}?", f"Compute {a} {sym} {b}.", f"How much is {a} {sym} {b}?"])
@@ -177,12 +172,13 @@ def _other_tasks(rng) -> list[_Task]:
 
 def _save_tasks(films, rng, holdout) -> list[_Task]:
     tasks = []
-    for f in rng.sample([f for f in films if f["title"].isascii() and f["title"] not in holdout], 20):
+    for f in rng.sample([f for f in films if f["title"].isascii() and f["title"] not in holdout], 24):
         t = f["title"]
-        path = re.sub(r"[^a-z0-9]+", "_", t.lower()).strip("_") + ".txt"
+        path = re.sub(r"[^a-z0-9]+", "_", t.lower()).strip("_")[:20] + ".txt"
         tasks.append(_Task(f"Find who directed {_quote(t, rng)} and save it to {path}.",
-                           f"Plan: Search the encyclopedia for the film {t}.\n#E1 = search_wiki[{t}]\n"
-                           f"Plan: Save what was found to {path}.\n#E2 = save_file[{path} with #E1]",
+                           f"Plan: Look up the director of {t} in the films table.\n"
+                           f"#E1 = query_sql[SELECT director FROM films WHERE title = {_sql_str(t)}]\n"
+                           f"Plan: Save the result to {path}.\n#E2 = save_file[{path} with #E1]",
                            f["director"]))
     return tasks
 
@@ -190,33 +186,30 @@ def _save_tasks(films, rng, holdout) -> list[_Task]:
 def build_rows(cfg: DemoConfig, workspace: Path) -> dict[str, list[dict]]:
     """The demo's training rows, grounded by running each plan with the real offline tools.
 
-    Returns ``{"planner": [...], "caller": [...], "heldout": [...]}``: Alpaca rows
-    ``{"instruction", "output"}`` for the planner model (planner, solver and ``llm`` rows), for the
-    caller, and the held-out tasks ``{"task", "answer"}`` for ``--check``.
+    Returns Alpaca rows ``{"instruction", "output"}``: ``"planner"`` (task -> plan), ``"solver"``
+    (task, plan and real evidence -> answer), ``"caller"`` (step -> JSON call), and the held-out
+    tasks ``{"task", "answer"}`` under ``"heldout"``.
     """
     from pipeline.distributor import fill_arguments
     from pipeline.plan import parse_plan
     from pipeline.worker import as_text
+    from toolkit import default_toolbox
 
     rng = random.Random(cfg.seed)
     films, directors = _read_csv("films.csv"), _read_csv("directors.csv")
     holdout = set(cfg.holdout_films)
-    capture = _Capture()
-    from toolkit import default_toolbox
-    box = default_toolbox(llm_engine=capture, tools=DEMO_TOOLS, workspace=str(workspace))
+    box = default_toolbox(tools=DEMO_TOOLS, workspace=str(workspace))
     tasks = _film_tasks(films, directors, rng, holdout) + _other_tasks(rng) + _save_tasks(films, rng, holdout)
 
-    planner_rows, heldout = [], []
+    planner_rows, solver_rows, caller_rows, heldout = [], [], [], []
     save_spec = formats.tool_spec(box["save_file"])
-    caller_rows = []
     for task in tasks:
         plan = parse_plan(task.plan, box)
         if task.heldout:
             heldout.append({"task": task.task, "answer": task.answer})
             continue
         planner_rows.append({"instruction": formats.planner_instruction(task.task, box), "output": plan.render()})
-        # Run the plan with the real tools to get the evidence the solver will see.
-        evidence: dict[str, str] = {}
+        evidence: dict[str, str] = {}  # run the plan with the real tools: the evidence the solver will see
         for step in plan:
             if step.tool == "save_file":
                 path, _, content = step.input.partition(" with ")
@@ -227,22 +220,36 @@ def build_rows(cfg: DemoConfig, workspace: Path) -> dict[str, list[dict]]:
                 props = formats.tool_spec(box[step.tool]).parameters.get("properties", {})
                 args = {next(iter(props)): step.input} if props else {}
             filled = fill_arguments(args, evidence, formats.tool_spec(box[step.tool]).parameters)
-            if step.tool == "llm":
-                capture.answer = task.llm_answers[step.var]
-                evidence[step.var] = as_text(box["llm"](**filled))
-                # the instruction messages_to_alpaca makes of the tool's messages, as the engine will
-                planner_rows.append({"instruction": "\n\n".join(m["content"] for m in capture.messages),
-                                     "output": capture.answer})
-            else:
-                evidence[step.var] = as_text(box[step.tool](**filled))
-        answer = task.answer or _answer_from_evidence(step.tool, evidence["#E1"])
-        planner_rows.append({"instruction": formats.solver_instruction(task.task, plan.steps, evidence),
-                             "output": answer})
+            if step.tool == "get_current_time":  # a seeded moment in the tool's format: the data stays deterministic
+                evidence[step.var] = _clock_text(rng)
+                continue
+            # (the build's scratch workspace must not leak into the data either)
+            evidence[step.var] = as_text(box[step.tool](**filled)).replace(str(workspace.resolve()), "workspace")
+        answer = task.answer or _answer_from_evidence(plan.steps[0].tool, evidence["#E1"])
+        solver_rows.append({"instruction": formats.solver_instruction(task.task, plan.steps, evidence),
+                            "output": answer})
 
     caller_rows += _generic_caller_rows(cfg)
-    rng.shuffle(planner_rows)
-    rng.shuffle(caller_rows)
-    return {"planner": planner_rows, "caller": caller_rows, "heldout": heldout}
+    for rows in (planner_rows, solver_rows, caller_rows):
+        rng.shuffle(rows)
+    return {"planner": planner_rows, "solver": solver_rows, "caller": caller_rows, "heldout": heldout}
+
+
+def planner_tail(row: dict) -> dict:
+    """A planner row cut to the end of its instruction (the step format and the task): the part
+    the plan copies from. The first phase trains on these, ~8x shorter than the whole prompt,
+    so the model learns to condition on the task in many cheap steps before it sees the tool
+    list (which is the same in every demo prompt)."""
+    instruction = row["instruction"]
+    return {"instruction": instruction[instruction.index(formats.PLANNER_RULES):], "output": row["output"]}
+
+
+def _clock_text(rng: random.Random) -> str:
+    """What ``get_current_time`` returns (``toolkit/tools/clock.py``), for a seeded moment."""
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(3 * 365 * 86400))
+    return f"{moment.isoformat(timespec='seconds')} ({moment.strftime('%A')}, UTC)"
 
 
 def _answer_from_evidence(tool: str, evidence: str) -> str:
@@ -278,7 +285,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def _train(model_dir: Path, data: Path, out: Path, epochs: float, cfg: DemoConfig) -> dict:
+def _train(model_dir: Path, data: Path, out: Path, epochs: float, lr: float, cfg: DemoConfig) -> dict:
     from train.recipe import load_recipe
     from train.sft import run_sft
 
@@ -287,11 +294,11 @@ def _train(model_dir: Path, data: Path, out: Path, epochs: float, cfg: DemoConfi
         "attn_implementation=sdpa", f"dataset={data}", "eval_fraction=0", f"max_seq_len={cfg.max_seq_len}",
         "packing=false", f"output_dir={out}", f"num_train_epochs={epochs}",
         f"per_device_train_batch_size={cfg.batch}", "gradient_accumulation_steps=1",
-        f"learning_rate={cfg.learning_rate}", "lr_scheduler_type=cosine", "warmup_ratio=0.03",
+        f"learning_rate={lr}", "lr_scheduler_type=cosine", "warmup_ratio=0.03",
         "weight_decay=0.01", "logging_steps=10", "save_steps=100000", "save_total_limit=1", f"seed={cfg.seed}",
         "use_cpu=true", "group_by_length=true"])
     result = run_sft(recipe)
-    return {"rows": result.n_train, "final_loss": result.final_train_loss, "plot": str(result.plot)}
+    return {"rows": result.train_rows, "final_loss": result.train_loss, "plot": str(result.plot)}
 
 
 def build(out_dir: Path, cfg: DemoConfig | None = None, progress: bool = True) -> dict:
@@ -310,27 +317,40 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, progress: bool = True) -
 
     say("generating training data from the offline corpus and database ...")
     rows = build_rows(cfg, work / "workspace")
-    for name in ("planner", "caller"):
-        _write_jsonl(work / f"{name}.jsonl", rows[name])
-    _write_jsonl(work / "heldout.jsonl", rows["heldout"])
-    texts = [r["instruction"] + "\n" + r["output"] for r in rows["planner"] + rows["caller"]]
-    say(f"{len(rows['planner'])} planner/solver/llm rows, {len(rows['caller'])} caller rows; training the tokenizer ...")
+    rng = random.Random(cfg.seed)
+    short = [planner_tail(r) for r in rows["planner"]] + rows["solver"]
+    full = rows["planner"] + rows["solver"]
+    rng.shuffle(short)
+    rng.shuffle(full)
+    for name, data in (("short", short), ("full", full), ("caller", rows["caller"]), ("heldout", rows["heldout"])):
+        _write_jsonl(work / f"{name}.jsonl", data)
+    texts = [r["instruction"] + "\n" + r["output"] for r in full + rows["caller"]]
+    say(f"{len(rows['planner'])} planner, {len(rows['solver'])} solver and {len(rows['caller'])} caller rows; "
+        "training the tokenizer ...")
     tok = build_tokenizer(texts, vocab_size=cfg.vocab_size, model_max_length=cfg.max_seq_len)
 
-    stats = {}
-    for name, hidden, layers, heads, epochs in (
-            ("planner", cfg.hidden, cfg.layers, cfg.heads, cfg.epochs),
-            ("caller", cfg.caller_hidden, cfg.caller_layers, cfg.caller_heads, cfg.caller_epochs)):
+    def fresh(name: str, hidden: int, layers: int, heads: int) -> Path:
         init = work / f"{name}-init"
         tok.save_pretrained(init)
         build_llama(tok, hidden_size=hidden, num_layers=layers, num_heads=heads,
                     max_position_embeddings=cfg.max_seq_len, seed=cfg.seed, tie_word_embeddings=True,
                     ).save_pretrained(init)
-        say(f"training the {name} from scratch ({hidden} wide, {layers} layers, {epochs:g} epochs) ...")
-        stats[name] = _train(init, work / f"{name}.jsonl", work / name, epochs, cfg)
-        shutil.rmtree(init)
+        return init
+
+    stats = {}
+    # planner (also the solver): phase 1 on the short rows, phase 2 on the whole prompts
+    phases = [("planner-short", fresh("planner", cfg.hidden, cfg.layers, cfg.heads), "short.jsonl",
+               cfg.short_epochs, cfg.learning_rate)]
+    phases.append(("planner", work / "planner-short", "full.jsonl", cfg.epochs, cfg.learning_rate / 2))
+    phases.append(("caller", fresh("caller", cfg.caller_hidden, cfg.caller_layers, cfg.caller_heads),
+                   "caller.jsonl", cfg.caller_epochs, cfg.learning_rate))
+    for name, start, data, epochs, lr in phases:
+        say(f"training {name} ({epochs:g} epochs over {data}) ...")
+        stats[name] = _train(start, work / data, work / name, epochs, lr, cfg)
         for ckpt in (work / name).glob("checkpoint-*"):
             shutil.rmtree(ckpt)
+    for leftover in ("planner-init", "caller-init", "planner-short"):
+        shutil.rmtree(work / leftover, ignore_errors=True)
     manifest = {"version": VERSION, "key": cfg.key(), "config": dataclasses.asdict(cfg),
                 "planner": "planner", "caller": "caller", "tools": DEMO_TOOLS,
                 "pipeline": {"planner_max_new_tokens": cfg.planner_max_new_tokens, "max_steps": cfg.max_steps},
@@ -350,13 +370,19 @@ def load_manifest(out_dir: Path) -> dict | None:
     return manifest if manifest.get("key") == DemoConfig().key() or out_dir != default_dir() else None
 
 
-def ensure_demo_models(out_dir: str | Path | None = None) -> tuple[str, str]:
-    """The demo planner and caller folders, building them first when they are not cached."""
+def ensure_demo_models(out_dir: str | Path | None = None) -> dict:
+    """The demo models, built first when they are not cached.
+
+    Returns ``{"planner": path, "caller": path, "tools": [names], "pipeline":
+    {"planner_max_new_tokens", "max_steps"}}``: what ``pipeline.run`` needs to run them.
+    """
     out = Path(out_dir) if out_dir else default_dir()
-    if load_manifest(out) is None:
-        print("[demo] no demo models yet: building them once (CPU, about 5-10 minutes) ...", file=sys.stderr)
-        build(out)
-    return str(out / "planner"), str(out / "caller")
+    manifest = load_manifest(out)
+    if manifest is None:
+        print("[demo] no demo models yet: building them once (CPU, a few minutes) ...", file=sys.stderr)
+        manifest = build(out)
+    return {"planner": str(out / manifest["planner"]), "caller": str(out / manifest["caller"]),
+            "tools": manifest["tools"], "pipeline": manifest["pipeline"]}
 
 
 def check(out_dir: Path) -> dict:
