@@ -55,8 +55,8 @@ def test_planner_tail_keeps_the_task():
     assert tail["instruction"].endswith("Task: Who directed Hugo?") and len(tail["instruction"]) < 400
 
 
-MICRO = dataclasses.replace(demo.DemoConfig(), hidden=32, layers=1, heads=2, short_epochs=0.05, epochs=0.02,
-                            caller_hidden=32, caller_layers=1, caller_heads=2, caller_epochs=0.05, caller_rows=10,
+MICRO = dataclasses.replace(demo.DemoConfig(), hidden=32, layers=1, heads=2, short_steps=4, steps=3,
+                            caller_steps=2, caller_rows=10, synthetic_planner=40, synthetic_solver=20,
                             vocab_size=600)
 
 
