@@ -119,6 +119,7 @@ class TerminalView:
         elif kind == "done":
             style = {"ok": "green", "skipped": "yellow"}.get(payload.status, "red")
             text = payload.text if len(payload.text) <= 400 else payload.text[:400] + " ..."
+            text = text.replace("\n", "\n  ")  # keep multi-line evidence under its step
             self.console.print(f"[bold]{payload.var}[/bold] [{style}]{payload.status}[/{style}] "
                                f"[dim]{payload.tool} {payload.seconds:.2f}s[/dim]\n  {text}", highlight=False)
         elif kind == "answer":
