@@ -19,7 +19,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.agents.agent import Action, AgentExecutionError, AgentParsingError, ReportMixin, observation_text
-from pipeline.agents.execution import run_code
 from pipeline.agents.react import ReactCodeAgent, _parsed
 from pipeline.formats import agents as fmt
 from toolkit import Tool, Toolbox
@@ -48,15 +47,7 @@ class CodeAgent(ReactCodeAgent):
         output = self.generate(log)
         thought, action = output.rpartition("Code:")[::2] if "Code:" in output else ("", output)
         thought = thought.strip().removeprefix("Thought:").strip()
-        log["rationale"] = thought
-        code = _parsed(fmt.parse_code_blob, action)
-        log["code"] = code
-        log["tool_call"] = {"tool_name": "code interpreter", "tool_arguments": code}
-        self._say(1, f"==== Agent is executing the code below:\n{code}\n====")
-        outcome = run_code(code, self, thought)
-        log["observation"] = outcome.observation()
-        if outcome.printed:
-            self._say(1, f"Print outputs:\n{outcome.printed.rstrip()}")
+        outcome = self.run_code_action(log, thought, action)
         if outcome.answered:
             log["final_answer"] = outcome.answer
         elif outcome.error is not None:

@@ -80,18 +80,23 @@ class ReactCodeAgent(ReactAgent):
     stop_sequences = fmt.REACT_STOP_SEQUENCES
     uses_code = True
 
-    def step(self, log: dict) -> None:
-        output = self.generate(log)
-        thought, action = _parsed(fmt.split_thought, output, "Code:")
+    def run_code_action(self, log: dict, thought: str, action: str):
+        """Parse the code blob of ``action``, run it in the sandbox, log it; returns the outcome."""
         log["rationale"] = thought
         code = _parsed(fmt.parse_code_blob, action)
         log["code"] = code
         log["tool_call"] = {"tool_name": "code interpreter", "tool_arguments": code}
-        self._say(1, f"====Agent is executing the code below:\n{code}\n====")
+        self._say(1, f"====Agent is executing the code below:\n{code}\n====")  # the seeds' wording
         outcome = run_code(code, self, thought)
         log["observation"] = outcome.observation()
         if outcome.printed:
             self._say(1, f"Print outputs:\n{outcome.printed.rstrip()}")
+        return outcome
+
+    def step(self, log: dict) -> None:
+        output = self.generate(log)
+        thought, action = _parsed(fmt.split_thought, output, "Code:")
+        outcome = self.run_code_action(log, thought, action)
         if outcome.answered:
             log["final_answer"] = outcome.answer
             return

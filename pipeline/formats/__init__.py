@@ -43,13 +43,6 @@ __all__ = [
 # Tools as the prompts see them
 # --------------------------------------------------------------------------------------------
 
-# transformers-Agents input types -> JSON Schema types. "any" maps to no type constraint.
-_JSON_TYPES = {
-    "string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
-    "array": "array", "object": "object", "any": None, "null": "null",
-}
-
-
 @dataclass(frozen=True)
 class ToolSpec:
     """What the prompts need to know of a tool.
@@ -75,21 +68,9 @@ class ToolSpec:
 
 
 def _parameters_from_inputs(inputs: Mapping[str, Mapping]) -> dict:
-    props, required = {}, []
-    for arg, meta in inputs.items():
-        prop: dict[str, Any] = {}
-        jtype = _JSON_TYPES.get(meta.get("type", "any"), meta.get("type"))
-        if jtype:
-            prop["type"] = jtype
-        if meta.get("description"):
-            prop["description"] = meta["description"]
-        for key in ("enum", "items", "default"):
-            if key in meta:
-                prop[key] = meta[key]
-        props[arg] = prop
-        if not meta.get("nullable", False) and "default" not in meta:
-            required.append(arg)
-    return {"type": "object", "properties": props, "required": required}
+    # One conversion for the whole stack: the toolkit's (toolkit imports nothing of ours).
+    from toolkit.tool import parameters_schema
+    return parameters_schema(inputs)
 
 
 def tool_spec(tool: Any) -> ToolSpec:
