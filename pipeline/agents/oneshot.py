@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.agents.agent import Action, AgentExecutionError, AgentParsingError, ReportMixin, observation_text
-from pipeline.agents.react import ReactCodeAgent, _parsed
+from pipeline.agents.react import ReactCodeAgent
 from pipeline.formats import agents as fmt
 from toolkit import Tool, Toolbox
 
