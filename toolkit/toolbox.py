@@ -17,6 +17,7 @@ import inspect
 import re
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,29 @@ def _as_toolbox(obj: Any, spec: str, called: bool = False) -> Toolbox:
                            "tools, or a function returning one of these")
 
 
+class NotAPythonFile(ImportError):
+    """A path that importlib cannot load as a Python source file."""
+
+
+def import_file(path: str | Path) -> types.ModuleType:
+    """Run the Python file ``path`` as a module, registered in ``sys.modules`` (dataclasses and
+    typing look a module up there). An error raised by the file's code propagates, and the
+    half-made module is unregistered; a path that cannot be loaded as Python is NotAPythonFile."""
+    path = Path(path)
+    mod_name = f"_rewoo_user_{re.sub(r'[^0-9a-zA-Z_]', '_', str(path.resolve()))}"
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise NotAPythonFile(f"{path} cannot be loaded as a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    return module
+
+
 def load_toolbox(spec: str) -> Toolbox:
     """A Toolbox from ``FILE.py:NAME`` or ``module:NAME``.
 
@@ -202,16 +226,11 @@ def load_toolbox(spec: str) -> Toolbox:
         path = Path(target)
         if not path.is_file():
             raise ToolboxSpecError(f"tools spec {spec!r}: no such file {target}")
-        mod_name = f"_rewoo_tools_{re.sub(r'[^0-9a-zA-Z_]', '_', str(path.resolve()))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        if module_spec is None or module_spec.loader is None:
-            raise ToolboxSpecError(f"tools spec {spec!r}: {target} cannot be loaded as a Python file")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module  # dataclasses and typing need the module registered
         try:
-            module_spec.loader.exec_module(module)
+            module = import_file(path)
+        except NotAPythonFile as e:
+            raise ToolboxSpecError(f"tools spec {spec!r}: {e}") from e
         except Exception as e:
-            sys.modules.pop(mod_name, None)
             raise ToolboxSpecError(f"tools spec {spec!r}: running {target} raised "
                                    f"{type(e).__name__}: {_one_line(e)}") from e
     else:

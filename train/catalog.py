@@ -21,8 +21,6 @@ user's toolbox needs nothing beyond what ``formats.tool_spec`` reads.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -196,27 +194,12 @@ def _catalog_tool(entry: Any, where: str) -> CatalogTool:
 
 
 def _load_toolbox(spec: str) -> Catalog:
-    target, _, name = spec.rpartition(":")
-    try:  # the toolkit's loader when it is there: one way to name a toolbox across the stack
-        from toolkit import load_toolbox  # noqa: PLC0415  (lazy: train does not need toolkit)
-    except ImportError:
-        load_toolbox = None
-    if load_toolbox is not None:
+    from toolkit import load_toolbox  # noqa: PLC0415  (the stack's one way to name a toolbox)
+
+    try:
         box = load_toolbox(spec)
-    else:
-        if target.endswith(".py"):
-            file = Path(target)
-            if not file.exists():
-                raise CatalogError(f"toolbox file {file} does not exist")
-            mod_spec = importlib.util.spec_from_file_location(f"_user_tools_{file.stem}", file)
-            module = importlib.util.module_from_spec(mod_spec)
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        if not hasattr(module, name):
-            raise CatalogError(f"{target} has no {name!r}")
-        box = getattr(module, name)
-        box = box() if callable(box) and not hasattr(box, "inputs") else box
+    except ValueError as e:
+        raise CatalogError(str(e)) from e
     tools = [CatalogTool(s, tuple(schema_examples(s))) for s in formats.tool_specs(box)]
     if not tools:
         raise CatalogError(f"{spec}: the toolbox has no tools")

@@ -23,13 +23,12 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 from toolkit import Tool, ToolDefinitionError, ToolError, validate_arguments
+from toolkit.toolbox import import_file
 
 __all__ = ["PipelineTool", "load_tool"]
 
@@ -162,16 +161,10 @@ def _import(target: str, spec: str):
             path = path / "tool.py"
         if not path.is_file():
             raise ValueError(f"load_tool({spec!r}): no such file {path}")
-        mod_name = f"_rewoo_tool_{re.sub(r'[^0-9a-zA-Z_]', '_', str(path.resolve()))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module  # dataclasses and typing look the module up
         try:
-            module_spec.loader.exec_module(module)
+            return import_file(path)
         except Exception as e:
-            sys.modules.pop(mod_name, None)
             raise ValueError(f"load_tool({spec!r}): running {path} raised {type(e).__name__}: {e}") from e
-        return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as e:
