@@ -174,15 +174,20 @@ class Engine:
                               self.temperature if temperature is None else temperature,
                               list(constraints) if constraints is not None else [None] * len(prompts))
         seconds = (time.perf_counter() - t0) / max(len(prompts), 1)
-        rec = _RECORDING.get()
         for p, c in zip(prompts, outs):
             c.seconds = c.seconds or seconds
-            self.usage.add(c)
-            if rec is not None:
-                rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": p, "output": c.text,
-                            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                            "finish_reason": c.finish_reason, "seconds": round(c.seconds, 4), "t_end": time.perf_counter()})
+            self._account(p, c)
         return outs
+
+    def _account(self, prompt: str, c: Completion) -> None:
+        """Count one finished call, and add it to every open :func:`recording`."""
+        self.usage.add(c)
+        rec = _RECORDING.get()
+        if rec is not None:
+            rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": prompt, "output": c.text,
+                        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                        "finish_reason": c.finish_reason, "seconds": round(c.seconds, 4),
+                        "t_end": time.perf_counter()})
 
     # -- for subclasses -----------------------------------------------------------------------
     def _render(self, messages: Sequence[dict]) -> str:
@@ -236,13 +241,7 @@ class FunctionEngine(Engine):
             raise EngineError(f"engine {self.name} returned {type(text).__name__}, not str")
         text, _ = _cut(text, stop)
         c = Completion(text, pt, ct, "stop", time.perf_counter() - t0)
-        self.usage.add(c)
-        rec = _RECORDING.get()
-        if rec is not None:
-            shown = prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False)
-            rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": shown, "output": c.text,
-                        "prompt_tokens": pt, "completion_tokens": ct, "finish_reason": "stop",
-                        "seconds": round(c.seconds, 4), "t_end": time.perf_counter()})
+        self._account(prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False), c)
         return c
 
 
@@ -444,48 +443,34 @@ class OpenAIEngine(Engine):
             return {"guided_json": c.value}
         return {f"guided_{c.kind}": c.value}
 
-    def chat(self, messages, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
-        body = {"model": self.model, "messages": list(messages), "max_tokens": max_new_tokens or self.max_new_tokens,
+    def _post(self, path: str, payload: dict, shown_prompt: str, stop_sequences, max_new_tokens, temperature,
+              constraint) -> Completion:
+        """One request to ``path`` (``payload``: the prompt or the messages); accounted and recorded."""
+        body = {"model": self.model, **payload, "max_tokens": max_new_tokens or self.max_new_tokens,
                 "temperature": self.temperature if temperature is None else temperature, **self._guided(constraint)}
         if stop_sequences:
             body["stop"] = list(stop_sequences)
         t0 = time.perf_counter()
-        data = self._request("POST", "/chat/completions", body)
+        data = self._request("POST", path, body)
         choice = data["choices"][0]
-        c = self._completion(choice["message"].get("content") or "", choice, data, stop_sequences, t0)
-        self._account(json.dumps(list(messages), ensure_ascii=False), c)
+        text = choice["message"].get("content") if "message" in choice else choice.get("text")
+        usage = data.get("usage") or {}
+        c = Completion(_cut(text or "", stop_sequences)[0], usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                       choice.get("finish_reason") or "stop", time.perf_counter() - t0)
+        self._account(shown_prompt, c)
         return c
 
-    def _completion(self, text, choice, data, stop, t0) -> Completion:
-        usage = data.get("usage") or {}
-        text, _ = _cut(text, stop)
-        return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                          choice.get("finish_reason") or "stop", time.perf_counter() - t0)
-
-    def _account(self, prompt: str, c: Completion) -> None:
-        self.usage.add(c)
-        rec = _RECORDING.get()
-        if rec is not None:
-            rec.append({"role": _ROLE.get(), "engine": self.name, "prompt": prompt, "output": c.text,
-                        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                        "finish_reason": c.finish_reason, "seconds": round(c.seconds, 4), "t_end": time.perf_counter()})
+    def chat(self, messages, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+        messages = list(messages)
+        return self._post("/chat/completions", {"messages": messages}, json.dumps(messages, ensure_ascii=False),
+                          stop_sequences, max_new_tokens, temperature, constraint)
 
     def complete_batch(self, prompts, stop_sequences=None, max_new_tokens=None, temperature=None,
                        constraints=None) -> list[Completion]:
         constraints = list(constraints) if constraints is not None else [None] * len(prompts)
-        outs = []
-        for p, con in zip(prompts, constraints):  # one request each; the server batches them
-            body = {"model": self.model, "prompt": p, "max_tokens": max_new_tokens or self.max_new_tokens,
-                    "temperature": self.temperature if temperature is None else temperature, **self._guided(con)}
-            if stop_sequences:
-                body["stop"] = list(stop_sequences)
-            t0 = time.perf_counter()
-            data = self._request("POST", "/completions", body)
-            choice = data["choices"][0]
-            c = self._completion(choice.get("text") or "", choice, data, stop_sequences, t0)
-            self._account(p, c)
-            outs.append(c)
-        return outs
+        # one request each: the server batches concurrent requests itself
+        return [self._post("/completions", {"prompt": p}, p, stop_sequences, max_new_tokens, temperature, con)
+                for p, con in zip(prompts, constraints)]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class Pipeline:
             "caller_calls": sum(1 for c in model_calls if c["role"] == "caller"),
             "tool_errors": sum(1 for e in evidence.values() if not e.ok),
         }
-        trace = sorted(model_calls + tool_trace, key=lambda c: c["t_end"])
-        for entry in trace:  # absolute clock -> seconds since the run began
-            entry["t_end"] = round(entry["t_end"] - t0, 4)
+        # copies: an enclosing recording() holds the same model-call entries with their own clock
+        trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4)}
+                 for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)

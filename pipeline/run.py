@@ -86,10 +86,10 @@ def _toolbox(args, demo: dict | None = None) -> Any:
 def resolve_models(args) -> tuple[Any, dict | None, str, str | None]:
     """``(toolbox, demo, planner_spec, caller_spec)``. ``--tools`` is checked before any model is
     built or loaded, so a bad spec fails at once; with no ``--planner`` the demo models are used."""
-    if args.tools:
-        _toolbox(args)
+    toolbox = _toolbox(args) if args.tools else None
     demo = _demo_models() if args.planner is None else None
-    toolbox = _toolbox(args, demo)
+    if toolbox is None:
+        toolbox = _toolbox(args, demo)
     planner_spec = args.planner or demo["planner"]
     caller_spec = args.caller or (demo["caller"] if demo else None)
     return toolbox, demo, planner_spec, caller_spec

@@ -215,3 +215,13 @@ def test_missing_model_path_is_an_engine_error(tmp_path):
     from pipeline.engines import EngineError
     with pytest.raises(EngineError, match="does not exist"):
         TransformersEngine(tmp_path / "nope")
+
+
+def test_an_enclosing_recording_keeps_its_own_entries(scripted_engine):
+    planner = scripted_engine(["Plan: a\n#E1 = search_wiki[Killers of the Flower Moon]", "Martin Scorsese"])
+    before = time.perf_counter()
+    with recording() as outer:
+        result = Pipeline(planner, toolbox=toolbox()).run("who?")
+    assert [c["role"] for c in outer] == ["planner", "solver"]
+    assert all(c["t_end"] >= before for c in outer)  # untouched: still perf_counter readings
+    assert all(0 <= t["t_end"] < 60 for t in result.trace)  # the run's own: since it began
