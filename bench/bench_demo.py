@@ -55,7 +55,7 @@ def main() -> None:
     settings = models["pipeline"]
     box = demo.demo_toolbox(llm_engine=planner)
     pipe = Pipeline(planner, caller, planner, box, **settings)
-    for task, _ in demo.SHOWCASE:
+    for task in demo.SHOWCASE:
         t = time.perf_counter()
         r = pipe.run(task)
         print(f"showcase ({time.perf_counter() - t:.2f} s): {task} -> {r.answer}")

@@ -80,7 +80,7 @@ def test_cli_without_a_model_uses_the_demo(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     demo.build(out, MICRO, progress=False)
     monkeypatch.setattr(demo, "default_dir", lambda cfg=None: out)
-    monkeypatch.setattr(demo, "load_manifest", lambda d: json.loads((d / "manifest.json").read_text()))
+    monkeypatch.setattr(demo, "load_manifest", lambda d, current_only=True: json.loads((d / "manifest.json").read_text()))
     assert main(["Who directed the film 'Hugo'?", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {s["tool"] for s in result["plan"]} <= set(demo.DEMO_TOOLS)  # the offline toolbox

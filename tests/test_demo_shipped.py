@@ -30,8 +30,8 @@ def test_shipped_demo_matches_the_recipe():
 
 
 @pytest.mark.parametrize("task, check", [
-    (demo.SHOWCASE[0][0], lambda answer, films: answer == "Martin Scorsese"),
-    (demo.SHOWCASE[1][0], lambda answer, films: answer in films["Martin Scorsese"]),
+    (demo.SHOWCASE[0], lambda answer, films: answer == "Martin Scorsese"),
+    (demo.SHOWCASE[1], lambda answer, films: answer in films["Martin Scorsese"]),
 ])
 def test_the_readme_command_answers_the_showcase_tasks(task, check, tmp_path):
     with open(REPO / "data" / "db" / "films.csv", newline="") as f:

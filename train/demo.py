@@ -38,7 +38,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import formats
@@ -52,8 +52,8 @@ DEMO_TOOLS = ["get_current_time", "search_wiki", "query_sql", "calculator", "sav
 
 # Showcase tasks: `--check` and the tests run these.
 SHOWCASE = [
-    ("Who directed the film 'Killers of the Flower Moon'?", ["Martin Scorsese"]),
-    ("What movies did the director of 'Killers of the Flower Moon' direct? List one of them.", None),
+    "Who directed the film 'Killers of the Flower Moon'?",
+    "What movies did the director of 'Killers of the Flower Moon' direct? List one of them.",
 ]
 
 
@@ -498,18 +498,14 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, progress: bool = True) -
     return manifest
 
 
-def _matches(out_dir: Path) -> bool:
-    """True when ``out_dir`` holds demo models built from the current recipe."""
-    path = out_dir / "manifest.json"
-    return path.exists() and json.loads(path.read_text()).get("key") == DemoConfig().key()
-
-
-def load_manifest(out_dir: Path) -> dict | None:
+def load_manifest(out_dir: Path, current_only: bool = True) -> dict | None:
+    """The manifest of the demo models in ``out_dir``; None when there are none, or, with
+    ``current_only``, when they were built from another recipe (another :class:`DemoConfig`)."""
     path = out_dir / "manifest.json"
     if not path.exists():
         return None
     manifest = json.loads(path.read_text())
-    return manifest if manifest.get("key") == DemoConfig().key() or out_dir != default_dir() else None
+    return manifest if not current_only or manifest.get("key") == DemoConfig().key() else None
 
 
 def ensure_demo_models(out_dir: str | Path | None = None) -> dict:
@@ -518,11 +514,12 @@ def ensure_demo_models(out_dir: str | Path | None = None) -> dict:
     Returns ``{"planner": path, "caller": path, "tools": [names], "pipeline":
     {"planner_max_new_tokens", "max_steps"}}``: what ``pipeline.run`` needs to run them.
     """
-    if out_dir is None and _matches(SHIPPED):
-        out = SHIPPED
-    else:
-        out = Path(out_dir) if out_dir else default_dir()
-    manifest = load_manifest(out)
+    if out_dir is not None:  # a folder the caller chose: whatever recipe built it
+        out = Path(out_dir)
+        manifest = load_manifest(out, current_only=False)
+    else:  # the shipped copy, else the cache, when built from the current recipe
+        out = SHIPPED if load_manifest(SHIPPED) else default_dir()
+        manifest = load_manifest(out)
     if manifest is None:
         print("[demo] no demo models yet: building them once (CPU, a few minutes) ...", file=sys.stderr)
         manifest = build(out)
@@ -539,7 +536,7 @@ def check(out_dir: Path) -> dict:
                     planner_max_new_tokens=manifest["pipeline"]["planner_max_new_tokens"],
                     max_steps=manifest["pipeline"]["max_steps"])
     shows = []
-    for task, _ in SHOWCASE:
+    for task in SHOWCASE:
         t = time.perf_counter()
         r = pipe.run(task)
         shows.append({"task": task, "plan": r.plan.render(), "answer": r.answer,
