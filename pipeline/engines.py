@@ -29,6 +29,7 @@ vLLM-style ``guided_grammar`` / ``guided_regex`` / ``guided_json`` fields.
 from __future__ import annotations
 
 import contextlib
+import copy
 import contextvars
 import json
 import os
@@ -269,11 +270,17 @@ class TransformersEngine(Engine):
     too). ``template``: "auto" uses the tokenizer's chat template when it has one for chat
     calls, else Alpaca. Generation runs under a lock: one ``generate`` at a time per model;
     batches go through :meth:`complete_batch`.
+
+    ``model`` may also be a PEFT adapter folder (``adapter_config.json``): its base is loaded
+    (a key of ``pipeline.defaults.BASES`` or a path/name) and the adapter put on it.
+    ``adapter`` loads an adapter onto ``model`` under ``adapter_name``; :meth:`with_adapter`
+    adds another adapter to the same base and returns an engine that generates with it (one
+    base in memory, the adapter switched per call under the shared lock).
     """
 
     def __init__(self, model: str | Path, device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False,
                  adapter: str | None = None, max_new_tokens: int = 256, temperature: float = 0.0,
-                 template: str = "auto", seed: int | None = 0):
+                 template: str = "auto", seed: int | None = 0, adapter_name: str = "default"):
         super().__init__(max_new_tokens, temperature)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -281,10 +288,15 @@ class TransformersEngine(Engine):
         self.name = str(model)
         self.template = template
         self.seed = seed
+        self.adapter_name: str | None = None
         path = Path(str(model)).expanduser()
         looks_local = str(model).startswith((".", "/", "~")) or path.exists()
         if looks_local and not path.exists():
             raise EngineError(f"model path {model} does not exist")
+        if adapter is None and (path / "adapter_config.json").is_file():
+            adapter, model = str(path), adapter_base(path)
+            path = Path(model)
+            looks_local = True
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if dtype == "auto":
@@ -305,7 +317,11 @@ class TransformersEngine(Engine):
             raise EngineError(f"cannot load model {model!r}: {str(e).splitlines()[0]}") from e
         if adapter:
             from peft import PeftModel
-            self.model = PeftModel.from_pretrained(self.model, adapter)
+            try:
+                self.model = PeftModel.from_pretrained(self.model, adapter, adapter_name=adapter_name)
+            except (OSError, ValueError) as e:
+                raise EngineError(f"cannot load adapter {adapter}: {str(e).splitlines()[0]}") from e
+            self.adapter_name = adapter_name
         if not load_in_4bit:
             self.model.to(device)
         self.model.eval()
@@ -318,6 +334,21 @@ class TransformersEngine(Engine):
     @property
     def supports_constraints(self) -> bool:
         return True
+
+    def with_adapter(self, adapter: str | Path, name: str) -> "TransformersEngine":
+        """An engine over the same base (same weights, tokenizer and lock) that generates with
+        the adapter at ``adapter``, loaded under ``name``. Needs an engine made with an adapter."""
+        if self.adapter_name is None:
+            raise EngineError(f"{self.name} has no adapter: load it with adapter=... before adding others")
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise EngineError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+        with self._lock:
+            self.model.load_adapter(str(adapter), adapter_name=name)
+        other = copy.copy(self)
+        other.usage = Usage()
+        other.adapter_name = name
+        other.name = f"{self.name}+{name}"
+        return other
 
     def _render(self, messages):
         if self.template in ("auto", "chat") and getattr(self.tokenizer, "chat_template", None):
@@ -342,6 +373,8 @@ class TransformersEngine(Engine):
 
         tok = self.tokenizer
         with self._lock:
+            if self.adapter_name is not None:
+                self.model.set_adapter(self.adapter_name)
             tok.padding_side = "left"
             batch = tok(prompts, return_tensors="pt", padding=True).to(self.model.device)
             prompt_lens = batch["attention_mask"].sum(dim=1).tolist()
@@ -527,6 +560,23 @@ class ExLlamaV2Engine(Engine):
 
 
 # ------------------------------------------------------------------------------------------------
+
+def adapter_base(adapter: str | Path) -> str:
+    """The base model of a PEFT adapter folder: a key of ``pipeline.defaults.BASES`` becomes its
+    converted folder (converted on first use), anything else is a path or model name as is."""
+    from pipeline import defaults
+
+    try:
+        base = json.loads((Path(adapter) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError) as e:
+        raise EngineError(f"{adapter}/adapter_config.json does not name its base model: {e}") from e
+    if base in defaults.BASES:
+        try:
+            return str(defaults.base_dir(base))
+        except defaults.DefaultModelError as e:
+            raise EngineError(str(e)) from e
+    return base
+
 
 def load_engine(spec: str, max_new_tokens: int = 256, temperature: float = 0.0, **kw) -> Engine:
     """An engine from a spec: an ``http(s)://host:port/v1`` base URL (OpenAI-compatible), an

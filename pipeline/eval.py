@@ -313,16 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         tasks = load_tasks(args.tasks)[: args.limit]
-        toolbox, demo, planner_spec, caller_spec = cli.resolve_models(args)
-        from pipeline.engines import EngineError
-        try:
-            planner = cli._engine(planner_spec, argparse.Namespace(load_in_4bit=False))
-            caller = cli._engine(caller_spec, argparse.Namespace(load_in_4bit=False))
-            solver = cli._engine(args.solver, argparse.Namespace(load_in_4bit=False)) or planner
-        except (EngineError, ValueError) as e:
-            raise cli.UsageError(str(e)) from e
-        if "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
-            toolbox["llm"].engine = solver
+        toolbox, demo, planner, caller, solver = cli.build_engines(args)
         if args.mode == "rewoo":
             factory = rewoo_runner(planner, caller, solver, template=args.template, constrain=not args.no_constrain,
                                    **cli.pipeline_settings(args, demo))

@@ -20,21 +20,18 @@ from pipeline.formats import constrain as constrain_mod
 from pipeline.plan import Plan, PlanError
 
 
-def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6,
-                    chars_per_token: float = 1.0) -> Constraint:
-    return Constraint("grammar", constrain_mod.plan_grammar(tool_names, max_new_tokens, max_steps,
-                                                            chars_per_token=chars_per_token))
+def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6) -> Constraint:
+    return Constraint("grammar", constrain_mod.plan_grammar(tool_names, max_new_tokens, max_steps))
 
 
 def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
-              max_new_tokens: int = 512, max_steps: int = 6, chars_per_token: float = 1.0,
-              examples: str | None = None) -> tuple[Plan, str]:
+              max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None) -> tuple[Plan, str]:
     """Plan ``task`` with the tools of ``toolbox``; returns the plan and the model's raw text."""
     specs = formats.tool_specs(toolbox)
     names = [s.name for s in specs]
     constraint = None
     if constrain and engine.supports_constraints:
-        constraint = plan_constraint(names, max_new_tokens, max_steps, chars_per_token)
+        constraint = plan_constraint(names, max_new_tokens, max_steps)
     with role("planner"):
         if template == "alpaca":
             out = engine.complete(formats.planner_prompt(task, specs, "alpaca", examples),

@@ -62,7 +62,7 @@ class Pipeline:
 
     def __init__(self, planner: Any, caller: Any = None, solver: Any = None, toolbox: Any = None, *,
                  template: str = "alpaca", constrain: bool = True, planner_max_new_tokens: int = 512,
-                 max_steps: int = 6, chars_per_token: float = 1.0, caller_max_new_tokens: int = 256,
+                 max_steps: int = 6, caller_max_new_tokens: int = 256,
                  solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8):
         if template not in ("alpaca", "chat"):
             raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
@@ -79,7 +79,6 @@ class Pipeline:
         self.constrain = constrain
         self.planner_max_new_tokens = planner_max_new_tokens
         self.max_steps = max_steps
-        self.chars_per_token = chars_per_token
         self.caller_max_new_tokens = caller_max_new_tokens
         self.solver_max_new_tokens = solver_max_new_tokens
         self.tool_timeout = tool_timeout
@@ -93,8 +92,7 @@ class Pipeline:
         t0 = time.perf_counter()
         with recording() as model_calls:
             plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template, constrain=self.constrain,
-                                  max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps,
-                                  chars_per_token=self.chars_per_token)
+                                  max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps)
             notify("plan", plan)
             calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
                                max_new_tokens=self.caller_max_new_tokens)

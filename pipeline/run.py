@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.run", description="Run a ReWOO agent on one task.")
     p.add_argument("task", help="the task, in quotes")
     p.add_argument("--planner", help="planner model: local path, model name or http://host:port/v1")
-    p.add_argument("--caller", help="function-caller model (same forms); default: the demo caller when the "
-                                    "planner is the demo planner, else none")
+    p.add_argument("--caller", help="function-caller model (same forms); default: the default caller adapter "
+                                    "when the planner is the default, else none")
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
     p.add_argument("--tools", help="replace the toolbox: FILE.py:NAME or module:NAME")
     p.add_argument("--mode", choices=["rewoo", "react", "code"], default="rewoo",
@@ -60,19 +60,23 @@ def _engine(spec: str | None, args) -> Any:
     if spec is None:
         return None
     kw = {}
-    if args.load_in_4bit and not spec.startswith(("http://", "https://")):
+    if getattr(args, "load_in_4bit", False) and not spec.startswith(("http://", "https://")):
         kw["load_in_4bit"] = True
     return load_engine(spec, **kw)
 
 
-def _demo_models() -> dict:
-    """The demo models (built on first use): ``{"planner", "caller", "tools", "pipeline"}``."""
-    from train import demo
-    return demo.ensure_demo_models()
+def _default_models() -> dict:
+    """The default models (``pipeline.defaults``): the base converted on first use, the shipped adapters."""
+    from pipeline import defaults
+
+    try:
+        return defaults.default_models()
+    except defaults.DefaultModelError as e:
+        raise UsageError(str(e)) from e
 
 
 def _toolbox(args, demo: dict | None = None) -> Any:
-    """``--tools``, else the default toolbox (the demo's offline subset when running the demo)."""
+    """``--tools``, else the default toolbox (the default models' own tool list when running them)."""
     from toolkit import default_toolbox, load_toolbox
 
     if args.tools:
@@ -83,16 +87,31 @@ def _toolbox(args, demo: dict | None = None) -> Any:
     return default_toolbox(tools=demo["tools"] if demo else None)
 
 
-def resolve_models(args) -> tuple[Any, dict | None, str, str | None]:
-    """``(toolbox, demo, planner_spec, caller_spec)``. ``--tools`` is checked before any model is
-    built or loaded, so a bad spec fails at once; with no ``--planner`` the demo models are used."""
+def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
+    """``(toolbox, demo, planner, caller, solver)`` from the flags. ``--tools`` is checked before
+    any model is loaded, so a bad spec fails at once. With no ``--planner`` the default models
+    run: one base in memory with the planner and caller adapters (``pipeline.defaults``); the
+    solver is the planner's engine unless ``--solver`` names another. The toolbox's ``llm`` tool
+    gets the solver's engine when it has none."""
+    from pipeline.engines import EngineError
+
     toolbox = _toolbox(args) if args.tools else None
-    demo = _demo_models() if args.planner is None else None
+    demo = _default_models() if args.planner is None else None
     if toolbox is None:
         toolbox = _toolbox(args, demo)
-    planner_spec = args.planner or demo["planner"]
-    caller_spec = args.caller or (demo["caller"] if demo else None)
-    return toolbox, demo, planner_spec, caller_spec
+    try:
+        if demo is not None:
+            from pipeline.defaults import default_engines
+            planner, default_caller = default_engines(demo, load_in_4bit=getattr(args, "load_in_4bit", False))
+        else:
+            planner, default_caller = _engine(args.planner, args), None
+        caller = _engine(args.caller, args) if args.caller else default_caller
+        solver = _engine(args.solver, args) if args.solver else planner
+    except (EngineError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    if "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
+        toolbox["llm"].engine = solver
+    return toolbox, demo, planner, caller, solver
 
 
 class TerminalView:
@@ -147,15 +166,7 @@ def run(args) -> int:
         except ImportError as e:
             raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not have yet; "
                              "use --mode rewoo") from e
-    toolbox, demo, planner_spec, caller_spec = resolve_models(args)
-    try:
-        planner = _engine(planner_spec, args)
-        caller = _engine(caller_spec, args)
-        solver = _engine(args.solver, args) or planner
-    except (EngineError, ValueError) as e:
-        raise UsageError(str(e)) from e
-    if "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
-        toolbox["llm"].engine = solver
+    toolbox, demo, planner, caller, solver = build_engines(args)
 
     if args.mode != "rewoo":
         from pipeline.agents import run_agent_cli

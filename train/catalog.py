@@ -190,7 +190,22 @@ def _catalog_tool(entry: Any, where: str) -> CatalogTool:
         examples.append(Example(ex["goal"], dict(ex.get("args", {}))))
     if not examples:
         examples = schema_examples(spec)
-    return CatalogTool(spec, tuple(examples), entry.get("domain", "general"), bool(entry.get("builtin")))
+    builtin = bool(entry.get("builtin"))
+    if builtin:
+        spec = _toolbox_spec(spec)
+    return CatalogTool(spec, tuple(examples), entry.get("domain", "general"), builtin)
+
+
+def _toolbox_spec(spec: formats.ToolSpec) -> formats.ToolSpec:
+    """A built-in tool as the toolbox describes it (name, description, parameters), so generated
+    rows list it exactly as the pipeline's prompts will; the catalog entry keeps only its examples.
+    An entry marked built-in whose name the toolbox lacks keeps its own spec."""
+    from toolkit import default_toolbox  # noqa: PLC0415
+    from toolkit.toolbox import BUILTIN_TOOL_NAMES  # noqa: PLC0415
+
+    if spec.name not in BUILTIN_TOOL_NAMES:
+        return spec
+    return formats.tool_spec(default_toolbox(tools=[spec.name])[spec.name])
 
 
 def _load_toolbox(spec: str) -> Catalog:

@@ -6,12 +6,14 @@
     model.generate(**batch, logits_processor=[proc], max_new_tokens=256)  # every row parses
 
 - :func:`plan_grammar` turns the plan grammar of DESIGN.md, with the current tool names, into a
-  Lark grammar. It is *bounded*: the step count and the lengths of descriptions and inputs are
-  chosen from ``max_new_tokens`` so that the longest plan the grammar allows still fits (each
-  character is at least one token with a byte-level tokenizer, and only printable ASCII is
-  allowed). Variables are numbered #E1, #E2, ... and an input may reference only earlier ones,
-  so a constrained plan always passes ``parse_plan(text, tools)``. Without a bound, a weak model
-  can wander inside free text until the token budget runs out and leave an unfinished plan
+  Lark grammar. It is *bounded in tokens*: each description and each input carries an llguidance
+  ``max_tokens`` cap, and the step count and caps are chosen from ``max_new_tokens`` so that the
+  longest plan the grammar allows still fits. Caps in tokens, not characters, never cut what a
+  good model writes short of its budget (a character cap derived from one character per token
+  cut a tuned planner's SQL at 22 characters: exact answers fell from 0.909 to 0.136).
+  Variables are numbered #E1, #E2, ... and an input may reference only earlier ones, so a
+  constrained plan always passes ``parse_plan(text, tools)``. Without a bound, a weak model can
+  wander inside free text until the token budget runs out and leave an unfinished plan
   (measured: FACTS.md, 0/20 stopped).
 - :func:`call_schema` is the JSON schema of the function caller's output for one tool:
   ``{"name": <that tool>, "arguments": <its parameters>}``, strings bounded the same way.
@@ -34,7 +36,7 @@ __all__ = ["PlanBounds", "plan_bounds", "plan_grammar", "call_schema", "logits_p
            "GrammarLogitsProcessor", "lark_literal"]
 
 # Printable ASCII without '#', '[' and ']': '#' only ever starts a variable, brackets only
-# delimit the input. (Inside a regex character class.)
+# delimit the input or nest once inside it. (Inside a regex character class.)
 _TEXT_CHARS = r" -\"$-Z\\^-~"
 # The same without digits: what may follow a variable, so that "#E1" never grows into "#E10".
 _TEXT_NO_DIGIT = r" -\"$-\/:-Z\\^-~"  # ("\/": a bare "/" would end Lark's /regex/)
@@ -45,36 +47,32 @@ _DESC_CHARS = r" -\"$-~"
 @dataclass(frozen=True)
 class PlanBounds:
     """The longest plan a constrained planner may write: at most ``max_steps`` steps, each
-    description at most ``max_description`` and each input at most ``max_input`` characters."""
+    description at most ``max_description`` tokens and each input at most ``max_input`` tokens."""
 
     max_steps: int
     max_description: int
     max_input: int
 
 
-def plan_bounds(max_new_tokens: int, tool_names: list[str], max_steps: int = 6,
-                chars_per_token: float = 1.0) -> PlanBounds:
+def plan_bounds(max_new_tokens: int, tool_names: list[str], max_steps: int = 6) -> PlanBounds:
     """Bounds whose worst case fits ``max_new_tokens``.
 
-    ``chars_per_token=1`` is a guarantee: with a byte-level tokenizer and printable ASCII every
-    token carries at least one character, so no plan the grammar allows can run out of tokens.
-    A trained model with a real tokenizer averages ~3-4 characters a token; a larger value buys
-    longer descriptions and inputs at the price of that guarantee.
-
-    Per step the fixed text is ``"Plan: "`` + ``"\\n#E<n> = "`` + the longest tool name + the
-    brackets + the newline between steps; what is left of the step's share goes 3:2 to the
-    description and the input. Steps are dropped until each keeps at least 16 characters of
-    free text; a budget too small even for one such step is an error.
+    The fixed text of a step (``"Plan: "``, ``"\\n#E<n> = "``, the longest tool name, ``"[]"``
+    and the newline between steps) is counted one token per character, its worst case with a
+    byte-level tokenizer (the model may spell it in any tokens the grammar allows); what is
+    left of the step's share goes 1:2 to the description and the input (inputs, SQL or code,
+    are the longer). Steps are dropped until each keeps at least 24 free tokens; a budget too
+    small even for one such step is an error.
     """
     longest_tool = max((len(t) for t in tool_names), default=1)
-    if max_new_tokens < 2 or chars_per_token < 1:
-        raise ValueError("plan_bounds needs max_new_tokens >= 2 and chars_per_token >= 1")
-    budget = int((max_new_tokens - 1) * chars_per_token)  # (- 1: the EOS token)
+    if max_new_tokens < 2:
+        raise ValueError("plan_bounds needs max_new_tokens >= 2")
+    budget = max_new_tokens - 1  # (- 1: the EOS token)
     for steps in range(max_steps, 0, -1):
         fixed = len("Plan: ") + len(f"\n#E{steps} = ") + longest_tool + len("[]") + 1
         free = budget // steps - fixed
-        if free >= 16:
-            desc = free * 3 // 5
+        if free >= 24:
+            desc = free // 3
             return PlanBounds(steps, desc, free - desc)
     raise ValueError(f"max_new_tokens={max_new_tokens} is too small for even one constrained plan "
                      f"step with these tools (the longest name has {longest_tool} characters); "
@@ -93,19 +91,21 @@ def _var_alternatives(n: int) -> str:
 
 
 def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: int = 6,
-                 bounds: PlanBounds | None = None, chars_per_token: float = 1.0) -> str:
+                 bounds: PlanBounds | None = None) -> str:
     """A Lark grammar for a whole plan over ``tool_names`` that fits ``max_new_tokens``.
 
     Step ``k`` is ``Plan: <description>`` then ``#Ek = <tool>[<input>]``; an input of step ``k``
-    may contain ``#E1`` .. ``#E{k-1}`` (never followed by a digit) and otherwise printable ASCII
-    without ``#``, ``[`` and ``]``. After any step the text may end.
+    may contain ``#E1`` .. ``#E{k-1}`` (never followed by a digit), one level of balanced
+    brackets (``sorted([3, 1])``), and otherwise printable ASCII without ``#``. After any step
+    the text may end. Descriptions and inputs are capped in tokens (llguidance's
+    ``rule[max_tokens=N]``): at the cap the grammar allows only what closes the field.
     """
     if not tool_names:
         raise ValueError("plan_grammar needs at least one tool name")
     bad = [t for t in tool_names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", t)]
     if bad:
         raise ValueError(f"tool names must match the plan grammar's [A-Za-z_][A-Za-z0-9_.-]*: {bad}")
-    b = bounds or plan_bounds(max_new_tokens, tool_names, max_steps, chars_per_token)
+    b = bounds or plan_bounds(max_new_tokens, tool_names, max_steps)
     lines = []
     # start: s1 (s2 (s3 ...)?)?  -- step k exists only after step k-1.
     nested = ""
@@ -113,20 +113,24 @@ def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: in
         nested = f"(s{k}{(' ' + nested) if nested else ''})?"
     lines.append(f"start: s1{(' ' + nested) if nested else ''}")
     lines.append("tool: " + " | ".join(lark_literal(t) for t in tool_names))
-    lines.append(f"DESC: /[{_DESC_CHARS}]{{0,{b.max_description}}}/")
+    lines.append(f"desc[max_tokens={b.max_description}]: /[{_DESC_CHARS}]*/")
     for k in range(1, b.max_steps + 1):
         sep = '"\\n"' if k > 1 else ""
         head = lark_literal(f"\n#E{k} = ")
-        lines.append(f's{k}: {sep} "Plan: " DESC {head} tool "[" INPUT{k}')
+        lines.append(f's{k}: {sep} "Plan: " desc {head} tool "[" input{k} "]"')
         if k == 1:
-            pattern = f"[{_TEXT_CHARS}]{{0,{b.max_input}}}"
+            unit = f"[{_TEXT_CHARS}]"
+            tail = ""
         else:
             ref = _var_alternatives(k - 1)
             # plain characters, or a variable followed by a non-digit; a variable may end the input
-            pattern = f"([{_TEXT_CHARS}]|{ref}[{_TEXT_NO_DIGIT}]){{0,{b.max_input}}}{ref}?"
-        # The closing bracket is part of the lexeme: Lark lexemes are greedy, and with "]" outside
-        # an input would always run to its maximum length (measured, FACTS.md).
-        lines.append(f"INPUT{k}: /{pattern}\\]/")
+            unit = f"([{_TEXT_CHARS}]|{ref}[{_TEXT_NO_DIGIT}])"
+            tail = f"{ref}?"
+        inner = f"\\[{unit}*{tail}\\]"  # one level of brackets inside the input
+        # The input lexeme may end anywhere (no "]" at its top level, so a "]" ends it) and the
+        # step's "]" follows it: at its token cap llguidance then allows only that "]" (checked:
+        # a lexeme that could not end there would be refused instead, and decoding would fail).
+        lines.append(f"input{k}[max_tokens={b.max_input}]: /({unit}|{inner})*{tail}/")
     return "\n".join(lines) + "\n"
 
 

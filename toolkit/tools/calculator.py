@@ -136,9 +136,9 @@ def calculate(expression: str) -> str:
 
 class CalculatorTool(Tool):
     name = "calculator"
-    description = ("Evaluate an arithmetic expression exactly, e.g. '(3 + 4.5) * 2 / 7' or "
-                   "'2**10 - sqrt(16)'. Supports + - * / // % ** (or ^), parentheses, pi, e and "
-                   "sqrt, exp, log, sin, cos, tan, abs, round, floor, ceil, factorial, min, max.")
+    # Short on purpose: every planner prompt (training rows and each run) carries each tool's line.
+    description = ("Evaluate an arithmetic expression exactly, e.g. (3 + 4.5) * 2 or 2**10 - sqrt(16); "
+                   "also pi, e, log, sin, cos, round, factorial.")
     inputs = {"expression": {"type": "string", "description": "the arithmetic expression"}}
     output_type = "string"
 

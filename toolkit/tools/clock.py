@@ -10,8 +10,7 @@ from toolkit.tool import Tool
 
 class CurrentTimeTool(Tool):
     name = "get_current_time"
-    description = ("Get the current date and time, with the weekday and timezone, "
-                   "as 'YYYY-MM-DDTHH:MM:SS+HH:MM (Weekday, Zone)'.")
+    description = "Get the current date, time, weekday and timezone. Takes no input."
     inputs: dict = {}
     output_type = "string"
 

@@ -86,8 +86,7 @@ def write_in_workspace(workspace: str | os.PathLike, path: str, data: bytes) -> 
 
 class SaveFileTool(Tool):
     name = "save_file"
-    description = ("Save text to a file in the workspace folder (created as needed; an existing "
-                   "file is replaced). Returns where it was saved.")
+    description = "Save text to a file in the workspace (an existing file is replaced); returns its path."
     inputs = {"path": {"type": "string", "description": "file path relative to the workspace, e.g. 'report.md'"},
               "content": {"type": "string", "description": "the text to write"}}
     output_type = "string"

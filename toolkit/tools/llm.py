@@ -18,8 +18,8 @@ class NoEngineError(RuntimeError):
 
 class LLMTool(Tool):
     name = "llm"
-    description = ("Ask a language model a question or give it an instruction, such as summarizing "
-                   "or extracting from evidence. Put everything it needs in the prompt. Returns its answer.")
+    description = ("Ask a language model to write, translate, summarize or compare; put everything "
+                   "it needs in the input.")
     inputs = {"prompt": {"type": "string", "description": "the complete prompt for the model"}}
     output_type = "string"
 

@@ -15,9 +15,8 @@ class SandboxCodeError(RuntimeError):
 
 class PythonInterpreterTool(Tool):
     name = "python_interpreter"
-    description = ("Run Python code in a sandbox and return what it prints and the value of its last "
-                   "line. Use it for calculations and data processing. Only these modules can be "
-                   "imported: {imports}. No files outside the workspace, no network, no classes.")
+    description = ("Run Python code in a sandbox; returns what it prints and its last value. "
+                   "Modules: {imports}.")
     inputs = {"code": {"type": "string", "description": "the Python code to run"}}
     output_type = "string"
 

@@ -196,8 +196,7 @@ class QuerySQLTool(Tool):
             self.description = (f"Run one SQL statement ({mode}) on the {url.split(':', 1)[0]} database "
                                 "and return the rows as a table.")
         else:
-            self.description = (f"Run one SQL statement ({mode}, SQLite) on the film database and return "
-                                "the rows as a table.")
+            self.description = f"Run one SQL statement ({mode}, SQLite) on the film database."
             try:
                 self.description += f" Tables: {demo_schema(self.demo_dir)}."
             except (OSError, ValueError):

@@ -30,8 +30,7 @@ class NoSearchBackendError(RuntimeError):
 
 class SearchWebTool(Tool):
     name = "search_web"
-    description = ("Search the web and return the top results (title, address and snippet). Use it "
-                   "for recent events or things an encyclopedia would not cover.")
+    description = "Search the web for news, prices, weather and other recent things; returns top results."
     inputs = {"query": {"type": "string", "description": "the search query"}}
     output_type = "string"
 
@@ -65,8 +64,7 @@ class SearchWebTool(Tool):
 
 class SearchBilibiliTool(Tool):
     name = "search_bilibili"
-    description = ("Search videos on Bilibili, a Chinese video site strong in anime, comics and games "
-                   "(ACG). Returns the top videos with title, uploader, plays, length and link.")
+    description = "Search videos on Bilibili (anime, comics, games); returns titles, uploaders and links."
     inputs = {"keyword": {"type": "string", "description": "the search keyword"}}
     output_type = "string"
 

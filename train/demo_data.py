@@ -1,0 +1,760 @@
+"""Training data for the default models: varied tasks over all nine built-in tools, planned in the
+plan grammar, run through the real offline tools, so every solver row holds real evidence.
+
+    from train.demo_data import demo_rows
+    rows = demo_rows(seed=0, workspace=Path("/tmp/ws"))    # {"planner", "solver", "caller", "tasks"}
+
+What makes it generalise (the lesson of the first pretrained runs: the data decides):
+
+- every built-in tool is planned, ``search_web`` and ``search_bilibili`` included (offline they
+  answer with a clear error, and the solver rows teach to say so);
+- the tool lines are the toolbox's own (``formats.planner_instruction`` over the real toolbox),
+  and the list is sometimes a random subset in random order, so the planner reads the list rather
+  than remembering it (and plans tools it has never seen used, given at run time);
+- each intent has many templates, each rendered in several styles (polite, terse, lower-case,
+  no punctuation, a typo), so one intent has dozens of phrasings (``meta.phrasing``);
+- multi-step chains only where a step's output fits the next one's input (typed placeholders:
+  any text into ``save_file``/``llm``, a number into ``calculator``);
+- no task text is copied from ``data/eval`` (checked here, and by a test).
+
+Each row carries ``meta`` (``intent``, ``phrasing``, ``tools``); training ignores it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pipeline import formats
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+TOOLS = ["get_current_time", "search_wiki", "search_web", "search_bilibili", "save_file", "query_sql",
+         "python_interpreter", "calculator", "llm"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Phrasing
+# ------------------------------------------------------------------------------------------------
+
+STYLES = ("plain", "polite", "lower", "terse", "typo", "greeting", "thanks")
+_POLITE = ["Please help me with this: {t}", "Could you help me out? {t}", "I'd like to know: {t}",
+           "Kindly answer this: {t}", "If you don't mind: {t}"]
+_GREET = ["Hi! {t}", "Hey, {t}", "Quick question: {t}", "Hello. {t}", "Question: {t}"]
+_THANKS = ["{t} Thanks.", "{t} Thank you!", "{t} Thanks in advance.", "{t} Cheers."]
+
+
+def _typo(text: str, protected: Sequence[str], rng: random.Random) -> str:
+    """Swap two neighbouring letters of one word that is not part of an entity."""
+    spans = [(m.start(), m.end()) for p in protected if p for m in re.finditer(re.escape(p), text)]
+    spans += [(m.start(), m.end()) for m in re.finditer(r"'[^']*'|\"[^\"]*\"", text)]  # quoted text is data
+    words = [m for m in re.finditer(r"[A-Za-z]{4,}", text)
+             if not any(s <= m.start() < e for s, e in spans)]
+    if not words:
+        return text
+    w = rng.choice(words)
+    i = rng.randrange(w.start(), w.end() - 1)
+    return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+
+
+def styled(text: str, style: str, protected: Sequence[str], rng: random.Random) -> str:
+    """``text`` (a task in its plain form) in one of :data:`STYLES`."""
+    if style == "plain":
+        return text
+    if style == "polite":
+        return rng.choice(_POLITE).format(t=text)
+    if style == "lower":
+        return text.lower()
+    if style == "terse":
+        return text.rstrip("?.!")
+    if style == "typo":
+        return _typo(text, protected, rng)
+    if style == "greeting":
+        return rng.choice(_GREET).format(t=text)
+    if style == "thanks":
+        return rng.choice(_THANKS).format(t=text)
+    raise ValueError(f"unknown style {style!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The world the offline tools know
+# ------------------------------------------------------------------------------------------------
+
+def _read_csv(name: str) -> list[dict]:
+    with open(DATA / "db" / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def wiki_articles() -> dict[str, str]:
+    """``{title: text}`` of the offline encyclopedia (``data/wiki/*.txt``)."""
+    out = {}
+    for path in sorted((DATA / "wiki").glob("*.txt")):
+        title = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("# "):
+                title = line[2:].strip()
+                out[title] = ""
+            elif title and line.strip():
+                out[title] = (out[title] + " " + line.strip()).strip()
+    return out
+
+
+def _first_sentence(text: str) -> str:
+    m = re.match(r"(.+?[a-z0-9)]\.)(\s|$)", text)
+    return m.group(1) if m else text
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _quote(title: str, rng: random.Random) -> str:
+    return rng.choice([f"'{title}'", f'"{title}"', title])
+
+
+@dataclass
+class World:
+    films: list[dict]
+    directors: list[dict]
+    wiki: dict[str, str]
+    people: dict[str, tuple[str, str]] = field(default_factory=dict)   # name -> (born, died) from the wiki
+    companies: dict[str, str] = field(default_factory=dict)            # name -> founding year
+    founders: dict[str, str] = field(default_factory=dict)             # company -> "A, B and C"
+    capitals: dict[str, str] = field(default_factory=dict)             # country -> capital
+
+    @classmethod
+    def load(cls) -> "World":
+        w = cls(_read_csv("films.csv"), _read_csv("directors.csv"), wiki_articles())
+        directors = {d["name"] for d in w.directors}
+        for title, text in w.wiki.items():
+            m = re.match(r"([A-Z][\w.' -]+?) \((\d{3,4})[-–](\d{4})\)", text)
+            if m and title not in directors and "(" not in title:
+                w.people[title] = (m.group(2), m.group(3))
+            m = re.search(r"founded (?:in |on )?(?:[A-Z][a-z]+ \d{1,2}, )?(\d{4})", text)
+            if m and re.search(r"company|corporation|studio|group|manufacturer|maker", text[:160], re.I):
+                w.companies[title.split(" (")[0]] = m.group(1)
+                m = re.search(r"founded[^.]*? by ([A-Z][^.]*?)(?:,? (?:and|while|to|in|based|first|headquartered)\b[^A-Z]|\.)", text)
+                if m:
+                    w.founders[title.split(" (")[0]] = m.group(1).strip(" ,")
+            m = re.search(r"(?:[Ii]ts capital is|with (?:its capital at )?)([A-Z][a-z]+(?: [A-Z][a-z]+)?)(?: as its capital)?", text)
+            if m and re.search(r"\bcountry\b", text[:120]) and "capital" in text:
+                w.capitals[title] = m.group(1)
+        return w
+
+
+# ------------------------------------------------------------------------------------------------
+# Intents: templates, a plan, and how the answer follows from the evidence
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Draft:
+    """A task before it is grounded: steps as ``(description, tool, input)``; ``answer`` is a
+    string, or a function of the evidence ``{var: text}`` (None: no solver row)."""
+
+    intent: str
+    template: str
+    text: str
+    steps: list[tuple[str, str, str]]
+    answer: str | Callable[[dict], str] | None
+    entities: tuple[str, ...] = ()
+
+
+def _first_row(evidence: str) -> str:
+    """The first data row of a ``query_sql`` table (header, rows, ``(n rows)``)."""
+    lines = [ln for ln in evidence.splitlines() if ln.strip()]
+    return lines[1].strip() if len(lines) > 2 else ""
+
+
+def _rows(evidence: str) -> list[str]:
+    lines = [ln.strip() for ln in evidence.splitlines() if ln.strip()]
+    return lines[1:-1] if len(lines) > 2 else []
+
+
+def _clock_parts(evidence: str) -> dict:
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)([+-]\d\d:\d\d|Z)? \((\w+), ([^)]+)\)", evidence.strip())
+    if not m:
+        return {}
+    y, mo, d, hh, mm, _, _, wd, zone = m.groups()
+    return {"date": f"{y}-{mo}-{d}", "time": f"{hh}:{mm} {zone}", "weekday": wd, "year": y}
+
+
+class Intents:
+    """Every intent the default planner learns; each method returns one :class:`Draft`."""
+
+    def __init__(self, world: World, rng: random.Random):
+        self.w, self.rng = world, rng
+        self.ascii_films = [f for f in world.films if f["title"].isascii()]
+        self.by_director: dict[str, list[dict]] = {}
+        for f in world.films:
+            self.by_director.setdefault(f["director"], []).append(f)
+
+    def _pick(self, intent: str, templates: Sequence[str], **slots) -> tuple[str, str]:
+        i = self.rng.randrange(len(templates))
+        return f"{intent}:{i}", templates[i].format(**slots)
+
+    # -- the film database (query_sql) ----------------------------------------------------------
+
+    def film_director(self) -> Draft:
+        f = self.rng.choice(self.ascii_films)
+        t = f["title"]
+        tid, text = self._pick("film_director", [
+            "Who directed the film {q}?", "Who is the director of {q}?", "Which filmmaker directed {q}?",
+            "Tell me who directed the movie {q}.", "Who made the film {q}?", "{q} was directed by whom?",
+            "Find the director of {q}.", "Name the director of the movie {q}.", "Who was behind the camera for {q}?",
+            "I forgot who directed {q}. Who was it?", "director of {q}?", "Look up who directed {q}."],
+            q=_quote(t, self.rng))
+        return Draft("film_director", tid, text,
+                     [(f"Look up the director of {t} in the films table.", "query_sql",
+                       f"SELECT director FROM films WHERE title = {_sql_str(t)}")], f["director"], (t,))
+
+    def director_films(self) -> Draft:
+        f = self.rng.choice([f for f in self.ascii_films if len(self.by_director[f["director"]]) > 1])
+        t = f["title"]
+        others = [g["title"] for g in self.by_director[f["director"]] if g["title"] != t]
+        tid, text = self._pick("director_films", [
+            "What movies did the director of {q} direct? List one of them.", "Name a film made by the director of {q}.",
+            "Which other films did the director of {q} make? Give one.", "List one movie by the person who directed {q}.",
+            "Give me another film from the director of {q}.", "What else did the director of {q} make?",
+            "Recommend a movie by whoever directed {q}.", "I liked {q}. Name another film by its director.",
+            "Which film by the same director as {q} should I watch?", "one more movie by the director of {q}?"],
+            q=_quote(t, self.rng))
+        return Draft("director_films", tid, text,
+                     [(f"List the films by the director of {t}.", "query_sql",
+                       f"SELECT title FROM films WHERE director = (SELECT director FROM films WHERE title = {_sql_str(t)})")],
+                     lambda ev, t=t: next((r for r in _rows(ev["#E1"]) if r != t), ""), (t,))
+
+    def birth_year(self) -> Draft:
+        d = self.rng.choice(self.w.directors)
+        n = d["name"]
+        tid, text = self._pick("birth_year", [
+            "When was {n} born?", "In which year was the director {n} born?", "What is the birth year of {n}?",
+            "How old is {n}? Give the birth year.", "What year was {n} born in?", "{n}'s birth year?",
+            "Tell me the year {n} was born.", "Look up when the filmmaker {n} was born.",
+            "Birth year of the director {n}, please.", "Find out when {n} was born."], n=n)
+        return Draft("birth_year", tid, text,
+                     [(f"Look up the birth year of {n}.", "query_sql",
+                       f"SELECT birth_year FROM directors WHERE name = {_sql_str(n)}")], d["birth_year"], (n,))
+
+    def birthplace(self) -> Draft:
+        d = self.rng.choice(self.w.directors)
+        n = d["name"]
+        tid, text = self._pick("birthplace", [
+            "Where was {n} born?", "What is the birthplace of {n}?", "In which city was {n} born?",
+            "Where does the director {n} come from?", "Find the birthplace of the filmmaker {n}.",
+            "Tell me where {n} was born.", "{n} was born where?", "Look up the hometown of {n}."], n=n)
+        return Draft("birthplace", tid, text,
+                     [(f"Look up where {n} was born.", "query_sql",
+                       f"SELECT birthplace FROM directors WHERE name = {_sql_str(n)}")], d["birthplace"], (n,))
+
+    def film_year(self) -> Draft:
+        f = self.rng.choice(self.ascii_films)
+        t = f["title"]
+        tid, text = self._pick("film_year", [
+            "When was {q} released?", "What year did {q} come out?", "In which year was the film {q} released?",
+            "Release year of {q}?", "Tell me when the movie {q} came out.", "How old is the film {q}? Give its year.",
+            "Find the release year of {q}.", "{q} came out in which year?"], q=_quote(t, self.rng))
+        return Draft("film_year", tid, text,
+                     [(f"Look up the release year of {t}.", "query_sql",
+                       f"SELECT year FROM films WHERE title = {_sql_str(t)}")], f["year"], (t,))
+
+    def count_films(self) -> Draft:
+        d = self.rng.choice(self.w.directors)
+        n = d["name"]
+        count = str(sum(f["director"] == n for f in self.w.films))
+        tid, text = self._pick("count_films", [
+            "How many films by {n} are in the database?", "Count the movies directed by {n}.",
+            "How many of {n}'s films does the film database list?", "Number of films by {n} in the database?",
+            "How many movies did {n} direct, according to the database?", "Tell me how many films {n} has in the table."],
+            n=n)
+        return Draft("count_films", tid, text,
+                     [(f"Count the films by {n}.", "query_sql",
+                       f"SELECT COUNT(*) FROM films WHERE director = {_sql_str(n)}")], count, (n,))
+
+    # -- the encyclopedia (search_wiki) ---------------------------------------------------------
+
+    def wiki_about(self) -> Draft:
+        title = self.rng.choice(list(self.w.wiki))
+        name = title.split(" (")[0]
+        tid, text = self._pick("wiki_about", [
+            "Tell me about {x}.", "What is {x}?", "Look up {x} in the encyclopedia.", "Give me a short description of {x}.",
+            "Search the encyclopedia for {x}.", "What do you know about {x}?", "Explain briefly what {x} is.",
+            "Find information on {x}.", "who or what is {x}?", "Describe {x} in one sentence."], x=name)
+        return Draft("wiki_about", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
+                     _first_sentence(self.w.wiki[title]), (name,))
+
+    def person_born(self) -> Draft:
+        name, (born, _) = self.rng.choice(sorted(self.w.people.items()))
+        tid, text = self._pick("person_born", [
+            "When was {n} born?", "In what year was {n} born?", "What is the birth year of {n}?",
+            "Find out when {n} was born.", "{n} was born in which year?", "Tell me the year of birth of {n}."], n=name)
+        return Draft("person_born", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
+                     born, (name,))
+
+    def person_died(self) -> Draft:
+        name, (_, died) = self.rng.choice(sorted(self.w.people.items()))
+        tid, text = self._pick("person_died", [
+            "When did {n} die?", "In which year did {n} die?", "What year did {n} pass away?",
+            "Find the year of death of {n}.", "{n} died in what year?"], n=name)
+        return Draft("person_died", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
+                     died, (name,))
+
+    def company_founded(self) -> Draft:
+        name, year = self.rng.choice(sorted(self.w.companies.items()))
+        tid, text = self._pick("company_founded", [
+            "When was {c} founded?", "In which year was {c} founded?", "What year was {c} started?",
+            "How old is the company {c}? Give its founding year.", "Find the founding year of {c}.",
+            "{c} was founded when?"], c=name)
+        return Draft("company_founded", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
+                     year, (name,))
+
+    def capital(self) -> Draft:
+        country, city = self.rng.choice(sorted(self.w.capitals.items()))
+        tid, text = self._pick("capital", [
+            "What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital city of {c}.",
+            "{c}'s capital?", "Tell me the capital of {c}.", "What's {c}'s capital city?"], c=country)
+        return Draft("capital", tid, text, [(f"Search the encyclopedia for {country}.", "search_wiki", country)],
+                     city, (country,))
+
+    def founder(self) -> Draft:
+        name, who = self.rng.choice(sorted(self.w.founders.items()))
+        tid, text = self._pick("founder", [
+            "Who founded {c}?", "Who were the founders of {c}?", "Who started the company {c}?",
+            "Tell me who founded {c}.", "{c} was founded by whom?", "Name the founders of {c}."], c=name)
+        return Draft("founder", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
+                     who, (name,))
+
+    # -- arithmetic (calculator) and code (python_interpreter) ----------------------------------
+
+    def arithmetic(self) -> Draft:
+        r = self.rng
+        kind = r.randrange(6)
+        if kind == 0:
+            a, b = r.randint(2, 9999), r.randint(2, 999)
+            word, sym = r.choice([("plus", "+"), ("minus", "-"), ("times", "*"), ("multiplied by", "*"), ("divided by", "/")])
+            expr = f"{a} {sym} {b}"
+            tid, text = self._pick("arithmetic", [
+                "What is {a} {w} {b}?", "Compute {a} {s} {b}.", "How much is {a} {s} {b}?", "Calculate {a} {w} {b}.",
+                "{a} {s} {b} = ?", "what's {a} {w} {b}", "Work out {a} {s} {b} for me.", "Evaluate {a} {s} {b}."],
+                a=a, b=b, w=word, s=sym)
+        elif kind == 1:
+            p, x = r.choice([5, 10, 12, 15, 20, 25, 30, 75]), r.randint(20, 5000)
+            expr = f"{x} * {p} / 100"
+            tid, text = self._pick("arithmetic", ["What is {p}% of {x}?", "Compute {p} percent of {x}.",
+                                                  "How much is {p}% of {x}?", "{p}% of {x}?"], p=p, x=x)
+        elif kind == 2:
+            a = r.randint(2, 60) ** 2
+            expr = f"sqrt({a})"
+            tid, text = self._pick("arithmetic", ["What is the square root of {a}?", "Compute the square root of {a}.",
+                                                  "sqrt of {a}?", "Find the square root of {a}."], a=a)
+        elif kind == 3:
+            a, b = r.randint(2, 12), r.randint(2, 12)
+            expr = f"{a} ** {b}"
+            tid, text = self._pick("arithmetic", ["What is {a} to the power of {b}?", "Compute {a}^{b}.",
+                                                  "How much is {a} raised to the {b}th power?", "{a}**{b} = ?"], a=a, b=b)
+        elif kind == 4:
+            a, b, c = r.randint(2, 500), r.randint(2, 500), r.randint(2, 20)
+            expr = f"({a} + {b}) * {c}"
+            tid, text = self._pick("arithmetic", ["What is ({a} + {b}) * {c}?", "Add {a} and {b}, then multiply by {c}.",
+                                                  "Compute ({a}+{b})*{c}.", "Calculate the sum of {a} and {b} times {c}."],
+                                   a=a, b=b, c=c)
+        else:
+            n = r.randint(3, 12)
+            expr = f"factorial({n})"
+            tid, text = self._pick("arithmetic", ["What is {n} factorial?", "Compute {n}!.", "Calculate the factorial of {n}.",
+                                                  "How much is {n}!?"], n=n)
+        return Draft("arithmetic", tid, text, [(f"Calculate {expr}.", "calculator", expr)],
+                     lambda ev: ev["#E1"].strip())
+
+    def python(self) -> Draft:
+        r = self.rng
+        kind = r.randrange(8)
+        if kind == 0:
+            n = r.choice([50, 100, 200, 500, 1000])
+            code = f"print(sum(1 for k in range(2, {n}) if all(k % d for d in range(2, int(k ** 0.5) + 1))))"
+            goal = r.choice(["How many prime numbers are there below {n}?", "Count the primes smaller than {n}.",
+                             "Use Python to count the primes under {n}."]).format(n=n)
+        elif kind == 1:
+            s = r.choice(["hello world", "rewoo", "planner", "stressed", "a man a plan", "Python", "level up"])
+            code = f"print({s!r}[::-1])"
+            goal = r.choice(["Reverse the string '{s}'.", "What is '{s}' spelled backwards?",
+                             "Write '{s}' backwards using Python."]).format(s=s)
+        elif kind == 2:
+            nums = [r.randint(1, 99) for _ in range(r.randint(4, 7))]
+            code = f"print(sorted({nums}))"
+            goal = r.choice(["Sort these numbers: {l}.", "Put {l} in ascending order.",
+                             "Use Python to sort {l}."]).format(l=", ".join(map(str, nums)))
+        elif kind == 3:
+            n = r.randint(5, 40)
+            code = f"print(sum(k * k for k in range(1, {n + 1})))"
+            goal = r.choice(["What is the sum of the squares of 1 to {n}?", "Add up the squares from 1 to {n}.",
+                             "Compute 1^2 + 2^2 + ... + {n}^2 with Python."]).format(n=n)
+        elif kind == 4:
+            n = r.randint(5, 30)
+            code = f"print(round(((1 + 5 ** 0.5) / 2) ** {n} / 5 ** 0.5))"
+            goal = r.choice(["What is the {n}th Fibonacci number?", "Compute Fibonacci number {n}.",
+                             "Use Python to find the {n}th Fibonacci number."]).format(n=n)
+        elif kind == 5:
+            s = r.choice(["The quick brown fox", "Large language models plan", "Evidence before answers", "banana"])
+            code = f"print(sum(c in 'aeiouAEIOU' for c in {s!r}))"
+            goal = r.choice(["How many vowels are in '{s}'?", "Count the vowels in the text '{s}'.",
+                             "Use Python to count vowels in '{s}'."]).format(s=s)
+        elif kind == 6:
+            a = datetime(2024, 1, 1) + timedelta(days=r.randrange(900))
+            b = a + timedelta(days=r.randint(3, 400))
+            code = f"from datetime import date; print((date({b.year}, {b.month}, {b.day}) - date({a.year}, {a.month}, {a.day})).days)"
+            goal = r.choice(["How many days are there between {a} and {b}?", "Count the days from {a} to {b}.",
+                             "Use Python to compute the number of days between {a} and {b}."]).format(
+                a=a.date().isoformat(), b=b.date().isoformat())
+        else:
+            nums = [r.randint(1, 200) for _ in range(r.randint(4, 8))]
+            code = f"import statistics; print(statistics.mean({nums}))"
+            goal = r.choice(["What is the average of {l}?", "Compute the mean of {l}.",
+                             "Use Python to average {l}."]).format(l=", ".join(map(str, nums)))
+        return Draft("python", f"python:{kind}", goal, [("Run Python code to compute it.", "python_interpreter", code)],
+                     lambda ev: ev["#E1"].strip().splitlines()[0] if ev["#E1"].strip() else "")
+
+    # -- the clock --------------------------------------------------------------------------------
+
+    def clock(self) -> Draft:
+        part, templates = self.rng.choice([
+            ("time", ["What time is it now?", "What time is it?", "Tell me the current time.", "What's the time right now?",
+                      "Can you check the clock?", "current time?", "Do you know what time it is?", "Give me the time."]),
+            ("date", ["What is the date today?", "What's today's date?", "Which date is it today?", "Tell me today's date.",
+                      "today's date?", "What day of the month is it?"]),
+            ("weekday", ["What day of the week is it?", "Which weekday is it today?", "Is it Monday today? Tell me the weekday.",
+                         "What day is it today?"]),
+            ("year", ["What year is it?", "Which year are we in?", "Tell me the current year."]),
+        ])
+        tid, text = self._pick(f"clock_{part}", templates)
+        return Draft("clock", tid, text, [("Read the current date and time.", "get_current_time", "")],
+                     lambda ev, part=part: _clock_parts(ev["#E1"]).get(part, ""))
+
+    # -- saving files ---------------------------------------------------------------------------
+
+    def _path(self) -> str:
+        stem = self.rng.choice(["hello", "notes", "result", "answer", "todo", "report", "summary", "greeting",
+                                "out", "memo", "draft", "log", "data", "info", "reminder"])
+        ext = self.rng.choice([".txt", ".txt", ".md", ".csv", ".json"])
+        sub = self.rng.choice(["", "", "", "notes/", "docs/", "out/"])
+        return f"{sub}{stem}{ext}"
+
+    def save_text(self) -> Draft:
+        path = self._path()
+        content = self.rng.choice(["hello", "hello world", "Meeting at 10am", "buy milk", "The plan works.",
+                                   "42", "Remember to call Anna", "Draft v2 is ready", "ok", "done",
+                                   "ReWOO plans first", "See you tomorrow"])
+        tid, text = self._pick("save_text", [
+            "Save the text '{c}' to {p}.", "Write '{c}' into the file {p}.", "Create a file named {p} containing '{c}'.",
+            "Store '{c}' in {p}.", "Put the words '{c}' in a file called {p}.", "save '{c}' as {p}",
+            "Make a file {p} that says '{c}'.", "Please write {p} with the content '{c}'."], c=content, p=path)
+        return Draft("save_text", tid, text, [(f"Save the text to {path}.", "save_file", f"path={path}, content={content}")],
+                     f"Saved to {path}.", (content, path))
+
+    # -- services that need the network (offline they say they are not configured) ---------------
+
+    def web(self) -> Draft:
+        topic = self.rng.choice(["the weather in Paris", "bitcoin's price", "the latest iPhone", "election results",
+                                 "today's football scores", "Nvidia stock", "the newest Python release",
+                                 "flights to Tokyo", "traffic in Berlin", "the next solar eclipse",
+                                 "concerts in London this week", "the price of gold"])
+        tid, text = self._pick("web", [
+            "Search the web for {x}.", "What is the latest news about {x}?", "Look up {x} online.",
+            "Find recent information on {x}.", "google {x}", "What's new with {x}? Check the internet.",
+            "Check the web for {x} today."], x=topic)
+        return Draft("web", tid, text, [(f"Search the web for {topic}.", "search_web", topic)],
+                     lambda ev: f"I could not search the web: {_error_reason(ev['#E1'])}", (topic,))
+
+    def bilibili(self) -> Draft:
+        kw = self.rng.choice(["Genshin Impact", "Hatsune Miku", "One Piece", "Minecraft speedrun", "Chinese cooking",
+                              "Black Myth Wukong", "lofi music", "Demon Slayer", "guitar lessons", "cat videos"])
+        tid, text = self._pick("bilibili", [
+            "Find videos about {k} on Bilibili.", "Search bilibili for {k}.", "Are there Bilibili videos on {k}?",
+            "Show me {k} videos from bilibili.", "Look up {k} on Bilibili.", "bilibili {k} videos please"], k=kw)
+        return Draft("bilibili", tid, text, [(f"Search Bilibili for {kw}.", "search_bilibili", kw)],
+                     lambda ev: f"I could not search Bilibili: {_error_reason(ev['#E1'])}", (kw,))
+
+    # -- the llm tool ---------------------------------------------------------------------------
+
+    def llm(self) -> Draft:
+        kind = self.rng.randrange(4)
+        if kind == 0:
+            phrase = self.rng.choice(["good morning", "thank you", "where is the station", "I love cats", "see you soon"])
+            lang = self.rng.choice(["French", "Spanish", "German", "Italian", "Chinese"])
+            goal = self.rng.choice(["Translate '{p}' into {l}.", "How do you say '{p}' in {l}?",
+                                    "Give me the {l} for '{p}'."]).format(p=phrase, l=lang)
+            prompt = f"Translate '{phrase}' into {lang}."
+        elif kind == 1:
+            topic = self.rng.choice(["autumn", "the sea", "coffee", "a robot", "rain", "mountains"])
+            goal = self.rng.choice(["Write a haiku about {t}.", "Compose a short poem about {t}.",
+                                    "Write two lines of verse about {t}."]).format(t=topic)
+            prompt = f"Write a short poem about {topic}."
+        elif kind == 2:
+            word = self.rng.choice(["happy", "fast", "big", "smart", "quiet", "brave"])
+            goal = self.rng.choice(["Give me a synonym for '{w}'.", "What is another word for {w}?",
+                                    "Suggest a synonym of {w}."]).format(w=word)
+            prompt = f"Give one synonym for the word '{word}'."
+        else:
+            what = self.rng.choice(["a birthday message for my sister", "a polite reminder about a meeting",
+                                    "a slogan for a bakery", "a title for a blog post about hiking"])
+            goal = self.rng.choice(["Write {x}.", "Draft {x}.", "Come up with {x}."]).format(x=what)
+            prompt = f"Write {what}."
+        return Draft("llm", f"llm:{kind}", goal, [("Ask the language model.", "llm", prompt)],
+                     lambda ev: ev["#E1"].strip())
+
+    # -- chains ---------------------------------------------------------------------------------
+
+    def lookup_then_save(self) -> Draft:
+        inner = self.rng.choice([self.film_director, self.birth_year, self.film_year, self.arithmetic,
+                                 self.python, self.clock, self.wiki_about])()
+        path = self._path()
+        goal = inner.text.rstrip("?.!")
+        tid, text = self._pick("lookup_then_save", [
+            "{g} and save it to {p}.", "{g}, then write the answer to {p}.", "{g}. Save the result in {p}.",
+            "Find out: {g}. Store it in {p}.", "{g} and put the answer into the file {p}."], g=goal, p=path)
+        n = len(inner.steps) + 1
+        steps = inner.steps + [(f"Save the result to {path}.", "save_file", f"path={path}, content=#E{n - 1}")]
+        return Draft("lookup_then_save", tid, text, steps, inner.answer, inner.entities + (path,))
+
+    def calc_chain(self) -> Draft:
+        a, b, c = self.rng.randint(2, 300), self.rng.randint(2, 300), self.rng.randint(2, 50)
+        op, word = self.rng.choice([("+", "add"), ("*", "multiply it by"), ("-", "subtract")])
+        tid, text = self._pick("calc_chain", [
+            "Compute {a} * {b}, then {w} {c}.", "First multiply {a} by {b}; then {w} {c}.",
+            "Calculate {a} times {b} and then {w} {c}."], a=a, b=b, c=c, w=word)
+        return Draft("calc_chain", tid, text,
+                     [(f"Multiply {a} by {b}.", "calculator", f"{a} * {b}"),
+                      (f"Apply {op} {c} to the product.", "calculator", f"#E1 {op} {c}")],
+                     lambda ev: ev["#E2"].strip())
+
+    def wiki_then_llm(self) -> Draft:
+        title = self.rng.choice(list(self.w.wiki))
+        name = title.split(" (")[0]
+        tid, text = self._pick("wiki_then_llm", [
+            "Look up {x} and summarize it in one sentence.", "Search the encyclopedia for {x}, then give a one-line summary.",
+            "Find {x} in the encyclopedia and explain it simply.", "Research {x} and write a short summary."], x=name)
+        return Draft("wiki_then_llm", tid, text,
+                     [(f"Search the encyclopedia for {name}.", "search_wiki", name),
+                      ("Summarize what was found in one sentence.", "llm", "Summarize in one sentence: #E1")],
+                     lambda ev: ev["#E2"].strip(), (name,))
+
+    def compare_births(self) -> Draft:
+        a, b = self.rng.sample(self.w.directors, 2)
+        older = a["name"] if int(a["birth_year"]) <= int(b["birth_year"]) else b["name"]
+        tid, text = self._pick("compare_births", [
+            "Who is older, {a} or {b}?", "Which director was born first: {a} or {b}?",
+            "Was {a} born before {b}? Name the older one.", "Between {a} and {b}, who was born earlier?"],
+            a=a["name"], b=b["name"])
+        return Draft("compare_births", tid, text,
+                     [(f"Look up the birth year of {a['name']}.", "query_sql",
+                       f"SELECT birth_year FROM directors WHERE name = {_sql_str(a['name'])}"),
+                      (f"Look up the birth year of {b['name']}.", "query_sql",
+                       f"SELECT birth_year FROM directors WHERE name = {_sql_str(b['name'])}")],
+                     older, (a["name"], b["name"]))
+
+
+def _error_reason(evidence: str) -> str:
+    """The innermost reason of an error evidence text, as the worker writes it (``Error:
+    ToolError: tool 'x' failed with arguments {...}: NoNetworkError: no network: ...``), short."""
+    text = re.sub(r"^Error: (ToolError: tool '[^']+' failed with arguments \{.*?\}: )?", "", evidence.strip())
+    text = re.sub(r"^[A-Z]\w*(?:Error|Exception): ", "", text)
+    text = re.split(r" \(|: set |\n", text)[0]
+    return text.rstrip(".") + "."
+
+
+# How many drafts of each intent a build draws (the mix). Chains and the network tools are fewer.
+MIX = {"film_director": 1.0, "director_films": 1.0, "birth_year": 0.8, "birthplace": 0.5, "film_year": 0.6,
+       "count_films": 0.4, "wiki_about": 1.0, "person_born": 0.6, "person_died": 0.3, "company_founded": 0.4, "capital": 0.4, "founder": 0.4,
+       "arithmetic": 1.2, "python": 1.0, "clock": 1.0, "save_text": 0.9, "web": 0.6, "bilibili": 0.5, "llm": 0.7,
+       "lookup_then_save": 0.9, "calc_chain": 0.4, "wiki_then_llm": 0.5, "compare_births": 0.4}
+
+
+def eval_texts() -> set[str]:
+    """Every task text of ``data/eval`` (normalised), which the generator must never emit."""
+    out = set()
+    for path in (DATA / "eval").glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.add(normalise(json.loads(line)["task"]))
+    return out
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def draw(n: int, seed: int, banned: set[str] | None = None) -> list[Draft]:
+    """``n`` drafts in :data:`MIX` proportions, styled, none equal to a banned (eval) text."""
+    rng = random.Random(seed)
+    intents = Intents(World.load(), rng)
+    names = list(MIX)
+    weights = [MIX[k] for k in names]
+    banned = eval_texts() if banned is None else banned
+    out, seen = [], set()
+    while len(out) < n:
+        d = getattr(intents, rng.choices(names, weights)[0])()
+        style = rng.choice(STYLES)
+        d.text = styled(d.text, style, d.entities, rng)
+        d.template = f"{d.template}/{style}"
+        key = normalise(d.text)
+        if key in banned or key in seen:
+            continue
+        seen.add(key)
+        out.append(d)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Grounding: run each plan with the real offline tools
+# ------------------------------------------------------------------------------------------------
+
+def _clock_text(rng: random.Random) -> str:
+    """What ``get_current_time`` returns, for a seeded moment in a seeded zone (deterministic data)."""
+    zone = rng.choice([("UTC", 0), ("CET", 1), ("JST", 9), ("EST", -5), ("CST", 8)])
+    moment = datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=zone[1]))) + timedelta(
+        seconds=rng.randrange(3 * 365 * 86400))
+    return f"{moment.isoformat(timespec='seconds')} ({moment.strftime('%A')}, {zone[0]})"
+
+
+class _SeededClock:
+    """``get_current_time`` as the toolbox describes it, answering seeded moments."""
+
+    def __init__(self, real, rng: random.Random):
+        self.name, self.description, self.inputs, self.output_type = real.name, real.description, real.inputs, "string"
+        self.rng = rng
+
+    def __call__(self) -> str:
+        return _clock_text(self.rng)
+
+
+# What the ``llm`` tool answers in the training data's evidence (the solver learns to pass it on).
+LLM_ANSWERS = {
+    ("good morning", "French"): "Bonjour", ("good morning", "Spanish"): "Buenos dias",
+    ("good morning", "German"): "Guten Morgen", ("good morning", "Italian"): "Buongiorno",
+    ("good morning", "Chinese"): "Zao shang hao", ("thank you", "French"): "Merci",
+    ("thank you", "Spanish"): "Gracias", ("thank you", "German"): "Danke", ("thank you", "Italian"): "Grazie",
+    ("thank you", "Chinese"): "Xie xie", ("where is the station", "French"): "Ou est la gare ?",
+    ("where is the station", "Spanish"): "Donde esta la estacion?", ("where is the station", "German"): "Wo ist der Bahnhof?",
+    ("where is the station", "Italian"): "Dov'e la stazione?", ("where is the station", "Chinese"): "Che zhan zai na li?",
+    ("I love cats", "French"): "J'adore les chats", ("I love cats", "Spanish"): "Me encantan los gatos",
+    ("I love cats", "German"): "Ich liebe Katzen", ("I love cats", "Italian"): "Amo i gatti",
+    ("I love cats", "Chinese"): "Wo ai mao", ("see you soon", "French"): "A bientot",
+    ("see you soon", "Spanish"): "Hasta pronto", ("see you soon", "German"): "Bis bald",
+    ("see you soon", "Italian"): "A presto", ("see you soon", "Chinese"): "Hui tou jian",
+    "autumn": "Red leaves let go of the branch; the wind carries them home.",
+    "the sea": "Grey waves fold and unfold; the shore keeps counting them.",
+    "coffee": "Dark cup in the morning, the day starts warm and slow.",
+    "a robot": "Metal hands, patient gears, learning the shape of a smile.",
+    "rain": "Soft rain on the roof, the streets breathe again.",
+    "mountains": "Old stone giants wear the clouds like scarves.",
+    "happy": "joyful", "fast": "quick", "big": "large", "smart": "clever", "quiet": "silent", "brave": "courageous",
+    "a birthday message for my sister": "Happy birthday, sis! Wishing you a year full of laughter and good surprises.",
+    "a polite reminder about a meeting": "Just a friendly reminder that our meeting is tomorrow at 10am. See you there!",
+    "a slogan for a bakery": "Fresh from our oven to your table.",
+    "a title for a blog post about hiking": "Trail Notes: Finding Quiet on the Mountain Path",
+}
+
+
+def _llm_answer(prompt: str, evidence_hint: str = "") -> str:
+    m = re.match(r"Translate '(.+)' into (\w+)\.", prompt)
+    if m:
+        return LLM_ANSWERS[(m.group(1), m.group(2))]
+    for pattern in (r"Write a short poem about (.+)\.", r"Give one synonym for the word '(.+)'\.", r"Write (.+)\."):
+        m = re.match(pattern, prompt)
+        if m and m.group(1) in LLM_ANSWERS:
+            return LLM_ANSWERS[m.group(1)]
+    if prompt.startswith("Summarize in one sentence: "):
+        body = prompt.removeprefix("Summarize in one sentence: ")
+        return _first_sentence(body.split(": ", 1)[-1])
+    raise KeyError(f"no stand-in llm answer for {prompt!r}")
+
+
+def ground(drafts: Sequence[Draft], box, seed: int) -> list[dict]:
+    """Run each draft's plan through the pipeline's own worker (``pipeline.worker.run_steps``:
+    real substitution, real error evidence); returns ``{"draft", "plan", "evidence", "answer"}``.
+
+    ``get_current_time`` answers seeded moments and ``llm`` answers from :data:`LLM_ANSWERS`, so
+    the data is deterministic and the build needs no model; every other tool runs for real.
+    """
+    from pipeline.distributor import Call
+    from pipeline.plan import parse_plan
+    from pipeline.worker import run_steps
+
+    rng = random.Random(seed + 7)
+    tools = dict(box.items()) if hasattr(box, "items") else {t.name: t for t in box}
+    tools["get_current_time"] = _SeededClock(tools["get_current_time"], rng)
+    tools["llm"].engine = lambda messages, stop_sequences=None, **kw: _llm_answer(messages[-1]["content"])
+    out = []
+    for d in drafts:
+        text = "\n".join(f"Plan: {desc}\n#E{i + 1} = {tool}[{inp}]" for i, (desc, tool, inp) in enumerate(d.steps))
+        plan = parse_plan(text, list(tools))
+        calls = {s.var: Call(s.var, s.tool, call_arguments(s), "caller" if s.tool == "save_file" else "direct")
+                 for s in plan}
+        found = run_steps(plan, calls, tools, timeout=30)
+        evidence = {v: e.text for v, e in found.items()}
+        answer = d.answer(evidence) if callable(d.answer) else d.answer
+        out.append({"draft": d, "plan": plan, "evidence": evidence, "answer": answer})
+    return out
+
+
+def call_arguments(step) -> dict:
+    """The arguments a step's input stands for: ``path=..., content=...`` for ``save_file``, the
+    input as the one argument otherwise (what the distributor sends a one-string tool)."""
+    if step.tool == "save_file":
+        m = re.fullmatch(r"path=(.*?), content=(.*)", step.input, re.DOTALL)
+        if not m:
+            raise ValueError(f"save_file input is not 'path=..., content=...': {step.input!r}")
+        return {"path": m.group(1), "content": m.group(2)}
+    if step.tool == "get_current_time":
+        return {}
+    key = {"search_wiki": "query", "search_web": "query", "search_bilibili": "keyword", "query_sql": "sql",
+           "python_interpreter": "code", "calculator": "expression", "llm": "prompt"}[step.tool]
+    return {key: step.input}
+
+
+# ------------------------------------------------------------------------------------------------
+# Rows
+# ------------------------------------------------------------------------------------------------
+
+def planner_tools(box, used: Sequence[str], rng: random.Random, full_share: float = 0.35) -> list:
+    """The tool list of one planner row: the whole toolbox (``full_share`` of rows, in its own
+    order), else the used tools plus a random few, shuffled."""
+    names = list(box)
+    if rng.random() < full_share:
+        return [box[n] for n in names]
+    extra = [n for n in names if n not in used]
+    chosen = list(dict.fromkeys(list(used) + rng.sample(extra, rng.randint(1, min(4, len(extra))))))
+    rng.shuffle(chosen)
+    return [box[n] for n in chosen]
+
+
+def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int) -> dict[str, list[dict]]:
+    """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
+    ``pipeline.eval``'s format) from ``planner`` grounded drafts."""
+    from toolkit import default_toolbox
+
+    box = default_toolbox(workspace=str(workspace), search_url=None)
+    rng = random.Random(seed + 3)
+    grounded = ground(draw(planner, seed), box, seed)
+    save = formats.tool_spec(box["save_file"])
+    rows: dict[str, list[dict]] = {"planner": [], "solver": [], "caller": [], "tasks": []}
+    for g in grounded:
+        d, plan = g["draft"], g["plan"]
+        tools = [s.tool for s in plan]
+        meta = {"intent": d.intent, "phrasing": d.template, "tools": tools}
+        rows["planner"].append({"instruction": formats.planner_instruction(d.text, planner_tools(box, tools, rng)),
+                                "output": plan.render(), "meta": meta})
+        if g["answer"] and len(rows["solver"]) < solver:
+            evidence = {k: v.replace(str(workspace.resolve()), "workspace") for k, v in g["evidence"].items()}
+            rows["solver"].append({"instruction": formats.solver_instruction(d.text, plan.steps, evidence),
+                                   "output": g["answer"], "meta": meta})
+        for step in plan:
+            if step.tool == "save_file" and len(rows["caller"]) < caller:
+                rows["caller"].append({"instruction": formats.caller_instruction(step, [save]),
+                                       "output": formats.render_call("save_file", call_arguments(step)), "meta": meta})
+    return rows
