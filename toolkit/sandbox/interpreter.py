@@ -184,9 +184,19 @@ class _Interpreter:
         self.builtins = {n: getattr(builtins, n) for n in SAFE_BUILTINS if hasattr(builtins, n)}
         self.builtins.update(print=self._print, range=self._range, bytes=self._sized(bytes), pow=self._pow,
                              bytearray=self._sized(bytearray), iter=self._iter, sum=self._sum, format=self._format)
-        self.builtins.update(tools)
-        self.tools = {id(f) for f in tools.values()}
+        self.builtins.update({name: self._tool(name, f) for name, f in tools.items()})
         self.globals: dict[str, Any] = {}
+
+    def _tool(self, name: str, fn: Callable) -> Callable:
+        """A tool as the code calls it: its time is the tool's, not the code's (the clock stops)."""
+        def call(*args, **kwargs):
+            started = time.monotonic()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.deadline += time.monotonic() - started
+        call.__name__ = name
+        return call
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -901,14 +911,7 @@ class _Interpreter:
             else:
                 kwargs[k.arg] = self.eval(k.value, scope)
         self._check_value(func, "the called object")
-        if id(func) in self.tools:  # a tool's time is the tool's, not the code's: the clock stops
-            started = time.monotonic()
-            try:
-                result = func(*args, **kwargs)
-            finally:
-                self.deadline += time.monotonic() - started
-        else:
-            result = func(*args, **kwargs)
+        result = func(*args, **kwargs)
         return self._check_value(result, "the call's result")
 
     def comprehension(self, node, scope):

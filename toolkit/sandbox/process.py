@@ -160,7 +160,7 @@ def _run_child(request: dict, authorized: tuple, to_worker: int, from_worker: in
         if request.get("state") is not None:
             state = {k: decode(v, allow_code=True) for k, v in request["state"].items()}
         value, printed = evaluate_python_code(request["code"], tools=tools, state=state, authorized_imports=authorized,
-                                              timeout=timeout + 1)  # the worker's kill comes first
+                                              timeout=timeout)  # a clean error first; the kill if C code runs on
         result["output"] = printed
         if value is not None:
             result["value"] = repr(value)[:MAX_OUTPUT_CHARS]
@@ -527,6 +527,35 @@ class Sandbox:
             self.close()
         except Exception:  # interpreter shutdown: the process groups die with their pipes anyway
             pass
+
+
+_SHARED: dict[tuple, Sandbox] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_sandbox(workspace: str | os.PathLike = "workspace/python", timeout: float = 10.0, memory_mb: int = 512,
+                   authorized_imports: tuple[str, ...] | None = None, workers: int = 2) -> Sandbox:
+    """One pool per distinct setting for this process (the code agents' default), closed at exit."""
+    from toolkit.sandbox.interpreter import DEFAULT_AUTHORIZED_IMPORTS
+
+    imports = tuple(authorized_imports or DEFAULT_AUTHORIZED_IMPORTS)
+    key = (str(Path(workspace).resolve()), float(timeout), int(memory_mb), imports, int(workers))
+    with _SHARED_LOCK:
+        box = _SHARED.get(key)
+        if box is None or box._closed:
+            if not _SHARED:
+                import atexit
+                atexit.register(_close_shared)
+            box = _SHARED[key] = Sandbox(workspace, timeout, memory_mb, imports, workers=workers)
+        return box
+
+
+def _close_shared() -> None:
+    with _SHARED_LOCK:
+        boxes = list(_SHARED.values())
+        _SHARED.clear()
+    for box in boxes:
+        box.close()
 
 
 if __name__ == "__main__":
