@@ -113,7 +113,7 @@ def _host_state() -> dict:
 def pool(tmp_path_factory):
     with open(SECRET_FILE, "w") as f:
         f.write(SECRET)
-    box = Sandbox(workspace=tmp_path_factory.mktemp("ws") / "python", timeout=1.0, memory_mb=256, workers=2)
+    box = Sandbox(workspace=tmp_path_factory.mktemp("ws") / "python", timeout=0.5, memory_mb=256, workers=2)
     yield box
     box.close()
     os.unlink(SECRET_FILE)

@@ -619,12 +619,12 @@ class _Interpreter:
             for alias in node.names:
                 if alias.name == "*":
                     raise InterpreterError(f"line {node.lineno}: 'from {module_name} import *' is not allowed")
-                try:
+                if hasattr(module, alias.name):
                     value = self.getattr(module, alias.name)
-                except AttributeError:
+                else:
                     submodule = f"{module_name}.{alias.name}"
                     if not self._module_ok(submodule):
-                        raise InterpreterError(f"line {node.lineno}: cannot import {alias.name!r} from {module_name!r}") from None
+                        raise InterpreterError(f"line {node.lineno}: cannot import {alias.name!r} from {module_name!r}")
                     value = self.view(importlib.import_module(submodule))
                 scope[alias.asname or alias.name] = value
             return None

@@ -289,6 +289,40 @@ def worker_main() -> None:
 # Host side
 # --------------------------------------------------------------------------------------------
 
+_SPAWN_REQUESTS: "queue.Queue" = None  # type: ignore[assignment]
+_SPAWN_LOCK = threading.Lock()
+
+
+def _spawn(*args, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` run by one long-lived thread. A worker dies with its parent *thread*
+    (``PR_SET_PDEATHSIG``, so that it never outlives the host); started from a short-lived thread
+    (a pipeline step's) it would be killed when that thread ends."""
+    global _SPAWN_REQUESTS
+    import queue
+
+    with _SPAWN_LOCK:
+        if _SPAWN_REQUESTS is None:
+            _SPAWN_REQUESTS = queue.Queue()
+            threading.Thread(target=_spawner, args=(_SPAWN_REQUESTS,), daemon=True, name="sandbox-spawner").start()
+    done, box = threading.Event(), {}
+    _SPAWN_REQUESTS.put((args, kwargs, box, done))
+    done.wait()
+    if "error" in box:
+        raise box["error"]
+    return box["proc"]
+
+
+def _spawner(requests) -> None:
+    while True:
+        args, kwargs, box, done = requests.get()
+        try:
+            box["proc"] = subprocess.Popen(*args, **kwargs)
+        except BaseException as e:  # handed to the caller's thread, raised there
+            box["error"] = e
+        finally:
+            done.set()
+
+
 class _Worker:
     """One isolated worker process, used by one run at a time."""
 
@@ -296,7 +330,7 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parents[2])
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": package_root,
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-s", "-m", "toolkit.sandbox.process"], stdin=subprocess.PIPE,
+        self.proc = _spawn([sys.executable, "-s", "-m", "toolkit.sandbox.process"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=package_root,
                                      start_new_session=True, close_fds=True)
         self.send({"workspace": str(workspace), "memory_mb": memory_mb, "authorized_imports": list(authorized)})
