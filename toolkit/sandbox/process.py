@@ -278,6 +278,8 @@ def worker_main() -> None:
     report = isolation.apply(config["workspace"], config["memory_mb"])
     stdout.write(json.dumps({"ready": True, "isolation": report}).encode() + b"\n")
     stdout.flush()
+    import gc
+    gc.freeze()  # the children's collector leaves the worker's objects (and their shared pages) alone
     for line in stdin:
         request = json.loads(line)["run"]
         result = _serve_one(request, authorized, stdin, stdout)
