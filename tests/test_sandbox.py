@@ -38,6 +38,8 @@ LINUX = sys.platform.startswith("linux")
     ("'{} and {name}'.format(1, name='x')", "1 and x", ""),
     ("import json\njson.dumps({'a': [1, 2]})", '{"a": [1, 2]}', ""),
     ("(y := 3) + y", 6, ""),
+    ("[isinstance(b'x', bytes), isinstance(range(3), (range, list)), issubclass(bytearray, bytearray)]",
+     [True, True, True], ""),
 ])
 def test_interpreter_runs_ordinary_code(code, value, printed):
     assert evaluate_python_code(code) == (value, printed)

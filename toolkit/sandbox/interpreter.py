@@ -184,6 +184,11 @@ class _Interpreter:
         self.builtins = {n: getattr(builtins, n) for n in SAFE_BUILTINS if hasattr(builtins, n)}
         self.builtins.update(print=self._print, range=self._range, bytes=self._sized(bytes), pow=self._pow,
                              bytearray=self._sized(bytearray), iter=self._iter, sum=self._sum, format=self._format)
+        # the checked constructors stand for their types in isinstance/issubclass
+        self.real_types = {id(self.builtins[n]): t for n, t in (("range", range), ("bytes", bytes),
+                                                                  ("bytearray", bytearray))}
+        self.builtins.update(isinstance=lambda obj, kinds: isinstance(obj, self._types(kinds)),
+                             issubclass=lambda cls, kinds: issubclass(self._types(cls), self._types(kinds)))
         self.builtins.update({name: self._tool(name, f) for name, f in tools.items()})
         self.globals: dict[str, Any] = {}
 
@@ -206,6 +211,11 @@ class _Interpreter:
         if self.printed_chars > self.limits.max_print_chars:
             raise InterpreterError(f"printed output exceeds {self.limits.max_print_chars} characters")
         self.printed.append(text)
+
+    def _types(self, kinds):
+        if isinstance(kinds, tuple):
+            return tuple(self._types(k) for k in kinds)
+        return self.real_types.get(id(kinds), kinds)
 
     def _too_long(self, n: int, what: str) -> None:
         if n > self.limits.max_sequence:
