@@ -387,3 +387,42 @@ def test_load_tool_from_a_file_a_folder_and_a_module(tmp_path):
     with pytest.raises(ValueError, match="has no 'Nope'"):
         load_tool(f"{tmp_path / 'shout.py'}:Nope")
     assert isinstance(load_tool(f"{tmp_path / 'shout.py'}:Shout"), Tool)
+
+
+def test_react_code_agent_keeps_modules_functions_and_data_and_says_what_it_drops(scripted_engine):
+    engine = scripted_engine([
+        code_step("Prepare.", "import math\ndef area(r):\n    return math.pi * r * r\nradius = 2\nit = iter([1])"),
+        code_step("Use them.", "final_answer(round(area(radius), 3))"),
+    ])
+    agent = ReactCodeAgent(tools=[], llm_engine=engine)
+    assert agent.run("Area of a circle of radius 2?") == 12.566
+    observation = agent.logs[1]["observation"]
+    assert "Not kept for the next step: it (a list_iterator object is not data" in observation
+    assert agent.state["radius"] == 2 and "it" not in agent.state
+
+
+def test_code_in_the_agents_runs_isolated_and_tools_run_in_the_host(scripted_engine, tmp_path):
+    import os
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    seen = []
+
+    @tool
+    def where(note: str) -> int:
+        """Report the process the tool runs in.
+
+        Args:
+            note: anything
+        """
+        seen.append(note)
+        return os.getpid()
+
+    engine = scripted_engine([
+        code_step("Read a host file.", f"import json.tool\nprint(json.tool.Path('{secret}').read_text())"),
+        code_step("Ask the tool.", "final_answer(where(note='hi'))"),
+    ])
+    agent = CodeAgent(tools=[where], llm_engine=engine, max_iterations=2)
+    assert agent.run("Where do tools run?") == os.getpid() and seen == ["hi"]
+    assert "import of 'json.tool' is not allowed" in str(agent.logs[1]["error"])
+    assert "s3cret" not in json.dumps([m["content"] for m in agent.write_inner_memory_from_logs()])

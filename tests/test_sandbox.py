@@ -7,6 +7,7 @@ had been bypassed, and checks that the OS layer still holds."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 
@@ -37,6 +38,8 @@ LINUX = sys.platform.startswith("linux")
     ("'{} and {name}'.format(1, name='x')", "1 and x", ""),
     ("import json\njson.dumps({'a': [1, 2]})", '{"a": [1, 2]}', ""),
     ("(y := 3) + y", 6, ""),
+    ("[isinstance(b'x', bytes), isinstance(range(3), (range, list)), issubclass(bytearray, bytearray)]",
+     [True, True, True], ""),
 ])
 def test_interpreter_runs_ordinary_code(code, value, printed):
     assert evaluate_python_code(code) == (value, printed)
@@ -164,7 +167,8 @@ def test_escape_fails_with_an_error_and_the_host_survives(sandbox, name):
 def test_refusals_say_why(sandbox):
     assert "private or dunder attribute '__class__'" in sandbox.run(ESCAPES["subclass walk via tuple"]).error
     assert "name 'eval' is not defined" in sandbox.run(ESCAPES["eval"]).error
-    assert "timed out after 1 s" in sandbox.run("import time\ntime.sleep(30)", timeout=1).error
+    assert "would pass the time limit (1 s)" in sandbox.run("import time\ntime.sleep(30)", timeout=1).error
+    assert "timed out after 1 s" in sandbox.run("import re\nre.match('(a+)+$', 'a' * 40 + 'b')", timeout=1).error
     assert "class definitions are not supported" in sandbox.run(ESCAPES["__del__ after timeout"]).error
 
 
@@ -174,10 +178,12 @@ def test_refusals_say_why(sandbox):
 
 @pytest.fixture(scope="module")
 def open_sandbox(tmp_path_factory):
-    """A sandbox that lets code import os, socket, ctypes and subprocess: only the OS layer holds."""
+    """A sandbox that lets code import os, socket, ctypes and subprocess (and the C modules that
+    define their functions, posix and _pickle, since a module view shows only what allowed
+    modules define): only the OS layer holds."""
     ws = tmp_path_factory.mktemp("ws_open") / "python"
     box = Sandbox(workspace=ws, timeout=3.0, memory_mb=256,
-                  additional_authorized_imports=("os", "socket", "ctypes", "subprocess", "pickle"))
+                  additional_authorized_imports=("os", "posix", "socket", "ctypes", "subprocess", "pickle", "_pickle"))
     box.run("1")
     yield box
     box.close()
@@ -245,7 +251,7 @@ def test_no_files_outside_the_workspace(open_sandbox, tmp_path):
 
 @needs_isolation
 def test_memory_and_cpu_limits_hold_below_the_interpreter(open_sandbox):
-    r = open_sandbox.run("b = bytes(1024 * 1024 * 1024)")
+    r = open_sandbox.run("b = [bytes(10**7) for _ in range(100)]")  # 1 GB in pieces the size caps allow
     assert r.error and ("memory" in r.error.lower())
     r = open_sandbox.run("import ctypes\nctypes.string_at(0)")  # a segfault in the child
     assert r.error and "signal" in r.error
@@ -255,7 +261,7 @@ def test_memory_and_cpu_limits_hold_below_the_interpreter(open_sandbox):
 def test_a_fresh_process_per_run(tmp_path):
     with Sandbox(workspace=tmp_path / "py", timeout=5, reuse=False) as box:
         assert box.run("x = 1\nx").value == "1"
-        assert box._proc is None  # the worker is gone after the run
+        assert box.processes == 0  # the worker is gone after the run
         assert "name 'x' is not defined" in box.run("x").error
 
 
@@ -274,3 +280,143 @@ def test_python_interpreter_tool(tmp_path):
         assert "Only these modules can be imported: math, random" in tool.description
     finally:
         tool.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The interpreter holds on its own, in-process (the cases found against the code agents)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, says", [
+    ("import json.tool\njson.tool.Path('/etc/passwd').read_text()", "import of 'json.tool' is not allowed"),
+    ("import json\njson.tool.Path('/etc/passwd').read_text()", "no attribute 'tool'"),
+    ("from json import tool", "cannot import 'tool'"),
+    ("import statistics\nstatistics.sys", "no attribute 'sys'"),
+    ("import fractions\nfractions.sys", "no attribute 'sys'"),
+    ("import random\nrandom._os", "private or dunder attribute '_os'"),
+    ("import collections\ncollections.namedtuple('P', 'a')", "comes from a module that is not authorized"),
+    ("import decimal\ndecimal.setcontext(decimal.Context())", "decimal.setcontext is not allowed"),
+    ("import time\ntime.tzset()", "time.tzset is not allowed"),
+])
+def test_modules_show_only_their_allow_listed_surface(code, says):
+    with pytest.raises(InterpreterError, match=re.escape(says)):
+        evaluate_python_code(code)
+
+
+def test_no_base_exception_leaves_the_interpreter(tmp_path):
+    def raises(kind):
+        def tool_():
+            raise kind(2)
+        return tool_
+    for kind in (SystemExit, KeyboardInterrupt, GeneratorExit):
+        with pytest.raises(InterpreterError, match=f"the code raised {kind.__name__}"):
+            evaluate_python_code("try:\n    boom()\nexcept Exception:\n    pass", tools={"boom": raises(kind)})
+
+
+@pytest.mark.parametrize("code, says", [
+    ("import time\ntime.sleep(60)", "would pass the time limit"),
+    ("sum(range(10**11))", "a range of 100000000000 items exceeds the limit"),
+    ("import math\nmath.factorial(2 * 10**6)", "over the limit"),
+    ("list(range(3 * 10**7))", "exceeds the limit"),
+    ("import itertools\nsum(itertools.count())", "exceeded its time limit"),
+    ("sum(iter(int, 1))", "exceeded its time limit"),
+    ("x = 3\nfor _ in range(40):\n    x = x * x", "over the limit"),
+    ("'a'.ljust(10**10)", "exceeds the limit"),
+    ("f'{1:>{10**10}}'", "exceeds the limit"),
+    ("-" * 100_000 + "1", "nested too deeply"),
+    ("[" * 200 + "]" * 200, "nested more than 100 levels deep"),
+    ("import decimal\ndecimal.getcontext().prec = 10**9", "exceeds the limit"),
+])
+def test_caps_hold_in_process(code, says):
+    with pytest.raises(InterpreterError, match=re.escape(says)):
+        evaluate_python_code(code, timeout=0.5)
+
+
+def test_the_host_keeps_its_state():
+    import decimal
+    import json
+    import random
+
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    evaluate_python_code("import decimal, random, json\ndecimal.getcontext().prec = 1\nrandom.seed(0)\nrandom.random()")
+    assert decimal.getcontext().prec == 28 and random.random() == expected
+    with pytest.raises(InterpreterError, match="assigning attribute 'dumps' here is not allowed"):
+        evaluate_python_code("import json\njson.dumps = print")
+    assert json.dumps({"a": 1}) == '{"a": 1}'
+
+
+def test_state_is_the_codes_variables_across_runs():
+    state = {"x": 2}
+    assert evaluate_python_code("y = x * 21\ndef twice(n):\n    return 2 * n", state=state) == (None, "")
+    assert state["y"] == 42 and evaluate_python_code("twice(y)", state=state) == (84, "")
+
+
+# ------------------------------------------------------------------------------------------------
+# The worker's channel: tools in the host, variables by value, a pool
+# ------------------------------------------------------------------------------------------------
+
+def test_tools_are_called_back_in_the_host_and_checked(sandbox):
+    from toolkit import tool as make_tool
+
+    calls = []
+
+    @make_tool
+    def lookup(query: str, limit: int = 2) -> dict:
+        """Look up.
+
+        Args:
+            query: what
+            limit: how many
+        """
+        calls.append((os.getpid(), query, limit))
+        return {"query": query, "hits": ("a", "b")[:limit]}
+
+    r = sandbox.run("r = lookup(query='BERT', limit=1)\nprint(r['hits'])\nr", tools={"lookup": lookup})
+    assert (r.output, r.data, r.error) == ("('a',)\n", {"query": "BERT", "hits": ("a",)}, None)
+    assert calls == [(os.getpid(), "BERT", 1)]  # it ran here, in the host
+    r = sandbox.run("try:\n    lookup(q='x')\nexcept Exception as e:\n    print('caught:', e)", tools={"lookup": lookup})
+    assert "caught: " in r.output and "missing required argument 'query'" in r.output and r.error is None
+    r = sandbox.run("lookup(query=print)", tools={"lookup": lookup})
+    assert "cannot be passed to a tool" in r.error and len(calls) == 1
+
+
+def test_variables_persist_by_value_between_runs(sandbox):
+    state = {"given": "text", "host_only": object()}
+    r = sandbox.run("import math\ndef area(r):\n    return math.pi * r * r\nn = 3\nit = iter([1])", state=state)
+    assert r.error is None and state["n"] == 3 and "it" not in state
+    assert "it" in r.dropped and "host_only" in r.dropped and state["host_only"] is not None  # kept here
+    r = sandbox.run("print(given, round(area(n), 2))\ndel n", state=state)
+    assert (r.output, r.error) == ("text 28.27\n", None) and "n" not in state
+
+
+def test_independent_runs_execute_at_once(tmp_path):
+    import threading
+
+    meet = threading.Barrier(2, timeout=20)  # passes only if both runs are in flight together
+
+    def rendezvous() -> str:
+        meet.wait()
+        return "met"
+
+    with Sandbox(workspace=tmp_path / "py", timeout=5, workers=2) as box:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(box.run("rendezvous()", tools={"rendezvous": rendezvous})))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.value for r in results] == ["'met'", "'met'"] and box.processes == 2
+
+
+def test_a_worker_started_from_a_finished_thread_keeps_serving(tmp_path):
+    import threading
+
+    with Sandbox(workspace=tmp_path / "py", timeout=5, workers=1) as box:
+        t = threading.Thread(target=box.run, args=("1",))
+        t.start()
+        t.join()
+        pid = box._started[0].proc.pid
+        assert box.run("2").value == "2" and box.run("3").value == "3"
+        assert [w.proc.pid for w in box._started] == [pid]  # not killed with the thread, not restarted

@@ -47,6 +47,8 @@ class ToolkitConfig:
                                   "help": "wall-clock seconds a python_interpreter call may run"})
     python_memory_mb: int = field(default=512, metadata={"env": "REWOO_PYTHON_MEMORY_MB",
                                   "help": "address-space limit of the sandbox process, MiB"})
+    python_workers: int = field(default=2, metadata={"env": "REWOO_PYTHON_WORKERS",
+                                "help": "isolated sandbox processes that run python_interpreter calls at once"})
     python_imports: tuple[str, ...] = field(default=(), metadata={"env": "REWOO_PYTHON_IMPORTS",
                                             "help": "extra modules the sandbox may import (comma-separated in the variable)"})
 
@@ -59,6 +61,8 @@ class ToolkitConfig:
             raise ValueError("wiki_results and search_results must be positive")
         if self.http_timeout <= 0 or self.python_timeout <= 0:
             raise ValueError("http_timeout and python_timeout must be positive seconds")
+        if self.python_workers < 1:
+            raise ValueError(f"python_workers must be at least 1, got {self.python_workers}")
         if self.python_memory_mb < 64:
             raise ValueError(f"python_memory_mb must be at least 64 (the interpreter needs it), got {self.python_memory_mb}")
         self.python_imports = tuple(self.python_imports)

@@ -281,7 +281,7 @@ def _builders() -> dict[str, Callable[[ToolkitConfig, Any], Tool]]:
                                                allow_write=c.sql_write, max_rows=c.sql_max_rows),
         "python_interpreter": lambda c, e: PythonInterpreterTool(
             workspace=c.workspace, timeout=c.python_timeout, memory_mb=c.python_memory_mb,
-            additional_authorized_imports=c.python_imports),
+            additional_authorized_imports=c.python_imports, workers=c.python_workers),
         "calculator": lambda c, e: CalculatorTool(),
         "llm": lambda c, e: LLMTool(engine=e),
     }

@@ -145,6 +145,9 @@ class Agent(ReportMixin):
     prompt. ``grammar``: a ``pipeline.engines.Constraint`` passed to the engine as ``constraint``.
     ``managed_agents``: :class:`ManagedAgent` s the model may call by name.
     ``max_new_tokens``: the token budget of each model output (default: the engine's).
+    ``sandbox``: the ``toolkit.sandbox.Sandbox`` (a pool of isolated workers) that runs the code
+    agents' code; default: one shared per setting, from ``ToolkitConfig.from_env()`` (its
+    ``workspace``/python, ``python_timeout``, ``python_memory_mb``) and the authorized imports.
     """
 
     default_system_prompt = fmt.REACT_CODE_SYSTEM_PROMPT
@@ -156,7 +159,7 @@ class Agent(ReportMixin):
                  max_iterations: int = 6, add_base_tools: bool = False, verbose: int = 0, grammar: Any = None,
                  managed_agents: Iterable[ManagedAgent] | None = None,
                  additional_authorized_imports: Iterable[str] | None = None, max_new_tokens: int | None = None,
-                 log_stream: TextIO | None = None):
+                 log_stream: TextIO | None = None, sandbox: Any = None):
         if llm_engine is None:
             raise ValueError("give the agent an engine: llm_engine=<an engine, a callable (messages, "
                              "stop_sequences=None) -> str, a model path or an http://host:port/v1 URL>")
@@ -172,6 +175,7 @@ class Agent(ReportMixin):
         self.max_new_tokens = max_new_tokens
         self.log_stream = log_stream
         self.additional_authorized_imports = list(additional_authorized_imports or [])
+        self._sandbox = sandbox
         self.toolbox = self._make_toolbox(tools, add_base_tools)
         self.managed_agents: dict[str, ManagedAgent] = {}
         for m in managed_agents or ():
@@ -206,6 +210,21 @@ class Agent(ReportMixin):
         """Modules the model's code may import (code agents)."""
         from toolkit.sandbox import DEFAULT_AUTHORIZED_IMPORTS
         return sorted(set(DEFAULT_AUTHORIZED_IMPORTS) | set(self.additional_authorized_imports))
+
+    @property
+    def sandbox(self):
+        """The pool of isolated workers that runs this agent's code (made on first use)."""
+        if self._sandbox is None:
+            from pathlib import Path
+
+            from toolkit import ToolkitConfig
+            from toolkit.sandbox import shared_sandbox
+
+            cfg = ToolkitConfig.from_env()
+            self._sandbox = shared_sandbox(workspace=Path(cfg.workspace) / "python", timeout=cfg.python_timeout,
+                                           memory_mb=cfg.python_memory_mb,
+                                           authorized_imports=tuple(self.authorized_imports))
+        return self._sandbox
 
     def render_system_prompt(self) -> str:
         """The system prompt for the current toolbox (the template with its placeholders filled)."""

@@ -6,7 +6,8 @@
 
 - :class:`ReactJsonAgent` writes ``Action:\\n{"action": <tool>, "action_input": {...}}<end_action>``;
 - :class:`ReactCodeAgent` writes ``Code:\\n```py ... ```<end_action>``; the code runs in the
-  sandbox's interpreter with the tools as functions, and its variables persist between steps.
+  OS-isolated sandbox with the tools called back here, and its variables (data, modules, its
+  own functions) persist between steps in ``agent.state``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """``python_interpreter(code)``: run Python in the sandbox (``toolkit.sandbox``) and return
-what it printed and the value of its last expression."""
+what it printed and the value of its last expression. A pool of ``workers`` isolated processes
+serves it, so independent steps of a plan run at once."""
 
 from __future__ import annotations
 
@@ -21,23 +22,29 @@ class PythonInterpreterTool(Tool):
     output_type = "string"
 
     def __init__(self, workspace: str | os.PathLike = "workspace", timeout: float = 10.0, memory_mb: int = 512,
-                 additional_authorized_imports: tuple[str, ...] = (), reuse: bool = True):
+                 additional_authorized_imports: tuple[str, ...] = (), reuse: bool = True, workers: int = 2,
+                 sandbox=None):
         from toolkit.sandbox import DEFAULT_AUTHORIZED_IMPORTS
 
         super().__init__()
         self.sandbox_dir = Path(workspace) / "python"
         self.timeout = timeout
         self.memory_mb = memory_mb
-        self.authorized = tuple(DEFAULT_AUTHORIZED_IMPORTS) + tuple(additional_authorized_imports)
+        self.authorized = (tuple(sandbox.authorized_imports) if sandbox is not None else
+                           tuple(DEFAULT_AUTHORIZED_IMPORTS) + tuple(additional_authorized_imports))
         self.reuse = reuse
-        self.sandbox = None
+        self.workers = workers
+        self.sandbox = sandbox  # a Sandbox given here is shared, not owned: close() leaves it open
+        self._owns_sandbox = sandbox is None
         self.description = type(self).description.format(imports=", ".join(self.authorized))
 
     def setup(self) -> None:
         from toolkit.sandbox import Sandbox
 
+        if self.sandbox is not None:
+            return
         self.sandbox = Sandbox(workspace=self.sandbox_dir, timeout=self.timeout, memory_mb=self.memory_mb,
-                               authorized_imports=self.authorized, reuse=self.reuse)
+                               authorized_imports=self.authorized, reuse=self.reuse, workers=self.workers)
 
     def forward(self, code: str) -> str:
         result = self.sandbox.run(code)
@@ -50,5 +57,5 @@ class PythonInterpreterTool(Tool):
         return "\n".join(parts) if parts else "(the code ran and printed nothing)"
 
     def close(self) -> None:
-        if self.sandbox is not None:
+        if self.sandbox is not None and self._owns_sandbox:
             self.sandbox.close()
