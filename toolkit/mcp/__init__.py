@@ -116,6 +116,7 @@ class _Session:
         self.waiters: set[asyncio.Future] = set()
         self.closed_reason: str | None = None
         self.stop_event: asyncio.Event | None = None
+        self.task: asyncio.Task | None = None
         self.stopped = False
         self.lock = threading.Lock()
         # O_APPEND: the server writes at the end even while we seek to read its tail.
@@ -151,9 +152,10 @@ class _Session:
 
         ready = self.ready
         self.stop_event = asyncio.Event()
+        self.task = me = asyncio.current_task()
         if self.stopped:
+            ready.set_exception(MCPLoadError(f"{self.spec}: closed before it started"))
             return
-        me = asyncio.current_task()
         broke = asyncio.get_running_loop().create_future()
         self.waiters.add(broke)
         # The server may write garbage while the handshake waits: stop waiting, say why.
@@ -222,6 +224,8 @@ class _Session:
     def _request_stop(self) -> None:
         if self.stop_event is not None:
             self.stop_event.set()
+        if self.task is not None and not self.ready.done():  # still starting: stop waiting for it
+            self.task.cancel()
 
     # -- from any thread ----------------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m toolkit.mcp: {what}: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     # `llm` needs an engine that only a pipeline gives it; an MCP client has its own model.
-    idle = [name for name, t in toolbox.items() if getattr(t, "engine", "absent") is None]
+    from toolkit.tools.llm import LLMTool
+    idle = [name for name, t in toolbox.items() if isinstance(t, LLMTool) and t.engine is None]
     if idle:
         print(f"python -m toolkit.mcp: not serving {', '.join(idle)} (no engine; the MCP client has its own model)",
               file=sys.stderr)
