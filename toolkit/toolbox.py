@@ -244,8 +244,8 @@ def load_toolbox(spec: str | Iterable[str]) -> Toolbox:
         from toolkit.mcp import load_mcp_tools  # noqa: PLC0415  (imports the SDK only when asked)
         return load_mcp_tools(spec)
     if not isinstance(spec, str) or spec.count(":") < 1:
-        raise ToolboxSpecError(f"bad tools spec {spec!r}: expected FILE.py:NAME, module:NAME, builtin "
-                               "or mcp:SERVER")
+        raise ToolboxSpecError(f"bad tools spec {spec!r}: expected FILE.py:NAME or module:NAME (or builtin, "
+                               "or mcp:SERVER for an MCP server)")
     target, _, name = spec.rpartition(":")
     if not target or not name.isidentifier():
         raise ToolboxSpecError(f"bad tools spec {spec!r}: expected FILE.py:NAME or module:NAME, "
