@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--planner", help="planner model: local path, model name or http://host:port/v1")
     p.add_argument("--caller", help="function-caller model (same forms)")
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
-    p.add_argument("--tools", help="replace the toolbox: FILE.py:NAME or module:NAME")
+    p.add_argument("--tools", action="append", metavar="SPEC",
+                   help="replace the toolbox (as pipeline.run --tools; repeat to combine)")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default: as pipeline.run)")
     p.add_argument("--no-constrain", action="store_true")

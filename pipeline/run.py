@@ -4,6 +4,7 @@
     python -m pipeline.run "TASK" --planner ./outputs/planner-merged --caller ./outputs/caller-merged
     python -m pipeline.run "TASK" --planner http://127.0.0.1:8000/v1 --json --trace trace.json
     python -m pipeline.run "TASK" --tools my_tools.py:toolbox
+    python -m pipeline.run "TASK" --tools builtin --tools "mcp:stdio:python my_mcp_server.py"
 
 ``--planner``, ``--caller``, ``--solver`` take a local model folder, a model name, or an
 OpenAI-compatible base URL (``http://host:port/v1``); the solver defaults to the planner's
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caller", help="function-caller model (same forms); default: the default caller adapter "
                                     "when the planner is the default, else none")
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
-    p.add_argument("--tools", help="replace the toolbox: FILE.py:NAME or module:NAME")
+    p.add_argument("--tools", action="append", metavar="SPEC",
+                   help="replace the toolbox: FILE.py:NAME, module:NAME, builtin (the built-in tools) or "
+                        "mcp:SERVER (mcp:stdio:COMMAND ARGS or mcp:http://host:port/mcp); repeat to combine")
     p.add_argument("--mode", choices=["rewoo", "react", "code"], default="rewoo",
                    help="rewoo (plan, then work, then solve), or the ReAct / Code agents")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
@@ -83,7 +86,8 @@ def _toolbox(args, demo: dict | None = None) -> Any:
         try:
             return load_toolbox(args.tools)
         except (ValueError, ImportError, OSError, AttributeError) as e:
-            raise UsageError(f"--tools {args.tools}: {e}") from e
+            specs = " --tools ".join(args.tools) if isinstance(args.tools, list) else args.tools
+            raise UsageError(f"--tools {specs}: {e}") from e
     return default_toolbox(tools=demo["tools"] if demo else None)
 
 

@@ -1,7 +1,7 @@
 """Serve a model over the OpenAI API.
 
     python -m serve --model PATH [--backend transformers|exllamav2] [--adapter PATH]
-                    [--host 127.0.0.1 --port 8000] [--api-key K]
+                    [--host 127.0.0.1 --port 8000] [--api-key K] [--tools SPEC ...]
 
 Listening beyond loopback (``--host 0.0.0.0``) requires an API key (``--api-key`` or the
 ``REWOO_API_KEY`` environment variable). ``python -m serve --help`` lists the limits.
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("max_request_bytes", "max_tokens_limit", "default_max_tokens", "context_length",
                  "max_batch_size", "cache_tokens", "page_size", "max_batch_tokens", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name), help=help_[name])
+    p.add_argument("--tools", action="append", metavar="SPEC",
+                   help="toolbox of /v1/pipeline/run, as pipeline.run --tools (FILE.py:NAME, module:NAME, builtin, "
+                        "mcp:SERVER); repeat to combine; default: the built-in tools")
     p.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -70,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m serve: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    toolbox = None
+    if cfg.tools:  # before the model loads, so that a bad spec fails at once
+        from toolkit import load_toolbox
+        try:
+            toolbox = load_toolbox(cfg.tools)
+        except (ValueError, ImportError, OSError) as e:
+            print(f"python -m serve: --tools: {e}", file=sys.stderr)
+            return 2
     import torch
     threads = cfg.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
     if threads:  # on 2 cores torch's default threads stall erratically (FACTS.md)
@@ -84,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from serve.app import build_app
     from serve.pipeline_route import add_pipeline_routes
     app = build_app(backend, cfg, routes=[add_pipeline_routes])
+    app.state.pipeline_toolbox = toolbox
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
     return 0
 

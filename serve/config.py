@@ -61,6 +61,9 @@ class ServeConfig:
     """``auto`` (``cuda`` when available), ``cpu`` or ``cuda``."""
     threads: int | None = None
     """torch threads on a CPU; default 1 on machines with at most 2 cores (steadier, same speed)."""
+    tools: list[str] | None = None
+    """The toolbox of ``POST /v1/pipeline/run``: specs as ``pipeline.run --tools`` takes them
+    (``FILE.py:NAME``, ``module:NAME``, ``builtin``, ``mcp:SERVER``), combined; default the built-in tools."""
 
     def __post_init__(self):
         problems = []

@@ -8,8 +8,9 @@ The served model is the planner and the solver. The pipeline reaches it through 
 OpenAI-compatible endpoint on loopback (with the server's key), so its calls are batched with every
 other client's and constrained the same way (``guided_grammar`` for the plan). Tools whose one input
 is a string are called directly; a tool with several arguments takes a JSON-object input (this
-route runs without a function caller). The toolbox is the offline default one (``default_toolbox``),
-limited to ``tools`` when given.
+route runs without a function caller). The toolbox is the one ``python -m serve --tools`` loaded
+(``app.state.pipeline_toolbox``), else the offline default one (``default_toolbox``), limited to
+``tools`` when given.
 
 Request: ``{"task": str, "tools": [str]?, "max_new_tokens": int?, "constrain": bool?}``.
 Response: the object of ``python -m pipeline.run --json``: ``task``, ``plan``, ``evidence``,
@@ -32,7 +33,7 @@ class PipelineRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field(min_length=1, max_length=4000, description="the task for the agent")
-    tools: list[str] | None = Field(None, description="limit the toolbox to these built-in tools")
+    tools: list[str] | None = Field(None, description="limit the toolbox to these of its tools")
     max_new_tokens: int = Field(512, ge=32, le=4096, description="the planner's token budget")
     constrain: bool = Field(True, description="decode the plan with the plan grammar")
 
@@ -48,11 +49,11 @@ def add_pipeline_routes(app: FastAPI) -> None:
         from toolkit import default_toolbox
 
         config = request.app.state.config
-        toolbox = default_toolbox()
+        toolbox = getattr(request.app.state, "pipeline_toolbox", None) or default_toolbox()
         if body.tools is not None:
             unknown = [t for t in body.tools if t not in toolbox]
             if unknown:
-                raise APIError(400, f"unknown tools {unknown}; built-in tools: {', '.join(toolbox)}", "tools")
+                raise APIError(400, f"unknown tools {unknown}; the server's tools: {', '.join(toolbox)}", "tools")
             toolbox = toolbox.subset(body.tools)
         port = request.scope["server"][1]
         model_id = request.app.state.backend.model_id

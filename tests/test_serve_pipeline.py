@@ -104,3 +104,27 @@ def test_pipeline_run_bad_requests_are_4xx(server, body, status, fragment):
 
 def test_pipeline_run_needs_the_key(server):
     assert _post(server, {"task": "x"}, key="wrong").status_code == 401
+
+
+def test_pipeline_run_uses_the_toolbox_serve_loaded(server):
+    """``python -m serve --tools SPEC`` puts its toolbox at ``app.state.pipeline_toolbox``."""
+    from toolkit import Toolbox, tool
+
+    @tool
+    def shout(text: str) -> str:
+        """Upper-case a text.
+
+        Args:
+            text: the text
+        """
+        return text.upper()
+
+    server.app.state.pipeline_toolbox = Toolbox([shout])
+    try:
+        r = _post(server, {"task": "x", "tools": ["search_wiki"]})
+        assert r.status_code == 400 and "the server's tools: shout" in r.json()["error"]["message"]
+        r = _post(server, {"task": "Shout hello.", "max_new_tokens": 64})
+        assert r.status_code == 200, r.text
+        assert all(s["tool"] == "shout" for s in r.json()["plan"])
+    finally:
+        server.app.state.pipeline_toolbox = None

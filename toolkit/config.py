@@ -51,6 +51,10 @@ class ToolkitConfig:
                                 "help": "isolated sandbox processes that run python_interpreter calls at once"})
     python_imports: tuple[str, ...] = field(default=(), metadata={"env": "REWOO_PYTHON_IMPORTS",
                                             "help": "extra modules the sandbox may import (comma-separated in the variable)"})
+    mcp_timeout: float = field(default=30.0, metadata={"env": "REWOO_MCP_TIMEOUT",
+                               "help": "seconds an MCP server may take to start and list its tools, and each MCP tool call"})
+    mcp_api_key: str | None = field(default=None, metadata={"env": "REWOO_MCP_API_KEY",
+                                    "help": "key sent as 'Authorization: Bearer' to MCP servers loaded over HTTP"})
 
     def __post_init__(self):
         if self.max_file_bytes <= 0:
@@ -59,8 +63,8 @@ class ToolkitConfig:
             raise ValueError(f"sql_max_rows must be positive, got {self.sql_max_rows}")
         if self.wiki_results <= 0 or self.search_results <= 0:
             raise ValueError("wiki_results and search_results must be positive")
-        if self.http_timeout <= 0 or self.python_timeout <= 0:
-            raise ValueError("http_timeout and python_timeout must be positive seconds")
+        if self.http_timeout <= 0 or self.python_timeout <= 0 or self.mcp_timeout <= 0:
+            raise ValueError("http_timeout, python_timeout and mcp_timeout must be positive seconds")
         if self.python_workers < 1:
             raise ValueError(f"python_workers must be at least 1, got {self.python_workers}")
         if self.python_memory_mb < 64:

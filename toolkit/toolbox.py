@@ -6,7 +6,11 @@ iteration over names, ``keys()``/``values()``/``items()``) plus the transformers
 ``show_tool_descriptions``.
 
 ``load_toolbox("my_tools.py:TOOLS")`` or ``load_toolbox("package.module:make_tools")`` builds
-one from user code (the CLI's ``--tools``); ``default_toolbox()`` holds the built-in tools.
+one from user code (the CLI's ``--tools``); ``load_toolbox("builtin")`` is ``default_toolbox()``,
+the built-in tools; ``load_toolbox("mcp:stdio:COMMAND ARGS")`` / ``"mcp:http://host:port/mcp"``
+loads an MCP server's tools (:mod:`toolkit.mcp`); a list of specs is one toolbox with them all
+(the CLI's repeated ``--tools``). ``Toolbox.close()`` releases what its tools hold (MCP servers,
+the Python sandbox).
 """
 
 from __future__ import annotations
@@ -145,6 +149,20 @@ class Toolbox(Mapping):
         """A new toolbox with the named tools (the same instances); an unknown name is an error."""
         return Toolbox([self[n] for n in names])
 
+    def close(self) -> None:
+        """Call ``close()`` on every tool that has one (an MCP server's tools stop their server,
+        ``python_interpreter`` its sandbox). A subset shares its tools with the toolbox it came from."""
+        for t in list(self._tools.values()):
+            close = getattr(t, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> "Toolbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _check_tool(tool: Any) -> None:
     if isinstance(tool, type) and issubclass(tool, Tool):
@@ -209,15 +227,25 @@ def import_file(path: str | Path) -> types.ModuleType:
     return module
 
 
-def load_toolbox(spec: str) -> Toolbox:
-    """A Toolbox from ``FILE.py:NAME`` or ``module:NAME``.
+def load_toolbox(spec: str | Iterable[str]) -> Toolbox:
+    """A Toolbox from ``FILE.py:NAME``, ``module:NAME``, ``builtin`` or ``mcp:SERVER``, or from
+    a list of these (one toolbox with every tool; a name two of them define is an error).
 
     ``NAME`` may be a Toolbox, a list of tools, one Tool (or Tool class), or a function with no
-    arguments returning one of these. Every failure is a :class:`ToolboxSpecError` with a
-    one-line message.
+    arguments returning one of these. ``builtin`` is :func:`default_toolbox`. ``mcp:SERVER`` is
+    ``mcp:stdio:COMMAND ARGS...`` or ``mcp:http(s)://host:port/mcp`` (see :mod:`toolkit.mcp`).
+    Every failure is a :class:`ToolboxSpecError` with a one-line message.
     """
+    if not isinstance(spec, str) and isinstance(spec, Iterable):
+        return _load_many(list(spec))
+    if spec == "builtin":
+        return default_toolbox()
+    if isinstance(spec, str) and spec.startswith("mcp:"):
+        from toolkit.mcp import load_mcp_tools  # noqa: PLC0415  (imports the SDK only when asked)
+        return load_mcp_tools(spec)
     if not isinstance(spec, str) or spec.count(":") < 1:
-        raise ToolboxSpecError(f"bad tools spec {spec!r}: expected FILE.py:NAME or module:NAME")
+        raise ToolboxSpecError(f"bad tools spec {spec!r}: expected FILE.py:NAME or module:NAME (or builtin, "
+                               "or mcp:SERVER for an MCP server)")
     target, _, name = spec.rpartition(":")
     if not target or not name.isidentifier():
         raise ToolboxSpecError(f"bad tools spec {spec!r}: expected FILE.py:NAME or module:NAME, "
@@ -247,6 +275,31 @@ def load_toolbox(spec: str) -> Toolbox:
         hint = f"; it defines {', '.join(candidates)}" if candidates else ""
         raise ToolboxSpecError(f"tools spec {spec!r}: {target} has no {name!r}{hint}")
     return _as_toolbox(getattr(module, name), spec)
+
+
+def _load_many(specs: list) -> Toolbox:
+    """One toolbox with the tools of every spec. A failure closes what was already loaded (an
+    MCP server started for an earlier spec does not outlive the error)."""
+    if not specs:
+        raise ToolboxSpecError("no tools spec given")
+    loaded: list[tuple[str, Toolbox]] = []
+    try:
+        merged = Toolbox()
+        origin: dict[str, str] = {}
+        for spec in specs:
+            box = load_toolbox(spec)
+            loaded.append((spec, box))
+            for t in box.values():
+                if t.name in origin:
+                    raise ToolboxSpecError(f"tools spec {spec!r} defines {t.name!r}, which {origin[t.name]!r} "
+                                           "already defines; tool names must be unique")
+                origin[t.name] = spec
+                merged.add_tool(t)
+        return merged
+    except BaseException:
+        for _, box in loaded:
+            box.close()
+        raise
 
 
 def _one_line(e: BaseException) -> str:
