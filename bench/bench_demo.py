@@ -1,81 +1,167 @@
-"""The demo models: build time, per-task time, and ReWOO vs ReAct on the same tasks and engine.
+"""The default models on the evaluation sets: ReWOO, ReAct (JSON) and code agents side by side.
 
-    python bench/bench_demo.py                       # the shipped (or cached) demo models
-    python bench/bench_demo.py --rebuild             # time a fresh build first (~8-10 minutes on 2 cores)
-    python bench/bench_demo.py --tasks data/eval/unseen_tools.jsonl
+    python bench/bench_demo.py                                   # every set, every mode (long on 2 cores)
+    python bench/bench_demo.py --modes rewoo --out rewoo.json    # one mode, results kept
+    python bench/bench_demo.py --modes react code --limit 15 --out agents.json
+    python bench/bench_demo.py --table rewoo.json agents.json    # one table from saved results
+    python bench/bench_demo.py --speed                           # seconds per task, 1 vs 2 threads, merged vs adapters
+    python bench/bench_demo.py --agreement rewoo.json            # constrained vs unconstrained plans
 
-Prints the demo's build time (measured now with --rebuild, else from its manifest), the time of
-each showcase task, and for every task file the metrics of `pipeline.eval` in rewoo mode and in
-react mode (ReactJsonAgent) with the same demo planner engine, with tokens per task side by side.
-ReWOO makes two model calls per task (plus the function caller's) whatever the number of steps;
-ReAct makes one per step and resends the growing transcript each time. The paper reports ~5x
-fewer tokens for ReWOO on HotpotQA.
+Sets: ``data/eval/in_distribution.jsonl`` (shapes the adapters trained on, over the demo
+database), ``data/eval/unseen_tools.jsonl`` (catalog tools held out of training, given at run
+time; evaluated with catalog stand-ins, so answers are not scored there) and
+``data/eval/handwritten.jsonl`` (written by hand like real users). One engine for every mode: the
+base with the planner adapter (the caller adapter for ReWOO's function calls). Columns are
+``pipeline.eval``'s metrics; tokens are prompt + completion per task. ``--limit N`` runs the
+first N tasks of each set (the same tasks for every mode).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SETS = ["data/eval/in_distribution.jsonl", "data/eval/unseen_tools.jsonl", "data/eval/handwritten.jsonl"]
+COLUMNS = [("tool_set_accuracy", "tool-set"), ("tool_order_accuracy", "tool-order"), ("caller_accuracy", "caller AST"),
+           ("answer_exact", "exact"), ("answer_contains", "contains")]
+
+
+def run(modes: list[str], limit: int | None, sets: list[str], react_iterations: int) -> list[dict]:
+    from pipeline.agents import eval_runner
+    from pipeline.defaults import default_engines, default_models
+    from pipeline.eval import evaluate_tasks, load_tasks, rewoo_runner
+    from toolkit import default_toolbox
+
+    models = default_models()
+    planner, caller = default_engines(models)
+    results = []
+    for path in sets:
+        tasks = load_tasks(REPO / path)[:limit]
+        for mode in modes:
+            box = default_toolbox(llm_engine=planner, tools=models["tools"])
+            factory = (rewoo_runner(planner, caller, planner, **models["pipeline"]) if mode == "rewoo"
+                       else eval_runner(mode, planner, max_iterations=react_iterations))
+            t0 = time.perf_counter()
+            report = evaluate_tasks(tasks, box, factory, mode, path, progress=True)
+            report["seconds"] = round(time.perf_counter() - t0, 1)
+            results.append(report)
+            print(f"{path} {mode}: {json.dumps(report['metrics'])}", file=sys.stderr, flush=True)
+    return results
+
+
+def table(results: list[dict]) -> str:
+    head = "| set | mode | tasks | " + " | ".join(c for _, c in COLUMNS) + " | tokens/task | s/task |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        m = r["metrics"]
+        cells = ["n/a" if m.get(k) is None else f"{m[k]:.2f}" for k, _ in COLUMNS]
+        tokens = (m.get("prompt_tokens") or 0) + (m.get("completion_tokens") or 0)
+        lines.append(f"| {Path(r['tasks_file']).stem} | {r['mode']} | {m['tasks']} | " + " | ".join(cells)
+                     + f" | {tokens:.0f} | {m.get('wall_s') or 0:.1f} |")
+    return "\n".join(lines)
+
+
+def speed(task: str = "Compute 12 + 30.", repeats: int = 3) -> None:
+    """Seconds per task on the default models with 1 and 2 torch threads (after a warm-up run),
+    and the planner's call on one base with switched adapters vs a merged copy of the planner."""
+    import torch
+
+    from pipeline import formats
+    from pipeline.defaults import default_models, default_pipeline
+    from pipeline.engines import TransformersEngine
+
+    models = default_models()
+    pipe = default_pipeline(models)
+    pipe.run(task)  # warm-up: llguidance's tokenizer, first-call allocations
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r = pipe.run(task)
+            times.append(time.perf_counter() - t)
+        print(f"{threads} thread(s): best {min(times):.2f} s, median {sorted(times)[len(times) // 2]:.2f} s "
+              f"per task ({task!r} -> {r.answer!r}, {r.stats['prompt_tokens']} + {r.stats['completion_tokens']} tokens)")
+    torch.set_num_threads(1)
+    merged = TransformersEngine(models["base"], adapter=models["adapters"]["planner"])
+    merged.model = merged.model.merge_and_unload()
+    merged.adapter_name = None
+    prompt = formats.planner_prompt(task, pipe.toolbox)
+    for name, engine in (("one base, adapters switched", pipe.planner), ("merged planner copy", merged)):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = engine.complete(prompt, stop_sequences=formats.ALPACA_STOP, max_new_tokens=64)
+            times.append(time.perf_counter() - t)
+        print(f"planner call, {name}: best {min(times):.2f} s ({out.prompt_tokens} + {out.completion_tokens} tokens)")
+
+
+def agreement(report_files: list[str]) -> None:
+    """Constrained vs unconstrained plans: for the rewoo runs in ``report_files`` (their plans were
+    written under the grammar), plan each task again without it and compare the parsed plans."""
+    from pipeline.defaults import default_engines, default_models
+    from pipeline.eval import load_tasks
+    from pipeline.plan import PlanError
+    from pipeline.planner import make_plan
+    from toolkit import default_toolbox
+
+    models = default_models()
+    planner, _ = default_engines(models)
+    box = default_toolbox(llm_engine=planner, tools=models["tools"])
+    settings = models["pipeline"]
+    same = parsed = total = 0
+    for f in report_files:
+        for report in json.loads(Path(f).read_text()):
+            if report["mode"] != "rewoo" or "unseen" in report["tasks_file"]:
+                continue  # (unseen-tools tasks list catalog tools this toolbox lacks)
+            tasks = {t.id: t for t in load_tasks(REPO / report["tasks_file"])}
+            for row in report["per_task"]:
+                total += 1
+                try:
+                    free, _ = make_plan(tasks[row["id"]].task, box, planner, constrain=False,
+                                        max_new_tokens=settings["planner_max_new_tokens"], max_steps=settings["max_steps"])
+                except PlanError:
+                    continue
+                parsed += 1
+                same += row["plan"] is not None and free.to_list() == row["plan"]
+    print(f"unconstrained plans that parse: {parsed}/{total}; constrained plan equal to it: {same}/{parsed} "
+          f"({same / max(parsed, 1):.1%})")
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--modes", nargs="+", default=["rewoo", "react", "code"], choices=["rewoo", "react", "code"])
+    p.add_argument("--sets", nargs="+", default=SETS)
+    p.add_argument("--limit", type=int, help="first N tasks of each set")
+    p.add_argument("--react-iterations", type=int, default=4, help="most steps of the ReAct and code agents")
+    p.add_argument("--out", help="also write the reports as JSON here")
+    p.add_argument("--table", nargs="+", metavar="JSON", help="print one table from saved reports and stop")
+    p.add_argument("--speed", action="store_true", help="time one task with 1 and 2 torch threads and stop")
+    p.add_argument("--agreement", nargs="+", metavar="JSON",
+                   help="compare the constrained plans of saved rewoo reports with unconstrained ones and stop")
+    a = p.parse_args()
+    if a.table:
+        print(table([r for f in a.table for r in json.loads(Path(f).read_text())]))
+        return
     import torch
 
-    from pipeline.engines import TransformersEngine
-    from pipeline.eval import evaluate_tasks, load_tasks, markdown, rewoo_runner
-    from pipeline.rewoo import Pipeline
-    from train import demo
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rebuild", action="store_true", help="build the demo models into a temp folder and time it")
-    p.add_argument("--tasks", nargs="*", default=["data/eval/in_distribution.jsonl", "data/eval/unseen_tools.jsonl"])
-    p.add_argument("--react-iterations", type=int, default=4)
-    a = p.parse_args()
     torch.set_num_threads(1)
-
-    if a.rebuild:
-        out = Path(tempfile.mkdtemp()) / "demo"
-        t = time.perf_counter()
-        demo.build(out)
-        print(f"demo build: {time.perf_counter() - t:.0f} s (fresh, this machine)")
-        models = demo.ensure_demo_models(out)
-    else:
-        models = demo.ensure_demo_models()
-        manifest = Path(models["planner"]).parent / "manifest.json"
-        import json
-        print(f"demo build: {json.loads(manifest.read_text())['build_seconds']:.0f} s (from its manifest)")
-
-    planner = TransformersEngine(models["planner"])
-    caller = TransformersEngine(models["caller"])
-    settings = models["pipeline"]
-    box = demo.demo_toolbox(llm_engine=planner)
-    pipe = Pipeline(planner, caller, planner, box, **settings)
-    for task in demo.SHOWCASE:
-        t = time.perf_counter()
-        r = pipe.run(task)
-        print(f"showcase ({time.perf_counter() - t:.2f} s): {task} -> {r.answer}")
-
-    from pipeline.agents import eval_runner
-    for path in a.tasks:
-        tasks = load_tasks(path)
-        reports = {}
-        for mode in ("rewoo", "react"):
-            factory = (rewoo_runner(planner, caller, planner, **settings) if mode == "rewoo"
-                       else eval_runner("react", planner, max_iterations=a.react_iterations))
-            reports[mode] = evaluate_tasks(tasks, demo.demo_toolbox(llm_engine=planner), factory, mode, path,
-                                           progress=False)
-            print(markdown(reports[mode]))
-        rw, rc = reports["rewoo"]["metrics"], reports["react"]["metrics"]
-        tok_rw = (rw["prompt_tokens"] or 0) + (rw["completion_tokens"] or 0)
-        tok_rc = (rc["prompt_tokens"] or 0) + (rc["completion_tokens"] or 0)
-        print(f"\n{path}: tokens per task rewoo {tok_rw:.0f} vs react {tok_rc:.0f} "
-              f"({tok_rc / max(tok_rw, 1):.2f}x), model calls {rw['llm_calls']} vs {rc['llm_calls']}, "
-              f"wall {rw['wall_s']:.2f} s vs {rc['wall_s']:.2f} s per task\n")
+    if a.speed:
+        speed()
+        return
+    if a.agreement:
+        agreement(a.agreement)
+        return
+    results = run(a.modes, a.limit, a.sets, a.react_iterations)
+    if a.out:
+        Path(a.out).write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
+    print(table(results))
 
 
 if __name__ == "__main__":

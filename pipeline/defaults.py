@@ -137,8 +137,15 @@ def load_manifest(folder: Path | None = None) -> dict:
     if not path.is_file():
         raise DefaultModelError(f"no default models at {folder} (no manifest.json): rebuild them with "
                                 "`python -m train.demo --out data/demo`, or pass --planner")
-    manifest = json.loads(path.read_text())
-    for role, sub in manifest.get("adapters", {}).items():
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise DefaultModelError(f"{path} is not JSON ({e}): rebuild with `python -m train.demo --out data/demo`") from e
+    missing = [k for k in ("base", "adapters") if k not in manifest]
+    if missing:
+        raise DefaultModelError(f"{path} lacks {', '.join(missing)} (written by an older train.demo?): rebuild "
+                                "with `python -m train.demo --out data/demo`, or pass --planner")
+    for role, sub in manifest["adapters"].items():
         if not (folder / sub / "adapter_config.json").is_file():
             raise DefaultModelError(f"the default {role} adapter is missing from {folder / sub}: "
                                     "rebuild with `python -m train.demo --out data/demo`")

@@ -8,7 +8,9 @@ Task file (JSONL), one object per line (DESIGN.md):
 ``{"id": "...", "task": "...", "tools": ["name", ...], "expect": {"tools": [...], "answer": "...",
 "calls": [{"name": "...", "arguments": {...}}]}}``. ``tools`` limits the toolbox for that task;
 every ``expect`` key is optional. A task naming a tool the toolbox lacks is skipped, with the
-reason; a malformed line stops the run with an error naming the file and line.
+reason, unless the tool catalog (``data/catalog/tools.json``) describes it: then a stand-in
+with the catalog's schema takes its place (:class:`CatalogStandIn`: plans and calls are scored,
+running it records an error). A malformed line stops the run with an error naming the file and line.
 
 Metrics (each over the tasks that have what it needs):
 
@@ -237,7 +239,7 @@ def run_task(task: Task, toolbox, agent_factory, schemas: dict[str, dict]) -> di
     plan_tools = None if plan is None else [s["tool"] for s in plan]
     stats = out.get("stats") or {}
     return {"id": task.id, "parsed": out.get("error") is None and plan is not None,
-            "error": out.get("error"), "plan_tools": plan_tools, "answer": out.get("answer"),
+            "error": out.get("error"), "plan_tools": plan_tools, "plan": plan, "answer": out.get("answer"),
             "scores": score_task(task, plan_tools, out.get("calls", []), out.get("answer"), schemas),
             "llm_calls": stats.get("llm_calls"), "prompt_tokens": stats.get("prompt_tokens"),
             "completion_tokens": stats.get("completion_tokens"), "wall_s": round(stats.get("wall_s", wall), 4)}
@@ -268,6 +270,47 @@ def rewoo_runner(planner, caller, solver, **pipeline_kw):
     return factory
 
 
+CATALOG = Path(__file__).resolve().parent.parent / "data" / "catalog" / "tools.json"
+
+
+class CatalogStandIn(dict):
+    """A tool of the catalog (``data/catalog/tools.json``) that this toolbox does not implement,
+    so that tasks written for it (``train.datagen``'s held-out-tools sets) can be evaluated: the
+    planner sees its line, the function caller its exact JSON schema, and tool-set, order and
+    caller metrics are scored; running it records an error as its evidence, which the run
+    survives (answers of such tasks are not meaningful)."""
+
+    def __init__(self, entry: dict):
+        super().__init__(name=entry["name"], description=entry.get("description", ""),
+                         parameters=entry.get("parameters", {"type": "object", "properties": {}}))
+
+    @property
+    def name(self) -> str:
+        return self["name"]
+
+    def __call__(self, **arguments):
+        raise NotImplementedError(f"{self['name']} is a catalog tool with no implementation in this toolbox "
+                                  "(an evaluation stand-in)")
+
+
+def catalog_standins(names: list[str], catalog: Path = CATALOG) -> dict[str, CatalogStandIn]:
+    """Stand-ins for those of ``names`` that the catalog describes."""
+    if not names or not catalog.is_file():
+        return {}
+    data = json.loads(catalog.read_text(encoding="utf-8"))
+    entries = data["tools"] if isinstance(data, dict) else data
+    return {e["name"]: CatalogStandIn(e) for e in entries if e.get("name") in names}
+
+
+def _with_standins(toolbox, tasks: list[Task]):
+    """The toolbox plus catalog stand-ins for tools the tasks name and it lacks."""
+    wanted = sorted({t for task in tasks for t in (task.tools or []) if t not in toolbox})
+    extra = catalog_standins(wanted)
+    if not extra:
+        return toolbox
+    return {**{n: toolbox[n] for n in toolbox}, **extra}
+
+
 def _schemas(toolbox) -> dict[str, dict]:
     from pipeline.formats import tool_specs
     return {s.name: s.parameters for s in tool_specs(toolbox)}
@@ -278,6 +321,7 @@ def evaluate_tasks(tasks: list[Task], toolbox, agent_factory, mode: str = "rewoo
     """Run ``tasks`` and return the report (see the module docstring)."""
     from tqdm import tqdm
 
+    toolbox = _with_standins(toolbox, tasks)
     schemas = _schemas(toolbox)
     rows, skipped = [], []
     for task in tqdm(tasks, desc=f"eval {mode}", unit="task", disable=not progress, file=sys.stderr):
@@ -301,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the toolbox (as pipeline.run --tools; repeat to combine)")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default: as pipeline.run)")
+    p.add_argument("--threads", type=int, help="torch threads for local models (default: as pipeline.run)")
     p.add_argument("--no-constrain", action="store_true")
     p.add_argument("--limit", type=int, help="run only the first N tasks")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
     p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call (default 60)")
     p.add_argument("--load-in-4bit", action="store_true", help="load local models in 4-bit NF4 (bitsandbytes)")
+    p.add_argument("--threads", type=int, help="torch threads for local models (default: 1 on machines with at "
+                                               "most 2 cores, measured faster there; else torch's own)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the terminal view")
     p.add_argument("--trace", metavar="FILE", help="write every model and tool call to FILE (JSON)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -91,6 +93,17 @@ def _toolbox(args, demo: dict | None = None) -> Any:
     return default_toolbox(tools=demo["tools"] if demo else None)
 
 
+def set_threads(threads: int | None) -> None:
+    """torch threads for in-process models: ``threads``, else 1 on machines with at most 2 cores
+    (there a second thread competes with the tools and the OS: see bench/bench_demo.py --speed)."""
+    import os
+
+    threads = threads or (1 if (os.cpu_count() or 1) <= 2 else None)
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
 def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
     """``(toolbox, demo, planner, caller, solver)`` from the flags. ``--tools`` is checked before
     any model is loaded, so a bad spec fails at once. With no ``--planner`` the default models
@@ -100,6 +113,7 @@ def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
     from pipeline.engines import EngineError
 
     toolbox = _toolbox(args) if args.tools else None
+    set_threads(getattr(args, "threads", None))
     demo = _default_models() if args.planner is None else None
     if toolbox is None:
         toolbox = _toolbox(args, demo)

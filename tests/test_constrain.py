@@ -153,19 +153,12 @@ def test_processor_is_single_use(model, tiny_tokenizer):
 
 
 def test_fields_are_bounded_in_tokens_not_characters(tiny_tokenizer):
-    """At the CLI's 512-token budget a real SQL input fits whole. (A bound of one character per
-    token cut a tuned planner's SQL at 22 characters and its exact answers fell from 0.909 to 0.136.)"""
+    """At a 512-token budget with 4 steps (the default models' settings) a real SQL input fits
+    whole. (A bound of one character per token cut a tuned planner's SQL at 22 characters and its
+    exact answers fell from 0.909 to 0.136.)"""
     names = ["get_current_time", "search_wiki", "search_web", "search_bilibili", "save_file", "query_sql",
              "python_interpreter", "calculator", "llm"]
-    g = constrain.plan_grammar(names, 512, max_steps=6)
+    g = constrain.plan_grammar(names, 512, max_steps=4)
     sql = ("SELECT title FROM films WHERE director = (SELECT director FROM films WHERE title = "
            "'Killers of the Flower Moon')")
     assert _accepts(tiny_tokenizer, g, f"Plan: List the films by the director.\n#E1 = query_sql[{sql}]")
-
-
-def test_inputs_may_nest_one_level_of_brackets(tiny_tokenizer):
-    g = constrain.plan_grammar(TOOLS + ["python_interpreter"], 256, max_steps=3)
-    ok = "Plan: sort\n#E1 = python_interpreter[print(sorted([3, 1]))]\nPlan: use\n#E2 = llm[see [#E1] now]"
-    assert _accepts(tiny_tokenizer, g, ok)
-    assert not _accepts(tiny_tokenizer, g, "Plan: x\n#E1 = llm[a [b [c]] d]")  # two levels
-    assert not _accepts(tiny_tokenizer, g, "Plan: x\n#E1 = llm[a [b d]")      # unbalanced

