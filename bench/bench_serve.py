@@ -8,7 +8,15 @@ subprocess on 127.0.0.1, and prints:
 - aggregate completion tokens/s with 1, 4 and 8 concurrent clients (each client sends
   ``--requests`` completions of ``--tokens`` tokens, greedy, ``ignore_eos``);
 - the server's own overhead per request: the median latency of a 1-token completion over HTTP
-  minus the median latency of the same request straight into the same backend in-process.
+  minus the median latency of the same request straight into the same backend in-process;
+- single-client decode rate three ways, side by side: the continuous-batching manager alone
+  (``add_request`` / ``get_result``, no streaming), our backend in-process (``backend.stream``),
+  and over HTTP (one client) -- the HTTP / manager ratio is the cost of everything we add;
+- constrained tool-call decoding: ms per token of ``tool_choice="required"`` replies against the
+  same number of unconstrained tokens.
+
+The machine may be shared (a training job): run it nice'd; the figures of one run are comparable
+with each other, not with another day's.
 """
 
 from __future__ import annotations
@@ -66,6 +74,102 @@ async def http_latency(base: str, n: int) -> list[float]:
             if i >= 3:
                 out.append(time.perf_counter() - start)
     return out
+
+
+TOOL = {"type": "function", "function": {"name": "search_wiki", "description": "Search Wikipedia.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "integer"}},
+                       "required": ["query", "limit"]}}}
+
+
+async def http_decode(base: str, tokens: int, n: int) -> float:
+    """Completion tokens/s of one client, ``n`` requests of ``tokens`` tokens."""
+    async with httpx.AsyncClient(timeout=600) as http:
+        made, start = 0, time.perf_counter()
+        for i in range(n + 1):
+            if i == 1:  # the first is a warm-up
+                made, start = 0, time.perf_counter()
+            r = await http.post(base + "/completions", json={"model": "bench", "prompt": f"Request {i}: the planner",
+                                                             "max_tokens": tokens, "temperature": 0,
+                                                             "ignore_eos": True})
+            r.raise_for_status()
+            made += r.json()["usage"]["completion_tokens"]
+        return made / (time.perf_counter() - start)
+
+
+async def tool_call_overhead(base: str, n: int) -> tuple[float, float, int]:
+    """(ms/token constrained, ms/token free, tokens per call): tool_choice=required replies, then
+    unconstrained replies of the same length."""
+    async with httpx.AsyncClient(timeout=600) as http:
+        async def timed(body):
+            start = time.perf_counter()
+            r = await http.post(base + "/chat/completions", json=body)
+            r.raise_for_status()
+            return time.perf_counter() - start, r.json()["usage"]["completion_tokens"]
+
+        base_body = {"model": "bench", "messages": [{"role": "user", "content": "Plan: search\n#E1 = search_wiki[x]"}],
+                     "temperature": 0, "max_tokens": 256}
+        await timed({**base_body, "tools": [TOOL], "tool_choice": "required"})  # warm-up (grammar compile)
+        c_time, c_tokens = 0.0, 0
+        for _ in range(n):
+            t, k = await timed({**base_body, "tools": [TOOL], "tool_choice": "required"})
+            c_time, c_tokens = c_time + t, c_tokens + k
+        per_call = max(1, c_tokens // n)
+        f_time, f_tokens = 0.0, 0
+        for _ in range(n):
+            t, k = await timed({**base_body, "max_tokens": per_call, "ignore_eos": True})
+            f_time, f_tokens = f_time + t, f_tokens + k
+        return c_time / c_tokens * 1e3, f_time / f_tokens * 1e3, per_call
+
+
+def manager_decode(model_dir: str, tokens: int, n: int) -> float:
+    """Tokens/s of one request at a time straight into transformers' continuous batching."""
+    import math
+
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    from serve.backends.hf import load_model
+
+    model, tokenizer = load_model(model_dir)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=tokens, eos_token_id=None,
+                           pad_token_id=tokenizer.pad_token_id or 0)
+    mgr = model.init_continuous_batching(generation_config=cfg, continuous_batching_config=ContinuousBatchingConfig(
+        num_blocks=math.ceil(8192 / 64), page_size=64, max_batch_tokens=512, max_requests_per_batch=16))
+    mgr.start()
+    try:
+        made, start = 0, time.perf_counter()
+        for i in range(n + 1):
+            if i == 1:
+                made, start = 0, time.perf_counter()
+            ids = tokenizer(f"Request {i}: the planner").input_ids
+            rid = mgr.add_request(ids, max_new_tokens=tokens)
+            out = mgr.get_result(request_id=rid, timeout=600)
+            made += len(out.generated_tokens)
+        return made / (time.perf_counter() - start)
+    finally:
+        mgr.stop(block=True)
+
+
+async def backend_decode(model_dir: str, tokens: int, n: int) -> float:
+    """Tokens/s of one request at a time through our backend in-process (streamed chunks)."""
+    from serve.backends.base import GenerationRequest, Sampling
+    from serve.backends.hf import TransformersBackend, load_model
+
+    model, tokenizer = load_model(model_dir)
+    backend = TransformersBackend(model, tokenizer, "bench", cache_tokens=8192)
+    await backend.start()
+    try:
+        made, start = 0, time.perf_counter()
+        for i in range(n + 1):
+            if i == 1:
+                made, start = 0, time.perf_counter()
+            ids = tokenizer(f"Request {i}: the planner").input_ids
+            async for chunk in backend.stream(GenerationRequest(list(ids), Sampling(max_tokens=tokens, temperature=0,
+                                                                                    ignore_eos=True))):
+                if chunk.finish_reason:
+                    made += chunk.completion_tokens
+        return made / (time.perf_counter() - start)
+    finally:
+        await backend.stop()
 
 
 async def direct_latency(model_dir: str, n: int) -> list[float]:
@@ -129,6 +233,8 @@ def main() -> None:
                 print(f"{clients} client(s): {rates[clients]:8.1f} completion tok/s aggregate "
                       f"({rates[clients] / rates[1]:.2f}x one client)")
             over_http = asyncio.run(http_latency(base, a.latency_samples))
+            http_rate = asyncio.run(http_decode(base, a.tokens, 2 * a.requests))
+            c_ms, f_ms, per_call = asyncio.run(tool_call_overhead(base, 5))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -138,6 +244,12 @@ def main() -> None:
               f"(medians of {a.latency_samples})")
         print(f"server overhead per request: {(h - d) * 1e3:.2f} ms (goal < 3 ms)")
         print(f"8 clients / 1 client: {rates[8] / rates[1]:.2f}x (goal >= 4x)")
+        raw = manager_decode(str(model_dir), a.tokens, 2 * a.requests)
+        ours = asyncio.run(backend_decode(str(model_dir), a.tokens, 2 * a.requests))
+        print(f"single-client decode: manager alone {raw:.1f} tok/s, our backend in-process {ours:.1f} tok/s, "
+              f"over HTTP {http_rate:.1f} tok/s = {http_rate / raw:.0%} of the manager (goal >= 80%)")
+        print(f"tool call (tool_choice=required, ~{per_call} tokens): {c_ms:.2f} ms/token constrained vs "
+              f"{f_ms:.2f} unconstrained = {c_ms - f_ms:+.2f} ms/token for the grammar")
 
 
 if __name__ == "__main__":
