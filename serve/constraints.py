@@ -144,8 +144,12 @@ def _json_grammar(schema: dict, max_tokens: int, param: str) -> tuple[str, str]:
     except Unsupported:
         from pipeline.formats import constrain
         # A character in a byte-level vocabulary costs up to 4 tokens.
-        bounded = constrain._bound_strings(schema, max(1, (max_tokens - 1) // 8))
-        return "json", json.dumps(bounded)
+        try:
+            bounded = constrain._bound_strings(schema, max(1, (max_tokens - 1) // 8))
+            return "json", json.dumps(bounded)
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            raise BackendError(f"{param} is not a usable JSON schema: {_cap(e)}", param=param,
+                               code="invalid_constraint") from e
 
 
 def grammar_text(constraint: Constraint, max_tokens: int) -> tuple[str, str]:

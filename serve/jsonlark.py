@@ -268,7 +268,12 @@ def compile_schema(schema, max_tokens: int, start: str = "start") -> tuple[list[
     items = DEFAULT_ITEMS
     while True:
         c = _Compiler(schema if isinstance(schema, dict) else {}, items)
-        expr, cost = c.node(schema)
+        try:
+            expr, cost = c.node(schema)
+        except Unsupported:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as e:  # a malformed schema
+            raise Unsupported(f"malformed schema ({type(e).__name__}: {str(e)[:200]})") from e
         if cost.skeleton <= budget or items == 0:
             break
         items //= 2
