@@ -10,8 +10,15 @@ Accepted fields (at most one per request):
 - ``structured_outputs``: ``{"json" | "regex" | "grammar" | "choice": ...}``: vLLM's names since 0.12;
 - ``rewoo_plan``: ``{"tools": ["search_wiki", ...]}``: the ReWOO plan grammar with those tools.
 
-The grammars themselves come from ``pipeline.formats.constrain`` (llguidance), the same code the
-in-process engines use, so a plan constrained here parses with ``pipeline.plan.parse_plan``.
+The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
+use, so a plan constrained here parses with ``pipeline.plan.parse_plan``. JSON schemas (and the
+tool calls of ``serve.tools``) become token-bounded Lark grammars (``serve.jsonlark``), so that a
+JSON reply closes within ``max_tokens``.
+
+:func:`build_processor` compiles a constraint and probes it (first mask, a few first tokens) under
+llguidance resource limits before the request is queued: a constraint that does not compile or
+breaks a limit at its first token is a 400 then, not a failed generation. One that breaks later
+raises :class:`ConstraintFailed` while decoding; the request ends with that error.
 """
 
 from __future__ import annotations

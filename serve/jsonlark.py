@@ -65,8 +65,8 @@ class _Cost:
 
 
 def lit(text: str) -> str:
-    """``text`` as a Lark string literal."""
-    return json.dumps(text)
+    """``text`` as a Lark string literal (non-ASCII characters as themselves)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 class _Compiler:
