@@ -3,14 +3,18 @@
     app = build_app(backend, config)                 # then: uvicorn.run(app, ...)
     app = build_app(backend, config, routes=[add_pipeline_routes])
 
-Routes: ``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``
-(``stream: true`` gives server-sent events ending in ``data: [DONE]``). Every route is added by a
-function taking the app (``add_openai_routes``); more routes, such as ``POST /v1/pipeline/run``,
-plug in the same way through ``routes`` and find the backend at ``app.state.backend``.
+Routes: ``GET /health``, ``GET /metrics`` (Prometheus), ``GET /v1/models``, ``POST /v1/completions``,
+``POST /v1/chat/completions`` (with OpenAI ``tools``: ``serve.tools``; ``stream: true`` gives
+server-sent events ending in ``data: [DONE]``). Every route is added by a function taking the app
+(``add_openai_routes``); more routes, such as ``POST /v1/pipeline/run``, plug in the same way
+through ``routes`` and find the backend at ``app.state.backend``.
 
 Errors always have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for a
 bad request, 401 for a missing or wrong key, 404 for an unknown model or path, 413 for a body over
-the limit, 501 for a feature this server lacks.
+the limit, 501 for a feature this server lacks. Everything a client can get wrong is decided before
+the request is queued (constraints are compiled and probed at admission). A failure after a stream
+has started is an ``{"error": ...}`` event followed by ``data: [DONE]``. A bug of ours is a 500 whose
+log line holds the exception (capped), never the request body; the connection stays usable.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hmac
 import json
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -27,20 +32,39 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline import formats
 from serve.backends.base import BackendError, Chunk, GenerationRequest, Sampling
+from serve import tools as tool_calls
+from serve.backends.base import Constraint
 from serve.config import ServeConfig
 from serve.constraints import constraint_from_request
+from serve.metrics import Metrics
 from serve.protocol import ChatCompletionRequest, CompletionRequest, error_body
 
 log = logging.getLogger("serve")
 
 MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 64  # prompts in one completions request (each is one choice)
-OPEN_PATHS = ("/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+OPEN_PATHS = ("/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+LOG_CHARS = 500  # of an exception message in the log: never a whole request body
+
+
+def capped(text: Any, n: int = LOG_CHARS) -> str:
+    text = str(text)
+    return text if len(text) <= n else text[:n] + f"... ({len(text) - n} more characters)"
+
+
+def _json_bytes(body: dict) -> bytes:
+    # ASCII escapes: valid whatever the text holds (a lone surrogate cannot be UTF-8 encoded)
+    return json.dumps(body, ensure_ascii=True).encode()
+
+
+class ErrorResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return _json_bytes(content)
 
 
 class APIError(Exception):
@@ -62,14 +86,15 @@ class Guard:
     """ASGI middleware: 413 for a body over ``max_bytes`` (declared or streamed), 401 without the
     right key (``Authorization: Bearer K`` or ``x-api-key: K``, compared in constant time)."""
 
-    def __init__(self, app, api_key: str | None, max_bytes: int):
+    def __init__(self, app, api_key: str | None, max_bytes: int, metrics: Metrics | None = None):
         self.app = app
         self.key = api_key.encode() if api_key else None
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     @staticmethod
     async def _reply(send, status: int, body: dict, headers: Sequence[tuple[bytes, bytes]] = ()):
-        data = json.dumps(body).encode()
+        data = _json_bytes(body)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(data)).encode()), *headers]})
@@ -86,6 +111,20 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        began, status = time.perf_counter(), [0]
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, recording_send)
+        finally:
+            if self.metrics is not None:
+                self.metrics.request_done(scope["path"], status[0] or 499, time.perf_counter() - began)
+
+    async def _guarded(self, scope, receive, send):
         headers = dict(scope["headers"])
         if self.key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
             return await self._reply(send, 401, error_body(
@@ -119,6 +158,11 @@ class Guard:
             if not started:
                 await self._reply(send, 413, error_body(
                     f"request body exceeds the limit of {self.max_bytes} bytes", code="request_too_large"))
+        except Exception as e:  # a bug of ours: answer here, so the server keeps the connection open
+            log.error("internal error on %s %s: %s: %s\n%s", scope.get("method"), scope["path"],
+                      type(e).__name__, capped(e), "".join(traceback.format_tb(e.__traceback__)))
+            if not started:
+                await self._reply(send, 500, error_body(f"internal error: {type(e).__name__}", "server_error"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,44 +254,104 @@ def completion_requests(body: CompletionRequest, backend, config: ServeConfig) -
     return out
 
 
-def chat_prompt_ids(messages: list[dict], tokenizer) -> tuple[list[int], list[str]]:
-    """Token ids of a chat and the stop strings its template needs: the tokenizer's chat template
-    when it has one, else the Alpaca template of ``pipeline.formats`` (stops: ``ALPACA_STOP``)."""
+def chat_prompt_ids(messages, tokenizer) -> tuple[list[int], list[str]]:
+    """Token ids of a chat (messages, or an Alpaca text) and the stop strings its template needs:
+    the tokenizer's chat template when it has one, else the Alpaca template of
+    ``pipeline.formats`` (stops: ``ALPACA_STOP``)."""
+    if isinstance(messages, str):
+        return tokenizer(messages).input_ids, list(formats.ALPACA_STOP)
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return tokenizer(text, add_special_tokens=False).input_ids, []
     return tokenizer(formats.messages_to_alpaca(messages)).input_ids, list(formats.ALPACA_STOP)
 
 
-def chat_request(body: ChatCompletionRequest, backend, config: ServeConfig) -> GenerationRequest:
+def _messages(body: ChatCompletionRequest) -> list[dict]:
+    out = []
+    for i, m in enumerate(body.messages):
+        content = m.content
+        if isinstance(content, list):  # content parts: text only
+            if any(not isinstance(p, dict) or p.get("type", "text") != "text" for p in content):
+                raise APIError(400, "only text content parts are supported", f"messages[{i}].content")
+            content = "".join(str(p.get("text", "")) for p in content)
+        msg = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
+        if m.tool_calls:
+            msg["tool_calls"] = m.tool_calls
+        if m.tool_call_id:
+            msg["tool_call_id"] = m.tool_call_id
+        if m.name:
+            msg["name"] = m.name
+        out.append(msg)
+    return out
+
+
+def chat_request(body: ChatCompletionRequest, backend,
+                 config: ServeConfig) -> tuple[GenerationRequest, tool_calls.ToolChoice | None]:
+    """The generation request of a chat and, when it offers tools, what it allows."""
     _check_common(body, backend, config)
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.content or ""}
-                for m in body.messages]
-    for m in messages:
-        if isinstance(m["content"], list):  # content parts: text only
-            if any(not isinstance(p, dict) or p.get("type", "text") != "text" for p in m["content"]):
-                raise APIError(400, "only text content parts are supported", "messages")
-            m["content"] = "".join(str(p.get("text", "")) for p in m["content"])
+    messages = _messages(body)
     try:
-        ids, template_stops = chat_prompt_ids(messages, backend.tokenizer)
+        choice = tool_calls.tool_choice_from_request(body)
+    except BackendError as e:
+        raise APIError(e.status, str(e), e.param, e.code) from e
+    constraint = _constraint(body)
+    template = "chat" if getattr(backend.tokenizer, "chat_template", None) else "alpaca"
+    try:
+        if choice is not None:
+            if constraint is not None:
+                raise APIError(400, "give tools or a structured output (response_format, guided_*), not both",
+                               "response_format")
+            prompt = tool_calls.prompt_messages(messages, choice, template)
+            constraint = Constraint("tools", choice)
+        else:
+            prompt = formats.plain_messages(messages)
+        ids, template_stops = chat_prompt_ids(prompt, backend.tokenizer)
+    except BackendError as e:
+        raise APIError(e.status, str(e), e.param, e.code) from e
     except ValueError as e:
-        raise APIError(400, f"cannot render these messages: {e}", "messages") from e
+        raise APIError(400, f"cannot render these messages: {capped(e, 300)}", "messages") from e
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     max_tokens = _Limits(backend, config).max_tokens(asked, len(ids), config.default_max_tokens)
     stop = _stops(body.stop)
     stop += [s for s in template_stops if s not in stop]
-    return GenerationRequest(ids, _sampling(body, max_tokens, stop), _constraint(body))
+    return GenerationRequest(ids, _sampling(body, max_tokens, stop), constraint), choice
 
 
 # --------------------------------------------------------------------------------------------
 # Responses
 # --------------------------------------------------------------------------------------------
 
-async def _collect(backend, request: GenerationRequest) -> Chunk:
-    text, last = [], None
-    async for chunk in backend.stream(request):
-        text.append(chunk.text)
-        last = chunk
+async def admit(backend, requests: list[GenerationRequest]) -> list[AsyncIterator[Chunk]]:
+    """Open a stream per request, checking each before anything is queued or sent: a constraint
+    is compiled and probed here, off the event loop (a pathological one takes seconds)."""
+    def open_all():
+        return [backend.stream(r) for r in requests]
+
+    try:
+        if any(r.constraint is not None for r in requests):
+            return await asyncio.to_thread(open_all)
+        return open_all()
+    except BackendError as e:
+        raise APIError(e.status, str(e), e.param, e.code) from e
+
+
+async def _collect(stream: AsyncIterator[Chunk], metrics: Metrics | None = None) -> Chunk:
+    text, last, began, waiting = [], None, time.perf_counter(), metrics is not None
+    if waiting:
+        metrics.add_waiting(1)
+    try:
+        async for chunk in stream:
+            if waiting:
+                metrics.add_waiting(-1)
+                metrics.first_token_after(time.perf_counter() - began)
+                waiting = False
+            text.append(chunk.text)
+            last = chunk
+    finally:
+        if waiting:
+            metrics.add_waiting(-1)
+    if metrics is not None:
+        metrics.tokens(last.prompt_tokens, last.completion_tokens)
     return Chunk("".join(text), last.finish_reason, last.prompt_tokens, last.completion_tokens)
 
 
@@ -337,10 +441,19 @@ async def _merge(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int
             t.cancel()
 
 
-def _stream(kind: str, rid: str, model: str, requests: list[GenerationRequest], backend,
-            include_usage: bool) -> SSEResponse:
+def _error_event(e: Exception) -> dict:
+    """The ``{"error": ...}`` event that ends a stream which failed after it started (the
+    ``openai`` client raises ``APIError`` on it)."""
+    if isinstance(e, (BackendError, APIError)):
+        message = e.message if isinstance(e, APIError) else str(e)
+        return error_body(capped(message), param=e.param, code=e.code)
+    log.error("stream failed: %s: %s\n%s", type(e).__name__, capped(e), "".join(traceback.format_tb(e.__traceback__)))
+    return error_body(f"internal error: {type(e).__name__}", "server_error")
+
+
+def _stream(kind: str, rid: str, model: str, streams: list[AsyncIterator[Chunk]], include_usage: bool,
+            metrics: Metrics, choice: tool_calls.ToolChoice | None = None) -> SSEResponse:
     created = int(time.time())
-    streams = [backend.stream(r) for r in requests]  # checks each now, before the 200 goes out
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def event(choices: list, usage: dict | None = None) -> str:
@@ -351,24 +464,55 @@ def _stream(kind: str, rid: str, model: str, requests: list[GenerationRequest], 
 
     async def events():
         finals: list[Chunk] = []
-        if kind == "chat":
-            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        async for i, chunk in _merge(streams):
-            if not chunk.text and chunk.finish_reason is None:
-                continue
+        calls = tool_calls.ToolCallStream() if choice is not None else None
+        began, waiting = time.perf_counter(), True
+        metrics.add_waiting(1)
+        try:
             if kind == "chat":
-                delta = {"content": chunk.text} if chunk.text else {}
-                choice = {"index": i, "delta": delta, "finish_reason": chunk.finish_reason}
-            else:
-                choice = {"index": i, "text": chunk.text, "logprobs": None, "finish_reason": chunk.finish_reason}
-            yield event([choice])
-            if chunk.finish_reason is not None:
-                finals.append(chunk)
-        if include_usage:
-            yield event([], _usage(finals))
+                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            async for i, chunk in _merge(streams):
+                if waiting:
+                    metrics.add_waiting(-1)
+                    metrics.first_token_after(time.perf_counter() - began)
+                    waiting = False
+                if chunk.finish_reason is not None:
+                    finals.append(chunk)
+                    metrics.tokens(chunk.prompt_tokens, chunk.completion_tokens)
+                if not chunk.text and chunk.finish_reason is None:
+                    continue
+                if kind == "chat":
+                    deltas = calls.feed(chunk.text) if calls is not None else (
+                        [{"content": chunk.text}] if chunk.text else [])
+                    reason = chunk.finish_reason
+                    if reason == "stop" and calls is not None and calls.calls:
+                        reason = "tool_calls"
+                    for k, delta in enumerate(deltas):
+                        last = k == len(deltas) - 1
+                        yield event([{"index": i, "delta": delta, "finish_reason": reason if last else None}])
+                    if not deltas and reason is not None:
+                        yield event([{"index": i, "delta": {}, "finish_reason": reason}])
+                else:
+                    yield event([{"index": i, "text": chunk.text, "logprobs": None,
+                                  "finish_reason": chunk.finish_reason}])
+            if include_usage:
+                yield event([], _usage(finals))
+        except Exception as e:  # after the 200: say so in the stream, then end it properly
+            yield _sse(_error_event(e))
+        finally:
+            if waiting:
+                metrics.add_waiting(-1)
         yield "data: [DONE]\n\n"
 
     return SSEResponse(events(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _chat_message(chunk: Chunk, choice: tool_calls.ToolChoice | None) -> tuple[dict, str]:
+    if choice is None:
+        return {"role": "assistant", "content": chunk.text}, chunk.finish_reason
+    content, calls = tool_calls.parse_reply(chunk.text, choice)
+    if calls:
+        return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+    return {"role": "assistant", "content": content}, chunk.finish_reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,12 +520,19 @@ def _stream(kind: str, rid: str, model: str, requests: list[GenerationRequest], 
 # --------------------------------------------------------------------------------------------
 
 def add_openai_routes(app: FastAPI) -> None:
-    """``GET /health``, ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``."""
+    """``GET /health``, ``GET /metrics``, ``GET /v1/models``, ``POST /v1/completions``,
+    ``POST /v1/chat/completions``."""
 
     @app.get("/health", tags=["server"])
     async def health(request: Request) -> dict:
         backend = request.app.state.backend
         return {"status": "ok", "model": backend.model_id, "stats": backend.stats.to_dict()}
+
+    @app.get("/metrics", tags=["server"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> PlainTextResponse:
+        state = request.app.state
+        return PlainTextResponse(state.metrics.render(state.backend.stats),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models", tags=["openai"])
     async def models(request: Request) -> dict:
@@ -396,9 +547,10 @@ def add_openai_routes(app: FastAPI) -> None:
         requests = completion_requests(body, state.backend, state.config)
         rid = f"cmpl-{uuid.uuid4().hex}"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        streams = await admit(state.backend, requests)
         if body.stream:
-            return _stream("completion", rid, body.model, requests, state.backend, include_usage)
-        work = asyncio.ensure_future(asyncio.gather(*(_collect(state.backend, r) for r in requests)))
+            return _stream("completion", rid, body.model, streams, include_usage, state.metrics)
+        work = asyncio.ensure_future(asyncio.gather(*(_collect(s, state.metrics) for s in streams)))
         chunks = await _until_disconnect(http, work)
         return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.model,
                 "choices": [{"index": i, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
@@ -408,26 +560,27 @@ def add_openai_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(body: ChatCompletionRequest, http: Request):
         state = http.app.state
-        request = chat_request(body, state.backend, state.config)
+        request, choice = chat_request(body, state.backend, state.config)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        streams = await admit(state.backend, [request])
         if body.stream:
-            return _stream("chat", rid, body.model, [request], state.backend, include_usage)
-        chunk = await _until_disconnect(http, asyncio.ensure_future(_collect(state.backend, request)))
+            return _stream("chat", rid, body.model, streams, include_usage, state.metrics, choice)
+        chunk = await _until_disconnect(http, asyncio.ensure_future(_collect(streams[0], state.metrics)))
+        message, reason = _chat_message(chunk, choice)
         return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": body.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": chunk.text},
-                             "logprobs": None, "finish_reason": chunk.finish_reason}],
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
                 "usage": _usage([chunk])}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_, e: APIError):
-        return JSONResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status)
+        return ErrorResponse(error_body(e.message, e.type, e.param, e.code), status_code=e.status)
 
     @app.exception_handler(BackendError)
     async def backend_error(_, e: BackendError):
-        return JSONResponse(error_body(str(e), param=e.param, code=e.code), status_code=e.status)
+        return ErrorResponse(error_body(str(e), param=e.param, code=e.code), status_code=e.status)
 
     @app.exception_handler(ClientGone)
     async def client_gone(_, e: ClientGone):  # nobody reads this; 499 marks it in the access log
@@ -444,17 +597,13 @@ def _install_error_handlers(app: FastAPI) -> None:
             message = "; ".join(
                 f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body') or 'body'}: {err.get('msg')}"
                 for err in errors[:5])
-        return JSONResponse(error_body(message, param=where or None, code="invalid_value"), status_code=400)
+        return ErrorResponse(error_body(capped(message, 1000), param=where or None, code="invalid_value"),
+                             status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_, e: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
-        return JSONResponse(error_body(str(e.detail), param=None, code=code), status_code=e.status_code)
-
-    @app.exception_handler(Exception)
-    async def crash(_, e: Exception):  # a bug of ours: say so, keep the OpenAI shape, log the trace
-        log.exception("unhandled error")
-        return JSONResponse(error_body(f"internal error: {type(e).__name__}", "server_error"), status_code=500)
+        return ErrorResponse(error_body(str(e.detail), param=None, code=code), status_code=e.status_code)
 
 
 def build_app(backend, config: ServeConfig,
@@ -474,9 +623,11 @@ def build_app(backend, config: ServeConfig,
     app.state.backend = backend
     app.state.config = config
     app.state.started = int(time.time())
+    app.state.metrics = Metrics()
     _install_error_handlers(app)
     add_openai_routes(app)
     for add in routes:
         add(app)
-    app.add_middleware(Guard, api_key=config.api_key, max_bytes=config.max_request_bytes)
+    app.add_middleware(Guard, api_key=config.api_key, max_bytes=config.max_request_bytes,
+                       metrics=app.state.metrics)
     return app

@@ -10,14 +10,22 @@ Accepted fields (at most one per request):
 - ``structured_outputs``: ``{"json" | "regex" | "grammar" | "choice": ...}``: vLLM's names since 0.12;
 - ``rewoo_plan``: ``{"tools": ["search_wiki", ...]}``: the ReWOO plan grammar with those tools.
 
-The grammars themselves come from ``pipeline.formats.constrain`` (llguidance), the same code the
-in-process engines use, so a plan constrained here parses with ``pipeline.plan.parse_plan``.
+The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
+use, so a plan constrained here parses with ``pipeline.plan.parse_plan``. JSON schemas (and the
+tool calls of ``serve.tools``) become token-bounded Lark grammars (``serve.jsonlark``), so that a
+JSON reply closes within ``max_tokens``.
+
+:func:`build_processor` compiles a constraint and probes it (first mask, a few first tokens) under
+llguidance resource limits before the request is queued: a constraint that does not compile or
+breaks a limit at its first token is a 400 then, not a failed generation. One that breaks later
+raises :class:`ConstraintFailed` while decoding; the request ends with that error.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 from serve.backends.base import BackendError, Constraint
@@ -91,29 +99,191 @@ def constraint_from_request(body) -> Constraint | None:
     return Constraint(key, value[key])
 
 
-def build_processor(constraint: Constraint, tokenizer, vocab_size: int, max_tokens: int):
-    """A fresh transformers ``LogitsProcessor`` enforcing ``constraint`` for one request.
+# --------------------------------------------------------------------------------------------
+# Compiling a constraint, checking it at admission, enforcing it per request
+# --------------------------------------------------------------------------------------------
 
-    Compile errors (a bad regex, grammar or schema) are the client's: a 400.
+# Resource limits of every matcher: errors stay short (no parser state, which can hold the whole
+# grammar, in messages or logs), and a regex or grammar that explodes fails fast.
+LIMITS = dict(verbose_errors=False, initial_lexer_fuel=200_000, step_lexer_fuel=200_000,
+              max_lexer_states=100_000)
+PROBE_TOKENS = 3  # allowed first tokens tried at admission
+MESSAGE_CHARS = 300  # of llguidance's error messages, in replies and logs
+
+_LLTOK: dict[tuple[int, int], Any] = {}
+_LLTOK_LOCK = threading.Lock()
+
+
+def _cap(text: str, n: int = MESSAGE_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n] + f"... ({len(text) - n} more characters)"
+
+
+def _limits():
+    import llguidance
+    return llguidance.LLParserLimits(**LIMITS)
+
+
+def lltokenizer(tokenizer, vocab_size: int):
+    """llguidance's view of a HF tokenizer (about a second at a 49k vocabulary; cached)."""
+    import llguidance.hf
+
+    key = (id(tokenizer), vocab_size)
+    with _LLTOK_LOCK:
+        if key not in _LLTOK:
+            if tokenizer.eos_token_id is None:
+                raise BackendError("constrained decoding needs a tokenizer with an EOS token", status=501,
+                                   code="not_implemented")
+            _LLTOK[key] = (tokenizer, llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size,
+                                                                    eos_token=tokenizer.eos_token_id))
+        return _LLTOK[key][1]
+
+
+def _json_grammar(schema: dict, max_tokens: int, param: str) -> tuple[str, str]:
+    """``(format, text)``: the schema as a token-bounded Lark grammar, or (for schemas outside
+    ``serve.jsonlark``) llguidance's JSON compiler with strings bounded in characters."""
+    from serve.jsonlark import TooSmall, Unsupported, schema_grammar
+
+    try:
+        return "lark", schema_grammar(schema, max_tokens)
+    except TooSmall as e:
+        raise BackendError(str(e), param="max_tokens", code="invalid_value") from e
+    except Unsupported:
+        from pipeline.formats import constrain
+        # A character in a byte-level vocabulary costs up to 4 tokens.
+        try:
+            bounded = constrain._bound_strings(schema, max(1, (max_tokens - 1) // 8))
+            return "json", json.dumps(bounded)
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            raise BackendError(f"{param} is not a usable JSON schema: {_cap(e)}", param=param,
+                               code="invalid_constraint") from e
+
+
+def grammar_text(constraint: Constraint, max_tokens: int) -> tuple[str, str]:
+    """``(format, text)`` for llguidance: ``lark``, ``regex`` or ``json``."""
+    if constraint.kind == "json_schema":
+        return _json_grammar(constraint.value, max_tokens, "response_format")
+    if constraint.kind == "regex":
+        return "regex", constraint.value
+    if constraint.kind == "grammar":
+        return "lark", constraint.value
+    if constraint.kind == "plan":
+        from pipeline.formats import constrain
+        try:
+            return "lark", constrain.plan_grammar(constraint.value, max_tokens)
+        except ValueError as e:
+            raise BackendError(f"cannot build the plan grammar: {e}", param="rewoo_plan",
+                               code="invalid_constraint") from e
+    if constraint.kind == "tools":
+        from serve.tools import tool_grammar
+        return "lark", tool_grammar(constraint.value, max_tokens)
+    raise ValueError(f"unknown constraint kind {constraint.kind!r}")
+
+
+class ConstraintFailed(RuntimeError):
+    """The constraint broke while decoding (llguidance hit a resource limit, or a token it had
+    allowed was refused): the request ends with this error."""
+
+
+class ServedConstraint:
+    """One request's constraint: an llguidance matcher under :data:`LIMITS`, called as a logits
+    processor with ``input_ids`` (1, T) and ``scores`` (1, V) (see ``serve.backends.rows``).
+
+    Built by :func:`build_processor`, which also probes it (:meth:`probe`) before the request is
+    queued, so that a constraint failing at its first token is a 400, not a failed generation.
+    """
+
+    def __init__(self, lltok, grammar: str, vocab_size: int):
+        import llguidance
+        import llguidance.torch as lt
+
+        self.lltok, self.vocab_size = lltok, vocab_size
+        self.matcher = llguidance.LLMatcher(lltok, grammar, log_level=0, limits=_limits())
+        if self.matcher.is_error():
+            raise BackendError(f"cannot use this constraint: {_cap(self.matcher.get_error())}",
+                               code="invalid_constraint")
+        self.bitmask = lt.allocate_token_bitmask(1, lltok.vocab_size)
+        self.started = False
+
+    def _fill(self, matcher) -> None:
+        import llguidance.torch as lt
+        lt.fill_next_token_bitmask(matcher, self.bitmask, 0)
+        if matcher.is_error():
+            raise ConstraintFailed(_cap(matcher.get_error()))
+
+    def probe(self) -> None:
+        """Compute the first mask and feed a few allowed first tokens to copies of the matcher."""
+        import torch
+        self._fill(self.matcher)
+        bits = self.bitmask[0]  # int32 words, bit j of word w = token 32 * w + j
+        allowed = []
+        for word in torch.nonzero(bits).flatten().tolist():
+            value = int(bits[word]) & 0xFFFFFFFF
+            allowed += [32 * word + j for j in range(32) if value >> j & 1]
+            if len(allowed) > 4 * PROBE_TOKENS:
+                break
+        allowed = [t for t in allowed if t not in self.lltok.eos_tokens and t < self.vocab_size]
+        if not allowed:
+            return
+        step = max(1, len(allowed) // PROBE_TOKENS)
+        for token in allowed[::step][:PROBE_TOKENS]:
+            copy = self.matcher.deep_copy()
+            if not copy.consume_token(token) or copy.is_error():
+                raise ConstraintFailed(_cap(copy.get_error()))
+            self._fill(copy)
+
+    def __call__(self, input_ids, scores):
+        import llguidance.torch as lt
+
+        if self.started and not self.matcher.is_stopped():
+            if not self.matcher.consume_token(int(input_ids[0, -1])):
+                raise ConstraintFailed(_cap(self.matcher.get_error()))
+        self.started = True
+        if self.matcher.is_stopped():  # accepted its end: only EOS
+            scores[:, :] = float("-inf")
+            for eos in self.lltok.eos_tokens:
+                if eos < scores.shape[-1]:
+                    scores[:, eos] = 0.0
+            return scores
+        self._fill(self.matcher)
+        width = min(scores.shape[-1], self.lltok.vocab_size)
+        masked = scores[:, :width]
+        lt.apply_token_bitmask_inplace(masked, self.bitmask.to(scores.device))
+        if scores.shape[-1] > width:
+            scores[:, width:] = float("-inf")
+        return scores
+
+
+def build_processor(constraint: Constraint, tokenizer, vocab_size: int, max_tokens: int) -> ServedConstraint:
+    """A fresh :class:`ServedConstraint` for one request, compiled and probed.
+
+    Every problem of the constraint itself (it does not compile, it exceeds llguidance's limits at
+    its first token, the budget cannot hold it) is the client's: a :class:`BackendError` (400).
+    Slow for a pathological constraint (up to seconds): call it off the event loop.
     """
     try:
-        from pipeline.formats import constrain
+        import llguidance
     except ImportError as e:
-        raise BackendError("constrained decoding is not available: this build lacks "
-                           "pipeline.formats.constrain", status=501, code="not_implemented") from e
-    kwargs: dict[str, Any]
-    if constraint.kind == "json_schema":
-        kwargs = {"json_schema": constraint.value}
-    elif constraint.kind == "regex":
-        kwargs = {"regex": constraint.value}
-    elif constraint.kind == "grammar":
-        kwargs = {"grammar": constraint.value}
-    elif constraint.kind != "plan":
-        raise ValueError(f"unknown constraint kind {constraint.kind!r}")
+        raise BackendError("constrained decoding is not available: llguidance is not installed",
+                           status=501, code="not_implemented") from e
+    lltok = lltokenizer(tokenizer, vocab_size)
+    fmt, text = grammar_text(constraint, max_tokens)
+    what = constraint.kind.replace("_", " ")
     try:
-        if constraint.kind == "plan":
-            kwargs = {"grammar": constrain.plan_grammar(constraint.value, max_tokens)}
-        return constrain.logits_processor(tokenizer, vocab_size, **kwargs)
+        if fmt == "json":
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(text, defaults={"whitespace_flexible": False})
+        else:
+            grammar = llguidance.grammar_from(fmt, text)
+        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, lltok, limits=_limits())
     except (ValueError, TypeError, RuntimeError) as e:
-        raise BackendError(f"cannot compile the {constraint.kind.replace('_', ' ')} constraint: {e}",
+        raise BackendError(f"cannot compile the {what} constraint: {_cap(e)}", code="invalid_constraint") from e
+    if is_error:
+        raise BackendError(f"cannot compile the {what} constraint: {_cap('; '.join(messages))}",
+                           code="invalid_constraint")
+    processor = ServedConstraint(lltok, grammar, vocab_size)
+    try:
+        processor.probe()
+    except ConstraintFailed as e:
+        raise BackendError(f"the {what} constraint fails at its first token ({e}); simplify it",
                            code="invalid_constraint") from e
+    return processor

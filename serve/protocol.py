@@ -9,11 +9,44 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def _surrogate_path(value: Any, path: str = "") -> str | None:
+    """Where ``value`` (parsed JSON) holds a lone UTF-16 surrogate (``"\\ud800"``), or None.
+    Such text cannot be encoded as UTF-8: the tokenizer and every reply would fail on it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = _surrogate_path(k, path) or _surrogate_path(v, f"{path}.{k}" if path else str(k))
+            if where:
+                return where
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            where = _surrogate_path(v, f"{path}[{i}]")
+            if where:
+                return where
+    return None
+
+
+class _Request(_Body):
+    @model_validator(mode="before")
+    @classmethod
+    def _no_surrogates(cls, data: Any) -> Any:
+        where = _surrogate_path(data)
+        if where:
+            raise ValueError(f"{where.encode('ascii', 'backslashreplace').decode()} holds a lone UTF-16 "
+                             "surrogate (such as \\ud800), which is not text; send valid Unicode")
+        return data
 
 
 class StreamOptions(_Body):
@@ -36,7 +69,7 @@ class RewooPlan(_Body):
     tools: list[str] = Field(..., min_length=1, description="tool names the plan may call")
 
 
-class _Sampling(_Body):
+class _Sampling(_Request):
     model: str
     max_tokens: int | None = Field(None, ge=1, description="tokens to generate at most")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
@@ -67,11 +100,29 @@ class CompletionRequest(_Sampling):
 class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="an assistant's calls (OpenAI shape)")
+    tool_call_id: str | None = Field(None, description="the call a tool message answers")
+
+
+class FunctionDef(_Body):
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="JSON Schema of the arguments (an object)")
+    strict: bool | None = None
+
+
+class ToolDef(_Body):
+    type: Literal["function"]
+    function: FunctionDef
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="newer name of max_tokens")
+    tools: list[ToolDef] | None = Field(None, description="functions the model may call (serve.tools)")
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,

@@ -94,12 +94,24 @@ def test_pipeline_run_route(server):
     ({"task": "x", "max_new_tokens": 1}, 400, "max_new_tokens"),
     ({"task": "x", "surprise": 1}, 400, "surprise"),
     ({"task": "Who?", "tools": TOOLS, "constrain": False, "max_new_tokens": 32}, 422, "the planner wrote"),
+    # found by adversarial tests: each of these was a 500, the last a 502
+    ({"task": "x", "tools": []}, 400, "tools"),
+    ({"task": "x", "tools": ["calculator", "calculator"]}, 400, "more than once"),
+    ({"task": "x", "tools": TOOLS, "max_new_tokens": 32}, 400, "max_new_tokens"),
+    ({"task": "x", "tools": TOOLS, "max_new_tokens": 40}, 400, "max_new_tokens"),
+    ({"task": "word " * 790, "tools": TOOLS}, 400, "context"),
 ])
 def test_pipeline_run_bad_requests_are_4xx(server, body, status, fragment):
     r = _post(server, body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert fragment in err["message"] + str(err.get("param"))
+
+
+def test_pipeline_run_refuses_lone_surrogates(server):
+    r = httpx.post(f"{server.url}/v1/pipeline/run", content=b'{"task": "a \\ud800 b"}', timeout=60,
+                   headers={"Authorization": f"Bearer {KEY}", "content-type": "application/json"})
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"]
 
 
 def test_pipeline_run_needs_the_key(server):

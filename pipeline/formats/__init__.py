@@ -35,6 +35,7 @@ __all__ = [
     "ALPACA_TEMPLATE", "ALPACA_STOP", "alpaca", "chat", "messages_to_alpaca", "split_alpaca",
     "PLANNER_INTRO", "planner_instruction", "planner_prompt", "parse_planner_output",
     "ToolCall", "CallError", "caller_instruction", "caller_prompt", "render_call", "parse_call",
+    "render_calls", "parse_calls", "caller_conversation", "plain_messages",
     "solver_instruction", "solver_prompt", "parse_answer",
     "Plan", "PlanError", "Step", "parse_plan",
 ]
@@ -351,6 +352,120 @@ def parse_call(text: str, tools: Any = None) -> ToolCall:
         if name not in names:
             raise CallError(f"the call names an unknown function {name!r}; known: {', '.join(names)}")
     return ToolCall(name, args)
+
+
+# --------------------------------------------------------------------------------------------
+# Function calling over a chat (the OpenAI ``tools`` API): the caller format, fed a conversation
+# --------------------------------------------------------------------------------------------
+
+def render_calls(calls: Iterable[ToolCall | Mapping]) -> str:
+    """Several calls, one :func:`render_call` object per line (parallel tool calls)."""
+    out = []
+    for c in calls:
+        name, args = (c.name, c.arguments) if isinstance(c, ToolCall) else (c["name"], c.get("arguments", {}))
+        out.append(render_call(name, args))
+    return "\n".join(out)
+
+
+def _message_text(content: Any) -> str:
+    if isinstance(content, list):  # OpenAI content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return "" if content is None else str(content)
+
+
+def _openai_call(call: Mapping) -> ToolCall:
+    """A ToolCall from an OpenAI ``tool_calls`` entry (``{"id", "type", "function": {"name",
+    "arguments": "<JSON text>"}}``); ValueError when it is not one."""
+    fn = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise ValueError("a tool call needs function.name (a string)")
+    args = fn.get("arguments", "{}")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the arguments of tool call {fn['name']!r} are not JSON: {e.msg}") from e
+    if not isinstance(args, Mapping):
+        raise ValueError(f"the arguments of tool call {fn['name']!r} must be a JSON object")
+    return ToolCall(fn["name"], dict(args))
+
+
+def plain_messages(messages: Sequence[Mapping]) -> list[dict]:
+    """OpenAI messages with tool traffic written out as text, for templates that know only system,
+    user and assistant turns: an assistant's ``tool_calls`` become :func:`render_calls` lines after
+    its text; a ``tool`` message becomes a user turn ``Result of <name>: <content>``."""
+    names: dict[str, str] = {}
+    out = []
+    for m in messages:
+        role, text = m.get("role"), _message_text(m.get("content"))
+        if role == "developer":
+            role = "system"
+        if role == "assistant" and m.get("tool_calls"):
+            calls = [_openai_call(c) for c in m["tool_calls"]]
+            for raw, call in zip(m["tool_calls"], calls):
+                if raw.get("id"):
+                    names[raw["id"]] = call.name
+            text = "\n".join(t for t in (text.strip(), render_calls(calls)) if t)
+        elif role == "tool":
+            name = names.get(m.get("tool_call_id") or "", m.get("name") or "the tool")
+            role, text = "user", f"Result of {name}: {text}"
+        out.append({"role": role, "content": text})
+    return out
+
+
+def caller_conversation(messages: Sequence[Mapping]) -> str:
+    """The step text the function caller reads for a conversation (the OpenAI ``tools`` API).
+
+    A conversation of system and user messages only is their texts joined by blank lines, so one
+    user message ``"Plan: ...\\n#E1 = tool[input]"`` gives exactly the prompt the caller was
+    trained on (``caller_prompt(step, tools)``). A conversation with assistant turns, tool calls
+    or tool results is a transcript: ``User: ...``, ``Assistant: ...``, ``Call: {...}`` (one
+    :func:`render_call` per call) and ``Result of <name>: ...`` lines.
+    """
+    if all(m.get("role") in ("system", "developer", "user") for m in messages):
+        return "\n\n".join(_message_text(m.get("content")).strip() for m in messages).strip()
+    names: dict[str, str] = {}
+    lines = []
+    for m in messages:
+        role, text = m.get("role"), _message_text(m.get("content")).strip()
+        if role in ("system", "developer"):
+            lines.append(f"System: {text}")
+        elif role == "user":
+            lines.append(f"User: {text}")
+        elif role == "assistant":
+            if text:
+                lines.append(f"Assistant: {text}")
+            for raw in m.get("tool_calls") or []:
+                call = _openai_call(raw)
+                if raw.get("id"):
+                    names[raw["id"]] = call.name
+                lines.append(f"Call: {render_call(call.name, call.arguments)}")
+        elif role == "tool":
+            name = names.get(m.get("tool_call_id") or "", m.get("name") or "the tool")
+            lines.append(f"Result of {name}: {text}")
+        else:
+            raise ValueError(f"unknown message role {role!r}: expected system, user, assistant or tool")
+    return "\n".join(lines)
+
+
+def parse_calls(text: str, tools: Any = None) -> list[ToolCall]:
+    """Every call in a caller's output of one or more :func:`render_call` objects (whitespace
+    between them). Raises :class:`CallError` when the text holds anything else."""
+    decoder, calls, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            break
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise CallError(f"not a complete call at character {i}: {e.msg}") from e
+        calls.append(parse_call(json.dumps(obj), tools))
+        i = end
+    if not calls:
+        raise CallError("no call in the output")
+    return calls
 
 
 # --------------------------------------------------------------------------------------------
