@@ -277,7 +277,7 @@ def test_python_interpreter_tool(tmp_path):
         with pytest.raises(ToolError, match="import of 'os' is not allowed") as info:
             tool(code="print('partial')\nimport os")
         assert "Printed before the error:\npartial" in str(info.value)
-        assert "Only these modules can be imported: math, random" in tool.description
+        assert "Modules: math, random" in tool.description
     finally:
         tool.close()
 

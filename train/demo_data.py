@@ -216,7 +216,6 @@ class Intents:
     def director_films(self) -> Draft:
         f = self.rng.choice([f for f in self.ascii_films if len(self.by_director[f["director"]]) > 1])
         t = f["title"]
-        others = [g["title"] for g in self.by_director[f["director"]] if g["title"] != t]
         tid, text = self._pick("director_films", [
             "What movies did the director of {q} direct? List one of them.", "Name a film made by the director of {q}.",
             "Which other films did the director of {q} make? Give one.", "List one movie by the person who directed {q}.",
@@ -738,6 +737,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``pipeline.eval``'s format) from ``planner`` grounded drafts."""
     from toolkit import default_toolbox
 
+    workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
     box = default_toolbox(workspace=str(workspace), search_url=None)
     rng = random.Random(seed + 3)
     grounded = ground(draw(planner, seed), box, seed)
