@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import queue
 import threading
 import time
@@ -57,15 +56,10 @@ class Evidence:
 
 
 def as_text(value: Any) -> str:
-    """A tool's output as evidence text: strings as they are, JSON for data, ``str`` otherwise."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple, int, float, bool)) or value is None:
-        try:
-            return json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            pass
-    return str(value)
+    """A tool's output as evidence text (the toolkit's one conversion: strings as they are, JSON
+    for data, ``str`` otherwise)."""
+    from toolkit.tool import tool_output_text
+    return tool_output_text(value)
 
 
 def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: float = 60.0, max_parallel: int = 8,

@@ -239,6 +239,18 @@ def parameters_schema(inputs: Mapping[str, Mapping]) -> dict:
     return {"type": "object", "properties": props, "required": required}
 
 
+def tool_output_text(value: Any) -> str:
+    """A tool's output as text: strings as they are, JSON for data, ``str`` otherwise."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple, int, float, bool)) or value is None:
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
 # --------------------------------------------------------------------------------------------
 # Tool
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import json
 import logging
 from typing import Any
 
+from toolkit.tool import tool_output_text
 from toolkit.toolbox import Toolbox
 
 __all__ = ["build_server", "serve_stdio", "http_app", "serve_http", "is_loopback", "tool_output_text"]
@@ -41,18 +42,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:  # a host name other than localhost may resolve anywhere
         return False
-
-
-def tool_output_text(value: Any) -> str:
-    """A tool's output as text: strings as they are, JSON for data, ``str`` otherwise."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple, int, float, bool)) or value is None:
-        try:
-            return json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            pass
-    return str(value)
 
 
 def build_server(toolbox: Toolbox, name: str = SERVER_NAME):
