@@ -162,3 +162,22 @@ def test_fields_are_bounded_in_tokens_not_characters(tiny_tokenizer):
     sql = ("SELECT title FROM films WHERE director = (SELECT director FROM films WHERE title = "
            "'Killers of the Flower Moon')")
     assert _accepts(tiny_tokenizer, g, f"Plan: List the films by the director.\n#E1 = query_sql[{sql}]")
+
+
+def test_call_constraint_accepts_the_spacing_the_caller_is_trained_on(tiny_tokenizer):
+    """The JSON a caller learns (``formats.render_call``, spaced ``", "`` and ``": "``) is exactly
+    what its constraint allows: a constraint that forced compact JSON held the tuned caller to a
+    spacing it never saw in training."""
+    import llguidance
+    lltok = constrain._lltokenizer(tiny_tokenizer, len(tiny_tokenizer))
+    calls = {"search_wiki": {"query": "Ada Lovelace"}, "save_file": {"path": "a.txt", "content": "hi #E1"},
+             "top_k": {"items": ["x", "y"], "k": 1}}
+    for spec in SPECS:
+        grammar = constrain._compile(lltok, None, None, constrain.call_schema(spec, max_string=40))
+        trained = formats.render_call(spec["name"], calls[spec["name"]])
+        compact = json.dumps(json.loads(trained), separators=(",", ":"))
+        for text, want in ((trained, True), (compact, False)):
+            m = llguidance.LLMatcher(lltok, grammar)
+            ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+            got = m.try_consume_tokens(ids) == len(ids) and m.is_accepting() and not m.is_error()
+            assert got is want, (text, want)

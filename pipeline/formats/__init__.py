@@ -294,9 +294,15 @@ def caller_prompt(step: Step | Mapping | str, tools: Any, template: str = "alpac
     return _wrap(caller_instruction(step, tools), template)
 
 
+# How a call's JSON is spaced, in training data and under constrained decoding alike (a constraint
+# that forced compact JSON held the tuned caller to a spacing it never saw).
+CALL_ITEM_SEPARATOR, CALL_KEY_SEPARATOR = ", ", ": "
+
+
 def render_call(name: str, arguments: Mapping) -> str:
     """The caller's target output, exactly as training data writes it."""
-    return json.dumps({"name": name, "arguments": dict(arguments)}, ensure_ascii=False)
+    return json.dumps({"name": name, "arguments": dict(arguments)}, ensure_ascii=False,
+                      separators=(CALL_ITEM_SEPARATOR, CALL_KEY_SEPARATOR))
 
 
 _FENCE_RE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)

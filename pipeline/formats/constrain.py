@@ -228,8 +228,13 @@ def _compile(lltok, grammar: str | None, regex: str | None, json_schema: dict | 
     else:
         schema = json_schema if isinstance(json_schema, str) else json.dumps(json_schema)
         # Fixed whitespace: with flexible whitespace a weak model pads JSON with spaces until the
-        # budget runs out (measured: 2/20 greedy runs stopped).
-        text = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": False})
+        # budget runs out (measured: 2/20 greedy runs stopped). The separators are those of
+        # formats.render_call, which writes the caller's training data.
+        from pipeline import formats
+
+        text = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults={
+            "whitespace_flexible": False, "item_separator": formats.CALL_ITEM_SEPARATOR,
+            "key_separator": formats.CALL_KEY_SEPARATOR})
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(text, lltok)
     if is_error:
         raise ValueError(f"invalid constraint: {'; '.join(messages)}")
