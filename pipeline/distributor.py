@@ -28,7 +28,7 @@ import jsonschema
 from pipeline import formats
 from pipeline.engines import Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
-from pipeline.plan import VAR_RE, Plan, Step, substitute
+from pipeline.plan import CODE_MEDIA_TYPE, VAR_RE, Plan, Step, substitute, substitute_code
 
 
 @dataclass
@@ -87,7 +87,13 @@ def _coerce(value: Any, schema: dict) -> Any:
 
 def fill_arguments(arguments: dict, evidence: dict[str, str], parameters: dict | None = None) -> dict:
     """Substitute whole ``#E`` tokens in every string of ``arguments`` (nested too) with
-    evidence, then coerce placeholders-only values to their schema type."""
+    evidence, then coerce placeholders-only values to their schema type. Substitution works on
+    the parsed values, never on JSON text; an argument whose schema says it is Python source
+    (``contentMediaType: text/x-python``) gets the evidence bound to a variable instead
+    (``plan.substitute_code``), so evidence cannot become code. Raises ``ValueError`` when
+    that binding is impossible."""
+    props = (parameters or {}).get("properties", {})
+
     def walk(v):
         if isinstance(v, str):
             return substitute(v, evidence)
@@ -96,8 +102,9 @@ def fill_arguments(arguments: dict, evidence: dict[str, str], parameters: dict |
         if isinstance(v, list):
             return [walk(x) for x in v]
         return v
-    filled = walk(arguments)
-    props = (parameters or {}).get("properties", {})
+    filled = {k: (substitute_code(v, evidence) if isinstance(v, str) and isinstance(props.get(k), dict)
+                  and props[k].get("contentMediaType") == CODE_MEDIA_TYPE else walk(v))
+              for k, v in arguments.items()}
     return {k: _coerce(v, props.get(k, {})) for k, v in filled.items()}
 
 

@@ -26,6 +26,10 @@ The grammar (DESIGN.md, "Plan grammar"):
   ``Plan:`` before it (empty description), description text continued on further lines, text
   before the first ``Plan:``, and text after the last step (a trailing ``Plan:`` with no step
   included).
+- Never dropped: a line that looks like a step in another spelling (``#e2 = ...``,
+  ``**#E2** = ...``, ``2. #E2 = ...``, a fullwidth ``＃E2 = ...``) is a ``PlanError`` naming
+  the line, so a plan never runs with fewer steps than the model wrote; so is a variable of
+  more than 6 digits.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["PlanError", "Step", "Plan", "parse_plan", "substitute", "references", "render_step"]
+__all__ = ["PlanError", "Step", "Plan", "parse_plan", "substitute", "substitute_code", "references", "render_step",
+           "CODE_MEDIA_TYPE", "EVIDENCE_NAME"]
 
 # A whole evidence variable: "#E" then digits, and never followed by another digit, so "#E1"
 # does not match inside "#E10".
@@ -48,6 +53,10 @@ _PLAN_RE = re.compile(r"plan\s*:", re.IGNORECASE)
 _INLINE_CALL_RE = re.compile(r"#E\d+\s*=")
 # A line that means to be a step: "#E" then a digit, a space or "=". ("#Example" is just text.)
 _STEP_START_RE = re.compile(r"#E[\d\s=]|#E$")
+# Text that looks like a step in another spelling: "#e2 = ...", "**#E2** = ...", "2. #E2 = ...",
+# the fullwidth "＃E2 = ...". Such a line is an error, never text to skip.
+_STEP_LIKE_RE = re.compile(r"[#＃]\s*[EeＥｅ]\s*[\d０-９]+[\s*_`'\"]*[=＝]")
+_MAX_VAR_DIGITS = 6
 
 
 class PlanError(ValueError):
@@ -167,6 +176,122 @@ def substitute(text: str, evidence: Mapping[str, str]) -> str:
     return VAR_RE.sub(repl, text)
 
 
+# A tool argument that is source code declares it (JSON Schema ``contentMediaType``): evidence is
+# then bound to a variable of the code, never pasted into its text.
+CODE_MEDIA_TYPE = "text/x-python"
+EVIDENCE_NAME = "EVIDENCE"
+_STR_START_RE = re.compile(r"(?i)(rb|br|fr|rf|b|r|u|f)?('''|\"\"\"|'|\")")
+
+
+def _string_literals(code: str) -> list[tuple[int, int, str, str, bool]]:
+    """``(start, end, prefix, quote, closed)`` of each string literal of Python ``code``, found
+    by a small lexer that knows comments, prefixes, triple quotes and escapes. A ``#E<n>``
+    outside a string is a placeholder here, not a comment."""
+    out, i, n = [], 0, len(code)
+    while i < n:
+        ch = code[i]
+        if ch == "#":
+            m = VAR_RE.match(code, i)
+            if m:
+                i = m.end()
+                continue
+            j = code.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        m = _STR_START_RE.match(code, i)
+        if m and (i == 0 or not (code[i - 1].isalnum() or code[i - 1] == "_")):
+            prefix, quote = m.group(1) or "", m.group(2)
+            j, closed = m.end(), False
+            while j < n:
+                if code[j] == "\\":
+                    j += 2
+                    continue
+                if code.startswith(quote, j):
+                    j, closed = j + len(quote), True
+                    break
+                if len(quote) == 1 and code[j] == "\n":
+                    break
+                j += 1
+            out.append((i, min(j, n), prefix, quote, closed))
+            i = max(j, i + 1)
+            continue
+        i += 1
+    return out
+
+
+def substitute_code(code: str, evidence: Mapping[str, str], name: str = EVIDENCE_NAME) -> str:
+    """Bind evidence into Python ``code`` as data, never as source text.
+
+    The code gets a first line ``EVIDENCE = {"#E1": "<text>", ...}`` (a ``repr``: a literal that
+    no evidence text can break out of), and each ``#E<n>`` that ``evidence`` has becomes a read of
+    it: bare (``len(#E1)``, where ``#`` would start a comment) as ``EVIDENCE["#E1"]``; inside a
+    string (``"#E1"`` or a triple-quoted one) the string becomes a concatenation of its parts and the evidence;
+    inside an f-string a replacement field. (Pasting evidence into the source let a tool's output
+    close the quotes and run code of its own.) References without evidence stay as written; so
+    do bytes literals. Raises ``ValueError`` where a string cannot be split safely.
+    """
+    used = [r for r in references(code) if r in evidence]
+    if not used:
+        return code
+
+    def read(var: str, quote: str = '"') -> str:
+        return f"{name}[{quote}{var}{quote}]"
+
+    def bare(text: str) -> str:
+        return VAR_RE.sub(lambda m: read(m.group(0)) if m.group(0) in evidence else m.group(0), text)
+
+    def literal(src: str, prefix: str, quote: str) -> str:
+        body = src[len(prefix) + len(quote):len(src) - len(quote)]
+        if "b" in prefix.lower() or not any(r in evidence for r in references(body)):
+            return src
+        if "f" in prefix.lower():
+            inner = "'" if '"' in quote else '"'
+            out, depth, k = [], 0, 0
+            while k < len(body):
+                m = VAR_RE.match(body, k) if body.startswith("#E", k) else None
+                if m and m.group(0) in evidence:
+                    out.append(read(m.group(0), inner) if depth else "{" + read(m.group(0), inner) + "}")
+                    k = m.end()
+                    continue
+                c = body[k]
+                if depth == 0 and body.startswith(("{{", "}}"), k):
+                    out.append(body[k:k + 2])
+                    k += 2
+                    continue
+                depth += (c == "{") - (c == "}")
+                out.append(c)
+                k += 1
+            return prefix + quote + "".join(out) + quote
+        parts, last = [], 0
+        for m in VAR_RE.finditer(body):
+            if m.group(0) not in evidence:
+                continue
+            parts.append(("text", body[last:m.start()]))
+            parts.append(("var", m.group(0)))
+            last = m.end()
+        parts.append(("text", body[last:]))
+        pieces = []
+        for kind, text in parts:
+            if kind == "var":
+                pieces.append(read(text))
+            elif text:
+                if (len(text) - len(text.rstrip("\\"))) % 2:
+                    raise ValueError("cannot bind evidence into a string that breaks after a backslash; "
+                                     "use the evidence variable outside the string")
+                pieces.append(prefix + quote + text + quote)
+        return "(" + " + ".join(pieces) + ")"
+
+    pieces, last = [], 0
+    for start, end, prefix, quote, closed in _string_literals(code):
+        pieces.append(bare(code[last:start]))
+        src = code[start:end]
+        pieces.append(literal(src, prefix, quote) if closed else src)
+        last = end
+    pieces.append(bare(code[last:]))
+    binding = {r: str(evidence[r]) for r in used}
+    return f"{name} = {binding!r}\n" + "".join(pieces)
+
+
 def _tool_names(tools) -> list[str] | None:
     """Tool names from a mapping (a Toolbox), an iterable of names or of objects with ``.name``."""
     if tools is None:
@@ -244,6 +369,9 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None) -> Plan:
                 continue
         elif _STEP_START_RE.match(stripped):
             call_at = len(raw) - len(raw.lstrip())
+        elif _STEP_LIKE_RE.search(stripped):
+            raise PlanError(f"{stripped[:60]!r} looks like a step but is not written "
+                            "'#E<n> = <tool>[<input>]' at the start of its line", lineno)
         elif pending is not None:
             if stripped:
                 pending.append(stripped)  # description continues on this line
@@ -258,6 +386,8 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None) -> Plan:
         if head is None:
             raise PlanError(
                 f"malformed step {stripped[:60]!r}: expected '#E<n> = <tool>[<input>]'", lineno)
+        if len(head.group(1)) > _MAX_VAR_DIGITS:
+            raise PlanError(f"variable '#E{head.group(1)[:12]}...' has more than {_MAX_VAR_DIGITS} digits", lineno)
         var = f"#E{int(head.group(1))}"
         if head.group(1) != str(int(head.group(1))) or int(head.group(1)) == 0:
             raise PlanError(f"variable '#E{head.group(1)}' must be numbered 1, 2, 3, ... "

@@ -106,8 +106,12 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
                                 call.error))
                 continue
             tool = toolbox[step.tool]
-            args = fill_arguments(call.arguments, {v: e.text for v, e in evidence.items()},
-                                  formats.tool_spec(tool).parameters)
+            try:
+                args = fill_arguments(call.arguments, {v: e.text for v, e in evidence.items()},
+                                      formats.tool_spec(tool).parameters)
+            except ValueError as e:  # evidence that cannot be bound into code: this step's error
+                finish(Evidence(step.var, step.tool, call.arguments, "error", f"Error: {e}", 0.0, now, str(e)))
+                continue
             limit = getattr(tool, "timeout", None) or timeout
             running[step.var] = (now, now + limit, args)
             notify("start", step.var)

@@ -197,7 +197,10 @@ def test_tiny_model_unconstrained_plan_error_carries_raw_output(tiny_engine):
     with pytest.raises(PlanError) as e:
         Pipeline(tiny_engine, toolbox=toolbox(), constrain=False, planner_max_new_tokens=24).run("Who directed Oppenheimer?")
     assert "not a valid plan" in str(e.value)
-    assert isinstance(e.value.raw_output, str)
+    # the raw output is what the planner wrote (greedy, so the same call writes it again)
+    wrote = tiny_engine.complete(formats.planner_prompt("Who directed Oppenheimer?", formats.tool_specs(toolbox())),
+                                 stop_sequences=formats.ALPACA_STOP, max_new_tokens=24).text
+    assert wrote.strip() and e.value.raw_output == wrote
 
 
 def test_transformers_engine_stop_sequences_and_batch(tiny_engine):
@@ -225,3 +228,36 @@ def test_an_enclosing_recording_keeps_its_own_entries(scripted_engine):
     assert [c["role"] for c in outer] == ["planner", "solver"]
     assert all(c["t_end"] >= before for c in outer)  # untouched: still perf_counter readings
     assert all(0 <= t["t_end"] < 60 for t in result.trace)  # the run's own: since it began
+
+
+def test_evidence_is_data_in_python_code_never_source(tmp_path):
+    """Evidence substituted into a python_interpreter input used to be pasted into the source:
+    a tool's output that closed the quotes ran code of its own (in the sandbox). Now ``#E``
+    references are reads of a variable bound to the evidence, in strings, bare, and f-strings."""
+    from toolkit.tools.python import PythonInterpreterTool
+
+    hostile = 'x"""; print("INJECTED") #'
+    py = PythonInterpreterTool(workspace=str(tmp_path), reuse=False, workers=1)
+    try:
+        box = {"search_wiki": FnTool("search_wiki", lambda query: hostile), "python_interpreter": py}
+        plan = parse_plan('Plan: get\n#E1 = search_wiki[x]\n'
+                          'Plan: measure\n#E2 = python_interpreter[print(len("""#E1"""), len(#E1))]\n'
+                          "Plan: format\n#E3 = python_interpreter[print(f'{len(#E1)}:#E1')]", box)
+        ev = run_steps(plan, distribute(plan, box), box)
+    finally:
+        py.close()
+    assert ev["#E2"].ok and ev["#E3"].ok, (ev["#E2"].text, ev["#E3"].text)
+    assert "INJECTED" not in ev["#E2"].text.replace(hostile, "")
+    assert ev["#E2"].text.split() == [str(len(hostile))] * 2
+    assert ev["#E3"].text.strip() == f"{len(hostile)}:{hostile}"
+
+
+def test_evidence_that_cannot_be_bound_is_the_step_error():
+    from pipeline.plan import substitute_code
+
+    code = substitute_code("x = '#E1'", {"#E1": "it's"})
+    assert code.splitlines() == ["EVIDENCE = {'#E1': \"it's\"}", 'x = (EVIDENCE["#E1"])']
+    assert substitute_code("print('#E9')", {"#E1": "a"}) == "print('#E9')"  # no evidence: as written
+    params = {"properties": {"code": {"type": "string", "contentMediaType": "text/x-python"}}}
+    with pytest.raises(ValueError, match="backslash"):
+        fill_arguments({"code": "print('a\\#E1')"}, {"#E1": "b"}, params)

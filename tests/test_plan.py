@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -64,6 +66,22 @@ def test_multiline_input_continues_until_the_bracket_closes():
                       "Plan: use it\n#E2 = llm[#E1]")
     assert plan.steps[0].input == "for i in range(3):\n    print([i])"
     assert plan.steps[1].line == 5
+
+
+@pytest.mark.parametrize("line", ["#e2 = llm[#E1]", "**#E2** = llm[#E1]", "2. #E2 = llm[#E1]", "＃E2 = llm[#E1]",
+                                  "- #E2 = llm[#E1]", "`#E2 = llm[#E1]`"])
+def test_a_step_in_another_spelling_is_an_error_never_dropped(line):
+    """These lines were skipped as text, so the plan ran with fewer steps than the model wrote."""
+    with pytest.raises(PlanError, match="looks like a step") as e:
+        parse_plan(f"Plan: find\n#E1 = search_wiki[x]\nPlan: use it\n{line}")
+    assert e.value.line == 4
+
+
+def test_a_huge_variable_number_is_a_plan_error():
+    """A #E number of more than 4300 digits raised int()'s plain ValueError out of Pipeline.run."""
+    with pytest.raises(PlanError, match="digits") as e:
+        parse_plan("Plan: x\n#E" + "7" * 5000 + " = llm[a]")
+    assert e.value.line == 2
 
 
 def test_tolerated_forms():
@@ -195,7 +213,7 @@ def test_render_then_parse_gives_the_same_plan(plan):
 
 _fragments = st.sampled_from(["Plan:", "Plan: x", "#E", "#E1", "#E12", " = ", "=", "[", "]", "[[", "]]",
                               "tool", "\n", "\r\n", "\r", " ", "#E1 = llm[", "#E2=t[#E1]", "\t", "#E0",
-                              "plan :", "#E1 = ", "x]"])
+                              "plan :", "#E1 = ", "x]", "#e2 = ", "**", "2. ", "＃E2", "#E" + "9" * 4400])
 
 
 @settings(max_examples=500, deadline=None)
@@ -207,5 +225,9 @@ def test_arbitrary_text_raises_only_plan_error(text, tools):
     except PlanError:
         return
     assert len(plan) >= 1
+    # no step is dropped: every line that reads as a step in any spelling became one
+    step_like = [ln for ln in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+                 if re.search(r"[#＃]\s*[Ee]\s*\d+[\s*]*=", ln)]
+    assert len(step_like) <= len(plan) or any("[" in ln and "]" not in ln for ln in step_like)
     for step in plan:  # what parses obeys the grammar's invariants
         assert all(plan.vars.index(d) < plan.vars.index(step.var) for d in step.deps)

@@ -55,7 +55,7 @@ OUTPUT_TYPES = INPUT_TYPES + ("null",)
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
                "array": "array", "object": "object", "any": None, "null": "null"}
 # Keys an ``inputs`` entry may carry besides "type" and "description".
-_OPTIONAL_INPUT_KEYS = ("nullable", "enum", "items", "default")
+_OPTIONAL_INPUT_KEYS = ("nullable", "enum", "items", "default", "contentMediaType")
 
 
 class ToolDefinitionError(TypeError):
@@ -230,7 +230,7 @@ def parameters_schema(inputs: Mapping[str, Mapping]) -> dict:
             prop["type"] = jtype
         if spec.get("description"):
             prop["description"] = spec["description"]
-        for key in ("enum", "items", "default"):
+        for key in ("enum", "items", "default", "contentMediaType"):
             if key in spec:
                 prop[key] = spec[key]
         props[arg] = prop

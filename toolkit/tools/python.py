@@ -18,7 +18,8 @@ class PythonInterpreterTool(Tool):
     name = "python_interpreter"
     description = ("Run Python code in a sandbox; returns what it prints and its last value. "
                    "Modules: {imports}.")
-    inputs = {"code": {"type": "string", "description": "the Python code to run"}}
+    # contentMediaType: the pipeline binds #E evidence into this code as data, not as source text
+    inputs = {"code": {"type": "string", "description": "the Python code to run", "contentMediaType": "text/x-python"}}
     output_type = "string"
 
     def __init__(self, workspace: str | os.PathLike = "workspace", timeout: float = 10.0, memory_mb: int = 512,
