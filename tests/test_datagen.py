@@ -29,9 +29,9 @@ def sets(catalog):
 
 
 def test_catalog_has_40_tools_with_valid_schemas_and_the_builtins(catalog):
-    assert len(catalog.tools) >= 40
+    assert len(catalog.tools) == 50
     assert BUILTINS <= set(catalog.names)
-    assert len({t.domain for t in catalog.tools}) >= 10
+    assert len({t.domain for t in catalog.tools}) == 21
     for t in catalog.tools:
         jsonschema.Draft202012Validator.check_schema(t.spec.parameters)
         assert t.examples, t.name

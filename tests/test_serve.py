@@ -74,6 +74,17 @@ def test_completion_matches_plain_generate_and_counts_tokens(client, loaded):
     assert r.choices[0].finish_reason in ("length", "stop")
 
 
+def test_max_completion_tokens_limits_the_output_and_wins_over_max_tokens(server):
+    """``max_completion_tokens`` (OpenAI's newer name) is honoured, and over ``max_tokens`` when
+    both are given (greedy on the tiny random model runs to the limit)."""
+    for body, want in (({"max_completion_tokens": 3}, 3), ({"max_completion_tokens": 2, "max_tokens": 9}, 2)):
+        r = _post(server, "/chat/completions",
+                  json_body={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 0, **body})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert (out["usage"]["completion_tokens"], out["choices"][0]["finish_reason"]) == (want, "length")
+
+
 def test_chat_without_template_uses_the_alpaca_format(client, loaded):
     tokenizer = loaded[1]
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Who directed Oppenheimer?"}]
@@ -247,6 +258,7 @@ def _error(r, status):
     ({"model": MODEL, "prompt": []}, "prompt"),
     ({"model": MODEL, "prompt": 5}, "prompt"),
     ({"model": MODEL, "prompt": "hi", "guided_regex": "a+", "guided_choice": ["a"]}, "guided_choice"),
+    ({"model": MODEL, "prompt": "hi", "echo": True}, "echo"),
 ])
 def test_bad_completion_requests_get_400(server, body, param):
     err = _error(_post(server, "/completions", json_body=body), 400)
