@@ -330,12 +330,14 @@ def _scan_input(lines: list[str], row: int, col: int) -> tuple[str, int, int]:
     raise PlanError("the '[' that opens the tool input is never closed by a matching ']'", start_row + 1)
 
 
-def parse_plan(text: str, tools: Iterable | Mapping | None = None) -> Plan:
+def parse_plan(text: str, tools: Iterable | Mapping | None = None, defined: Iterable[str] = ()) -> Plan:
     """Parse a planner's output into a :class:`Plan`.
 
     ``tools``: when given (names, tools with ``.name``, or a mapping such as a Toolbox), every
-    step's tool must be one of them. Raises :class:`PlanError` for anything the grammar does not
-    allow (see the module docstring); never any other exception for any string.
+    step's tool must be one of them. ``defined``: variables of steps that ran before this text
+    (a replanning round): its steps may use them and may not define them again. Raises
+    :class:`PlanError` for anything the grammar does not allow (see the module docstring);
+    never any other exception for any string.
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_plan takes the planner's text (str), not {type(text).__name__}")
@@ -343,7 +345,8 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None) -> Plan:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
 
     steps: list[Step] = []
-    defined: dict[str, int] = {}  # var -> line it is defined on
+    earlier = set(defined)
+    defined: dict[str, int] = dict.fromkeys(earlier, 0)  # var -> line it is defined on (0: an earlier round)
     pending: list[str] | None = None  # description lines of a "Plan:" still waiting for its step
     pending_line = 0
     row = 0
@@ -408,7 +411,8 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None) -> Plan:
             raise PlanError(f"{var}: unexpected text {trailing[:40]!r} after the ']' that closes "
                             "the tool input", end_row + 1)
         if var in defined:
-            raise PlanError(f"{var} is defined twice (first on line {defined[var]})", lineno)
+            first = f"line {defined[var]}" if defined[var] else "an earlier round of the plan"
+            raise PlanError(f"{var} is defined twice (first in {first})", lineno)
         if known is not None and tool not in known:
             close = difflib.get_close_matches(tool, known, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.distributor import Call, distribute
 from pipeline.engines import Engine, as_engine, recording
-from pipeline.plan import Plan
+from pipeline.plan import Plan, PlanError
 from pipeline.planner import make_plan
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
@@ -63,7 +63,8 @@ class Pipeline:
     def __init__(self, planner: Any, caller: Any = None, solver: Any = None, toolbox: Any = None, *,
                  template: str = "alpaca", constrain: bool = True, planner_max_new_tokens: int = 512,
                  max_steps: int = 6, caller_max_new_tokens: int = 256,
-                 solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8):
+                 solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8,
+                 replan: int = 1):
         if template not in ("alpaca", "chat"):
             raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
         self.planner: Engine = as_engine(planner)
@@ -83,10 +84,14 @@ class Pipeline:
         self.solver_max_new_tokens = solver_max_new_tokens
         self.tool_timeout = tool_timeout
         self.max_parallel = max_parallel
+        if replan < 0:
+            raise ValueError(f"replan must be >= 0 rounds, not {replan}")
+        self.replan = replan
 
     def run(self, task: str, on_event: Callable[[str, Any], None] | None = None) -> Result:
-        """Plan, distribute, work, solve. ``on_event(kind, payload)`` hears ``("plan", Plan)``,
-        ``("calls", {var: Call})``, ``("start", var)``, ``("done", Evidence)``, ``("answer", str)``.
+        """Plan, distribute, work, (replan while steps failed, up to ``replan`` rounds), solve.
+        ``on_event(kind, payload)`` hears ``("plan", Plan)``, ``("calls", {var: Call})``,
+        ``("start", var)``, ``("done", Evidence)``, ``("replan", Plan of the new steps)``, ``("answer", str)``.
         Raises ``PlanError`` (with ``raw_output``) when an unconstrained planner writes no valid plan."""
         notify = on_event or (lambda kind, payload: None)
         t0 = time.perf_counter()
@@ -109,6 +114,7 @@ class Pipeline:
 
             evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
                                  max_parallel=self.max_parallel, on_event=on_step)
+            plan, calls, evidence, rounds, replan_error = self._replan(task, plan, calls, evidence, notify, on_step)
             answer = solve(task, plan, {v: e.text for v, e in evidence.items()}, self.solver,
                            template=self.template, max_new_tokens=self.solver_max_new_tokens)
             notify("answer", answer)
@@ -121,8 +127,39 @@ class Pipeline:
             "steps": len(plan),
             "caller_calls": sum(1 for c in model_calls if c["role"] == "caller"),
             "tool_errors": sum(1 for e in evidence.values() if not e.ok),
+            "rounds": rounds,
         }
+        if replan_error:
+            stats["replan_error"] = replan_error
         # copies: an enclosing recording() holds the same model-call entries with their own clock
         trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4)}
                  for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
+
+    def _replan(self, task, plan, calls, evidence, notify, on_step):
+        """Up to ``self.replan`` more rounds while a step failed (error or timeout): the planner
+        sees each step's status and error, never a successful step's evidence; the new steps
+        continue the numbering and may use earlier variables. Returns the whole plan, calls and
+        evidence, the number of rounds run (1 = no replanning) and the error that stopped
+        replanning early (a round whose output is not a valid plan: the run answers with what it has)."""
+        rounds = 1
+        while rounds <= self.replan and any(e.status in ("error", "timeout") for e in evidence.values()):
+            status = {v: ("done" if e.ok else f"{'skipped' if e.status == 'skipped' else 'failed'}: "
+                          f"{e.error or e.text}") for v, e in evidence.items()}
+            try:
+                more, _ = make_plan(task, self.toolbox, self.planner, template=self.template,
+                                    constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
+                                    max_steps=self.max_steps, history=(plan, status))
+            except PlanError as e:
+                return plan, calls, evidence, rounds, str(e)
+            rounds += 1
+            notify("replan", more)
+            new_calls = distribute(more, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
+                                   max_new_tokens=self.caller_max_new_tokens)
+            notify("calls", new_calls)
+            found = run_steps(more, new_calls, self.toolbox, timeout=self.tool_timeout, max_parallel=self.max_parallel,
+                              on_event=on_step, prior=evidence)
+            plan = Plan(plan.steps + more.steps)
+            calls = {**calls, **new_calls}
+            evidence = {**evidence, **found}
+        return plan, calls, evidence, rounds, None

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "with the demo models)")
     p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
     p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call (default 60)")
+    p.add_argument("--replan", type=int, default=1, metavar="N",
+                   help="rounds of replanning while steps fail: the planner sees their errors, never the "
+                        "evidence of steps that worked (default 1; 0: off)")
     p.add_argument("--load-in-4bit", action="store_true", help="load local models in 4-bit NF4 (bitsandbytes)")
     p.add_argument("--threads", type=int, help="torch threads for local models (default: 1 on machines with at "
                                                "most 2 cores, measured faster there; else torch's own)")
@@ -141,8 +144,9 @@ class TerminalView:
     def __call__(self, kind: str, payload: Any) -> None:
         from rich.table import Table
 
-        if kind == "plan":
-            table = Table(title="Plan", show_lines=False, expand=False)
+        if kind in ("plan", "replan"):
+            title = "Plan" if kind == "plan" else "Steps failed: the planner's next round"
+            table = Table(title=title, show_lines=False, expand=False)
             for col in ("var", "tool", "input", "plan"):
                 table.add_column(col, overflow="fold")
             for s in payload:
@@ -178,6 +182,8 @@ def run(args) -> int:
     from pipeline.engines import EngineError
     from pipeline.plan import PlanError
 
+    if args.replan < 0:
+        raise UsageError(f"--replan must be 0 or more rounds, not {args.replan}")
     if args.mode != "rewoo":
         try:
             from pipeline import agents  # noqa: F401
@@ -194,7 +200,7 @@ def run(args) -> int:
 
     settings = pipeline_settings(args, demo)
     pipe = Pipeline(planner, caller, solver, toolbox, template=args.template, constrain=not args.no_constrain,
-                    tool_timeout=args.tool_timeout, **settings)
+                    tool_timeout=args.tool_timeout, replan=args.replan, **settings)
     console = Console(stderr=False, highlight=False)
     view = None if args.json else TerminalView(console)
     if view:

@@ -21,7 +21,7 @@ import contextvars
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +63,14 @@ def as_text(value: Any) -> str:
 
 
 def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: float = 60.0, max_parallel: int = 8,
-              on_event: Callable[[str, Any], None] | None = None) -> dict[str, Evidence]:
-    """Run every step of ``plan`` with its call; returns evidence for every variable, in plan order."""
+              on_event: Callable[[str, Any], None] | None = None,
+              prior: Mapping[str, Evidence] | None = None) -> dict[str, Evidence]:
+    """Run every step of ``plan`` with its call; returns evidence for every variable, in plan order.
+    ``prior``: evidence of earlier rounds, which the steps may depend on."""
     t0 = time.perf_counter()
     notify = on_event or (lambda kind, payload: None)
     results: queue.Queue = queue.Queue()
-    evidence: dict[str, Evidence] = {}
+    evidence: dict[str, Evidence] = dict(prior or {})
     running: dict[str, tuple[float, float, dict]] = {}  # var -> (start, deadline, filled arguments)
     waiting = list(plan.steps)
 

@@ -81,8 +81,11 @@ def _accepts(tok, grammar: str, text: str) -> bool:
     import llguidance
     lltok = constrain._lltokenizer(tok, len(tok))
     m = llguidance.LLMatcher(lltok, llguidance.grammar_from("lark", grammar))
-    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return m.try_consume_tokens(ids) == len(ids) and m.is_stopped() and not m.is_error()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if m.try_consume_tokens(ids) != len(ids) or m.is_error():
+        return False
+    # the text is whole: either the grammar is already done (the last step it allows) or EOS ends it
+    return m.is_stopped() or (m.try_consume_tokens([tok.eos_token_id]) == 1 and m.is_stopped())
 
 
 def test_grammar_accepts_exactly_the_contract(tiny_tokenizer):
@@ -150,6 +153,14 @@ def test_processor_is_single_use(model, tiny_tokenizer):
     _generate(model, tiny_tokenizer, ["a"], proc, 5, False)
     with pytest.raises(RuntimeError, match="single-use"):
         _generate(model, tiny_tokenizer, ["a", "b"], proc, 5, False)
+
+
+def test_a_replanning_round_continues_the_numbering(tiny_tokenizer):
+    g = constrain.plan_grammar(TOOLS, 256, max_steps=2, first=3)
+    assert _accepts(tiny_tokenizer, g, "Plan: again\n#E3 = llm[use #E1 and #E2]\nPlan: then\n#E4 = llm[#E3]")
+    for bad in ["Plan: x\n#E1 = llm[a]", "Plan: x\n#E3 = llm[#E3]", "Plan: x\n#E4 = llm[a]",
+                "Plan: a\n#E3 = llm[a]\nPlan: b\n#E4 = llm[b]\nPlan: c\n#E5 = llm[c]"]:
+        assert not _accepts(tiny_tokenizer, g, bad), bad
 
 
 def test_fields_are_bounded_in_tokens_not_characters(tiny_tokenizer):

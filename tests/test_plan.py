@@ -113,7 +113,7 @@ def test_description_continues_on_following_lines():
 @pytest.mark.parametrize("text, fragment, line", [
     ("Plan: a\n#E1 = llm[#E2]", "never defined", 2),
     ("Plan: a\n#E1 = llm[#E1]", "itself", 2),
-    ("Plan: a\n#E1 = llm[x]\nPlan: b\n#E1 = llm[y]", "defined twice (first on line 2)", 4),
+    ("Plan: a\n#E1 = llm[x]\nPlan: b\n#E1 = llm[y]", "defined twice (first in line 2)", 4),
     ("Plan: a\n#E1 = llm(x)", "expected '['", 2),
     ("Plan: a\n#E1 llm[x]", "malformed step", 2),
     ("Plan: a\n#E = llm[x]", "malformed step", 2),

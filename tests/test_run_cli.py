@@ -71,6 +71,7 @@ def _free_port() -> int:
     (["t", "--planner", "PORT"], "cannot reach http://127.0.0.1:"),
     (["t", "--planner", "TINY", "--tools", "nonexistent_file.py:box"], "--tools nonexistent_file.py:box"),
     (["t", "--planner", "TINY", "--tools", "no_colon_here"], "--tools no_colon_here"),
+    (["t", "--planner", "TINY", "--replan", "-1"], "--replan must be 0 or more"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, fragment, tiny_model_dir, capsys, monkeypatch):
     argv = [a.replace("TINY", str(tiny_model_dir)) for a in argv]

@@ -241,10 +241,33 @@ def planner_prompt(task: str, tools: Any, template: str = "alpaca", examples: st
     return _wrap(planner_instruction(task, tools, examples), template)
 
 
-def parse_planner_output(text: str, tools: Any = None) -> Plan:
+def replan_instruction(task: str, tools: Any, steps: Sequence[Any], status: Mapping[str, str],
+                       examples: str | None = None) -> str:
+    """The planner instruction for another round after steps failed: the usual instruction, then
+    each step that ran with its status only (``done``, ``failed: <error>``, ``skipped: ...``),
+    then where the numbering continues. The text of successful evidence is never shown, so no
+    tool output can rewrite the plan; an error message is shown, cut to 200 characters."""
+    base = planner_instruction(task, tools, examples)
+    lines = []
+    for st in steps:
+        state = " ".join(str(status.get(st.var, "not run")).split())
+        lines.append(f"{st.var} = {st.tool}[{st.input}]: {state[:200]}")
+    nxt = len(steps) + 1
+    return (f"{base}\n\nThese steps already ran:\n" + "\n".join(lines)
+            + f"\n\nWrite only new steps, numbered from #E{nxt}, that get what the failed steps could not "
+            f"(another tool or another input). They may use the variables of the steps that are done.")
+
+
+def replan_prompt(task: str, tools: Any, steps: Sequence[Any], status: Mapping[str, str], template: str = "alpaca",
+                  examples: str | None = None):
+    """:func:`replan_instruction` as Alpaca text or chat messages."""
+    return _wrap(replan_instruction(task, tools, steps, status, examples), template)
+
+
+def parse_planner_output(text: str, tools: Any = None, defined: Iterable[str] = ()) -> Plan:
     """The plan in a planner's output (text after an Alpaca stop marker is ignored)."""
     names = None if tools is None else [s.name for s in tool_specs(tools)]
-    return parse_plan(_cut_at_stop(text), names)
+    return parse_plan(_cut_at_stop(text), names, defined)
 
 
 # --------------------------------------------------------------------------------------------

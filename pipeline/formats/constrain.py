@@ -55,7 +55,7 @@ class PlanBounds:
     max_input: int
 
 
-def plan_bounds(max_new_tokens: int, tool_names: list[str], max_steps: int = 6) -> PlanBounds:
+def plan_bounds(max_new_tokens: int, tool_names: list[str], max_steps: int = 6, first: int = 1) -> PlanBounds:
     """Bounds whose worst case fits ``max_new_tokens``.
 
     The fixed text of a step (``"Plan: "``, ``"\\n#E<n> = "``, the longest tool name, ``"[]"``
@@ -70,7 +70,7 @@ def plan_bounds(max_new_tokens: int, tool_names: list[str], max_steps: int = 6) 
         raise ValueError("plan_bounds needs max_new_tokens >= 2")
     budget = max_new_tokens - 1  # (- 1: the EOS token)
     for steps in range(max_steps, 0, -1):
-        fixed = len("Plan: ") + len(f"\n#E{steps} = ") + longest_tool + len("[]") + 1
+        fixed = len("Plan: ") + len(f"\n#E{first + steps - 1} = ") + longest_tool + len("[]") + 1
         free = budget // steps - fixed
         if free >= 24:
             desc = free // 3
@@ -92,31 +92,35 @@ def _var_alternatives(n: int) -> str:
 
 
 def plan_grammar(tool_names: list[str], max_new_tokens: int = 256, max_steps: int = 6,
-                 bounds: PlanBounds | None = None) -> str:
+                 bounds: PlanBounds | None = None, first: int = 1) -> str:
     """A Lark grammar for a whole plan over ``tool_names`` that fits ``max_new_tokens``.
 
     Step ``k`` is ``Plan: <description>`` then ``#Ek = <tool>[<input>]``; an input of step ``k``
     may contain ``#E1`` .. ``#E{k-1}`` (never followed by a digit) and otherwise printable ASCII
     without ``#``, ``[`` and ``]``. After any step the text may end. Descriptions and inputs are
     capped in tokens (llguidance's ``rule[max_tokens=N]``): at the cap the grammar allows only
-    what closes the field.
+    what closes the field. ``first``: the number of the first step (a replanning round continues
+    the numbering; its inputs may use the earlier rounds' variables).
     """
+    if first < 1:
+        raise ValueError("the first step number must be >= 1")
     if not tool_names:
         raise ValueError("plan_grammar needs at least one tool name")
     bad = [t for t in tool_names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", t)]
     if bad:
         raise ValueError(f"tool names must match the plan grammar's [A-Za-z_][A-Za-z0-9_.-]*: {bad}")
-    b = bounds or plan_bounds(max_new_tokens, tool_names, max_steps)
+    b = bounds or plan_bounds(max_new_tokens, tool_names, max_steps, first)
+    last = first + b.max_steps - 1
     lines = []
     # start: s1 (s2 (s3 ...)?)?  -- step k exists only after step k-1.
     nested = ""
-    for k in range(b.max_steps, 1, -1):
+    for k in range(last, first, -1):
         nested = f"(s{k}{(' ' + nested) if nested else ''})?"
-    lines.append(f"start: s1{(' ' + nested) if nested else ''}")
+    lines.append(f"start: s{first}{(' ' + nested) if nested else ''}")
     lines.append("tool: " + " | ".join(lark_literal(t) for t in tool_names))
     lines.append(f"desc[max_tokens={b.max_description}]: /[{_DESC_CHARS}]*/")
-    for k in range(1, b.max_steps + 1):
-        sep = '"\\n"' if k > 1 else ""
+    for k in range(first, last + 1):
+        sep = '"\\n"' if k > first else ""
         head = lark_literal(f"\n#E{k} = ")
         lines.append(f's{k}: {sep} "Plan: " desc {head} tool "[" input{k} "]"')
         if k == 1:
