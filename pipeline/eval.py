@@ -246,13 +246,17 @@ def run_task(task: Task, toolbox, agent_factory, schemas: dict[str, dict]) -> di
 
 
 def rewoo_runner(planner, caller, solver, **pipeline_kw):
-    """An ``agent_factory`` for the ReWOO pipeline."""
+    """An ``agent_factory`` for the ReWOO pipeline. With catalog stand-ins in the toolbox there is
+    no replanning: a stand-in fails by design, and a second round would be scored as the plan."""
     from pipeline.engines import recording
     from pipeline.plan import PlanError
     from pipeline.rewoo import Pipeline
 
     def factory(box):
-        pipe = Pipeline(planner, caller, solver, box, **pipeline_kw)
+        kw = dict(pipeline_kw)
+        if any(isinstance(t, CatalogStandIn) for t in (box.values() if hasattr(box, "values") else box)):
+            kw["replan"] = 0
+        pipe = Pipeline(planner, caller, solver, box, **kw)
 
         def run(task: str) -> dict:
             t0 = time.perf_counter()

@@ -50,9 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "with the demo models)")
     p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
     p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call (default 60)")
-    p.add_argument("--replan", type=int, default=1, metavar="N",
+    p.add_argument("--replan", type=int, metavar="N",
                    help="rounds of replanning while steps fail: the planner sees their errors, never the "
-                        "evidence of steps that worked (default 1; 0: off)")
+                        "evidence of steps that worked (default 1; 0 for the default models, which were "
+                        "not trained to replan; 0: off)")
     p.add_argument("--load-in-4bit", action="store_true", help="load local models in 4-bit NF4 (bitsandbytes)")
     p.add_argument("--threads", type=int, help="torch threads for local models (default: 1 on machines with at "
                                                "most 2 cores, measured faster there; else torch's own)")
@@ -173,6 +174,8 @@ def pipeline_settings(args, demo: dict | None) -> dict:
     base = dict(demo["pipeline"]) if demo else {"planner_max_new_tokens": 512, "max_steps": 6}
     if args.max_new_tokens is not None:
         base["planner_max_new_tokens"] = args.max_new_tokens
+    if getattr(args, "replan", None) is not None:
+        base["replan"] = args.replan
     return base
 
 
@@ -182,7 +185,7 @@ def run(args) -> int:
     from pipeline.engines import EngineError
     from pipeline.plan import PlanError
 
-    if args.replan < 0:
+    if args.replan is not None and args.replan < 0:
         raise UsageError(f"--replan must be 0 or more rounds, not {args.replan}")
     if args.mode != "rewoo":
         try:
@@ -200,7 +203,7 @@ def run(args) -> int:
 
     settings = pipeline_settings(args, demo)
     pipe = Pipeline(planner, caller, solver, toolbox, template=args.template, constrain=not args.no_constrain,
-                    tool_timeout=args.tool_timeout, replan=args.replan, **settings)
+                    tool_timeout=args.tool_timeout, **settings)
     console = Console(stderr=False, highlight=False)
     view = None if args.json else TerminalView(console)
     if view:
