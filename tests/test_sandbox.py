@@ -219,6 +219,33 @@ def test_no_network_even_to_loopback(open_sandbox):
 
 
 @needs_isolation
+def test_workers_live_in_their_own_network_namespace(open_sandbox):
+    """The namespace itself, read from the host: a worker reporting "netns" without unsharing
+    passed the loopback test (Landlock's TCP rule also refuses loopback on this kernel)."""
+    if not open_sandbox.isolation["network"].endswith("netns"):
+        pytest.skip(f"no network namespace here: {open_sandbox.isolation['network']}")
+    open_sandbox.run("1")
+    pids = [w.proc.pid for w in open_sandbox._started if w.alive()]
+    assert pids
+    host = os.readlink("/proc/self/ns/net")
+    for pid in pids:
+        assert os.readlink(f"/proc/{pid}/ns/net") != host
+
+
+@needs_isolation
+def test_a_file_past_16_mib_and_a_65th_open_file_fail(open_sandbox):
+    """The limits the README names, exercised (not only the self-reported rlimit string)."""
+    r = open_sandbox.run("import os\nfd = os.open('big.bin', os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\n"
+                         "chunk = b'x' * (1024 * 1024)\nfor i in range(16):\n    os.write(fd, chunk)\n"
+                         "os.write(fd, b'y')")
+    assert r.error and "File too large" in r.error, r.error
+    r = open_sandbox.run("import os\nfds = [os.open('f%d' % i, os.O_WRONLY | os.O_CREAT) for i in range(80)]")
+    assert r.error and "Too many open files" in r.error, r.error
+    r = open_sandbox.run("import os\nfds = [os.open('g%d' % i, os.O_WRONLY | os.O_CREAT) for i in range(40)]\nlen(fds)")
+    assert r.error is None and r.value == "40", r.error  # below the limit: fine
+
+
+@needs_isolation
 def test_no_new_processes(open_sandbox):
     r = open_sandbox.run("import os\nos.fork()")
     assert r.error and ("Resource temporarily unavailable" in r.error or "Permission denied" in r.error)
