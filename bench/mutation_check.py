@@ -1,0 +1,174 @@
+"""Break the code on purpose, one mutation at a time, and check that a test notices.
+
+    python bench/mutation_check.py                 # every mutation (about 10-15 minutes on 2 cores)
+    python bench/mutation_check.py --only sandbox  # the mutations whose name contains "sandbox"
+    python bench/mutation_check.py --list
+
+Each mutation replaces one exact piece of source text (it must occur exactly once) in a scratch
+copy of the tracked files, runs the tests that guard it (``pytest -x``) and restores the file.
+"caught" means the tests failed; "SURVIVED" means the code was broken and every test passed,
+i.e. a README claim with nothing behind it; "stale" means the text to mutate is gone (the code
+moved: update the mutation). The checkout itself is never modified.
+
+The list is curated rather than generated: each entry breaks a promise the README makes (the
+sandbox's OS layer and interpreter guards, the SQL read-only paths, the server's validation, the
+plan parser, evidence binding in code, the caller's JSON spacing, packing, stop strings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest arguments: files, or "file::test", or "-k", "expr"
+
+
+MUTATIONS = [
+    # -- the sandbox: OS layer --------------------------------------------------------------------
+    Mutation("sandbox: fake network namespace", "toolkit/sandbox/isolation.py",
+             "    if _libc.unshare(CLONE_NEWNET) == 0:\n        return \"netns\"",
+             "    if True:\n        return \"netns\"",
+             ("tests/test_sandbox.py", "-k", "network")),
+    Mutation("sandbox: no file-size limit", "toolkit/sandbox/isolation.py",
+             '    set_rlimit("RLIMIT_FSIZE", max_file_mb * 1024 * 1024)', "    pass",
+             ("tests/test_sandbox.py", "-k", "16_mib")),
+    Mutation("sandbox: no open-file limit", "toolkit/sandbox/isolation.py",
+             '    set_rlimit("RLIMIT_NOFILE", max_open_files)', "    pass",
+             ("tests/test_sandbox.py", "-k", "16_mib")),
+    # -- the sandbox: interpreter guards ------------------------------------------------------------
+    Mutation("interpreter: private names allowed", "toolkit/sandbox/interpreter.py",
+             '        if name.startswith("_"):\n            raise InterpreterError(f"access to the private or dunder attribute {name!r} is not allowed")',
+             '        if False:\n            raise InterpreterError(f"access to the private or dunder attribute {name!r} is not allowed")',
+             ("tests/test_sandbox.py",)),
+    # -- SQL ------------------------------------------------------------------------------------
+    Mutation("sql: write keywords pass the read-only policy", "toolkit/tools/sql.py",
+             "    if not allow_write and first not in READ_KEYWORDS:", "    if False:",
+             ("tests/test_tools_sql.py",)),
+    Mutation("sql: no read-only transaction", "toolkit/tools/sql.py",
+             "                if read_only:\n                    self._enter_read_only(conn, dialect)",
+             "                if False:\n                    self._enter_read_only(conn, dialect)",
+             ("tests/test_tools_sql.py",)),
+    # -- the server's validation ----------------------------------------------------------------------
+    Mutation("serve: echo accepted", "serve/app.py", "    if body.echo:", "    if False and body.echo:",
+             ("tests/test_serve.py", "-k", "bad_completion")),
+    Mutation("serve: max_completion_tokens ignored", "serve/app.py",
+             "    asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens",
+             "    asked = body.max_tokens", ("tests/test_serve.py", "-k", "max_completion")),
+    # -- the plan parser and evidence -----------------------------------------------------------------
+    Mutation("plan: step-like lines dropped", "pipeline/plan.py",
+             "        elif _STEP_LIKE_RE.search(stripped):", "        elif False:", ("tests/test_plan.py",)),
+    Mutation("plan: huge variable numbers reach int()", "pipeline/plan.py",
+             "        if len(head.group(1)) > _MAX_VAR_DIGITS:", "        if False:", ("tests/test_plan.py",)),
+    Mutation("plan: #E1 matches inside #E10", "pipeline/plan.py",
+             'VAR_RE = re.compile(r"#E(\\d+)(?!\\d)")', 'VAR_RE = re.compile(r"#E(\\d)")', ("tests/test_plan.py",)),
+    Mutation("worker: evidence pasted into code", "pipeline/distributor.py",
+             "    filled = {k: (substitute_code(v, evidence) if", "    filled = {k: (walk(v) if",
+             ("tests/test_pipeline.py", "-k", "evidence")),
+    Mutation("replan: successful evidence shown to the planner", "pipeline/rewoo.py",
+             'status = {v: ("done" if e.ok else', 'status = {v: (f"done: {e.text}" if e.ok else',
+             ("tests/test_pipeline.py", "-k", "replan")),
+    # -- constrained decoding -------------------------------------------------------------------------
+    Mutation("constrain: compact JSON forced on the caller", "pipeline/formats/constrain.py",
+             '"whitespace_flexible": False, "item_separator": formats.CALL_ITEM_SEPARATOR,',
+             '"whitespace_flexible": False, "item_separator": ",",',
+             ("tests/test_constrain.py", "-k", "spacing")),
+    # -- training and generation ----------------------------------------------------------------------
+    Mutation("packing: predicts across example boundaries", "train/data.py",
+             "            labels += [IGNORE] + list(f[\"labels\"][1:])  # never predict across the boundary",
+             "            labels += list(f[\"labels\"])",
+             ("tests/test_train_data.py", "-k", "packing")),
+    Mutation("stop strings: first match not taken", "pipeline/engines.py",
+             "        if 0 <= i < cut:\n            cut = i", "        if 0 <= i:\n            cut = i",
+             ("tests/test_pipeline.py", "-k", "stop")),
+]
+
+
+def scratch_copy() -> Path:
+    """The tracked files (and untracked, not ignored ones) copied to a temporary folder."""
+    out = Path(tempfile.mkdtemp(prefix="rewoo-mutants-"))
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file():
+            dst = out / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    return out
+
+
+def run_tests(root: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *tests]
+    try:
+        p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return 124, "timed out"
+    tail = [ln for ln in p.stdout.splitlines() if ln.strip()][-1:] or [""]
+    return p.returncode, tail[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="run the mutations whose name contains this text")
+    ap.add_argument("--list", action="store_true", help="list the mutations and stop")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per mutation's tests (default 600)")
+    a = ap.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not a.only or a.only in m.name]
+    if a.list:
+        for m in chosen:
+            print(f"{m.name:55s} {m.path}  <- {' '.join(m.tests)}")
+        return 0
+    root = scratch_copy()
+    rows, t_all = [], time.perf_counter()
+    try:
+        baseline = {}
+        for m in chosen:
+            target = root / m.path
+            text = target.read_text(encoding="utf-8")
+            if text.count(m.old) != 1:
+                rows.append((m.name, "stale", f"text to mutate found {text.count(m.old)} times", 0.0))
+                continue
+            key = m.tests
+            if key not in baseline:  # the guarding tests must pass on the unbroken code first
+                baseline[key] = run_tests(root, m.tests, a.timeout)[0]
+            if baseline[key] != 0:
+                rows.append((m.name, "broken", "its tests fail without the mutation", 0.0))
+                continue
+            target.write_text(text.replace(m.old, m.new), encoding="utf-8")
+            t = time.perf_counter()
+            try:
+                rc, tail = run_tests(root, m.tests, a.timeout)
+            finally:
+                target.write_text(text, encoding="utf-8")
+            rows.append((m.name, "caught" if rc != 0 else "SURVIVED", tail, time.perf_counter() - t))
+            print(f"{rows[-1][1]:8s} {m.name}  ({rows[-1][3]:.0f} s)", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"\n| mutation | result | tests said | s |\n|---|---|---|---|")
+    for name, result, tail, secs in rows:
+        print(f"| {name} | {result} | {tail[:70]} | {secs:.0f} |")
+    caught = sum(r[1] == "caught" for r in rows)
+    print(f"\n{caught}/{len(rows)} caught, {sum(r[1] == 'SURVIVED' for r in rows)} survived, "
+          f"{sum(r[1] in ('stale', 'broken') for r in rows)} stale or broken; {time.perf_counter() - t_all:.0f} s")
+    return 0 if all(r[1] == "caught" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
