@@ -115,6 +115,28 @@ def recording() -> Iterator[list[dict]]:
 
 
 _ROLE: contextvars.ContextVar[str] = contextvars.ContextVar("rewoo_engine_role", default="llm")
+# A transformers streamer for the one generation started in this context (complete_stream).
+_STREAMER: contextvars.ContextVar[Any] = contextvars.ContextVar("rewoo_engine_streamer", default=None)
+
+
+def _stream_text(pieces: Iterator[str], stops: Sequence[str] | None) -> Iterator[str]:
+    """``pieces`` passed on until the text holds a stop sequence (the text before it is the
+    last piece). A piece that could be the start of a stop sequence is held back until known."""
+    stops = [s for s in (stops or ()) if s]
+    sent, text = 0, ""
+    for piece in pieces:
+        text += piece
+        cut, found = _cut(text, stops)
+        if found:
+            if len(cut) > sent:
+                yield cut[sent:]
+            return
+        hold = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        if len(text) - hold > sent:
+            yield text[sent:len(text) - hold]
+            sent = len(text) - hold
+    if len(text) > sent:
+        yield text[sent:]
 
 
 @contextlib.contextmanager
@@ -163,6 +185,16 @@ class Engine:
                  temperature: float | None = None, constraint: Constraint | None = None) -> Completion:
         return self.complete_batch([prompt], stop_sequences, max_new_tokens, temperature,
                                    None if constraint is None else [constraint])[0]
+
+    # Whether complete_stream yields text while it is generated (else: the whole text at once).
+    streams = False
+
+    def complete_stream(self, prompt: str, stop_sequences: list[str] | None = None, max_new_tokens: int | None = None,
+                        temperature: float | None = None, constraint: Constraint | None = None) -> Iterator[str]:
+        """The text of one completion in pieces, as it is generated (cut at the first stop
+        sequence); the finished call is accounted and recorded as :meth:`complete` does.
+        Engines that cannot stream yield the whole text once."""
+        yield self.complete(prompt, stop_sequences, max_new_tokens, temperature, constraint).text
 
     def complete_batch(self, prompts: Sequence[str], stop_sequences: list[str] | None = None,
                        max_new_tokens: int | None = None, temperature: float | None = None,
@@ -335,6 +367,32 @@ class TransformersEngine(Engine):
     def supports_constraints(self) -> bool:
         return True
 
+    streams = True
+
+    def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+        """Text as ``generate`` writes it (transformers ``TextIteratorStreamer``): the generation
+        runs in a thread, under the model's lock, and is accounted like :meth:`complete`."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        box: dict = {}
+
+        def generate():
+            _STREAMER.set(streamer)
+            try:
+                box["completion"] = self.complete(prompt, stop_sequences, max_new_tokens, temperature, constraint)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+                box["error"] = e
+                streamer.end()
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(generate,), daemon=True,
+                                  name="rewoo-stream")
+        thread.start()
+        yield from _stream_text(iter(streamer), stop_sequences)
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+
     def with_adapter(self, adapter: str | Path, name: str) -> "TransformersEngine":
         """An engine over the same base (same weights, tokenizer and lock) that generates with
         the adapter at ``adapter``, loaded under ``name``. Needs an engine made with an adapter."""
@@ -388,6 +446,8 @@ class TransformersEngine(Engine):
             proc = self._processor(constraints)
             if proc is not None:
                 gen["logits_processor"] = [proc]
+            if _STREAMER.get() is not None and len(prompts) == 1:
+                gen["streamer"] = _STREAMER.get()
             if stop:
                 gen.update(stop_strings=list(stop), tokenizer=tok)
             with torch.no_grad():

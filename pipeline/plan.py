@@ -39,7 +39,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["PlanError", "Step", "Plan", "parse_plan", "substitute", "substitute_code", "references", "render_step",
+__all__ = ["PlanError", "Step", "Plan", "PlanStream", "parse_plan", "substitute", "substitute_code", "references",
+           "render_step",
            "CODE_MEDIA_TYPE", "EVIDENCE_NAME"]
 
 # A whole evidence variable: "#E" then digits, and never followed by another digit, so "#E1"
@@ -449,3 +450,46 @@ def _defined_later(lines: list[str], start: int, var: str) -> int | None:
         if pat.search(lines[i]):
             return i + 1
     return None
+
+
+class PlanStream:
+    """The steps of a plan while its text is still arriving (streamed dispatch).
+
+        stream = PlanStream(tools)
+        for piece in engine.complete_stream(prompt):
+            for step in stream.feed(piece):   # each step once, as soon as its line is complete
+                start(step)
+        plan = stream.close()                 # the whole plan; PlanError as parse_plan raises
+
+    A step is complete when the line after its closing ``]`` has begun (or at ``close``). Each
+    feed parses the text up to its last newline with :func:`parse_plan`; a text that does not
+    parse yet (a bracket still open, no step so far) yields nothing until it does. ``close``
+    checks that the steps already handed out are the whole plan's first steps.
+    """
+
+    def __init__(self, tools: Iterable | Mapping | None = None, defined: Iterable[str] = ()):
+        self.tools = _tool_names(tools)
+        self.defined = tuple(defined)
+        self.text = ""
+        self.steps: list[Step] = []
+        self._parsed_upto = 0
+
+    def feed(self, piece: str) -> list[Step]:
+        self.text += piece
+        upto = self.text.rfind("\n")
+        if upto <= self._parsed_upto:
+            return []
+        self._parsed_upto = upto
+        try:
+            plan = parse_plan(self.text[:upto], self.tools, self.defined)
+        except PlanError:
+            return []
+        new = list(plan.steps[len(self.steps):])
+        self.steps += new
+        return new
+
+    def close(self) -> Plan:
+        plan = parse_plan(self.text, self.tools, self.defined)
+        if list(plan.steps[:len(self.steps)]) != self.steps:
+            raise PlanError("the finished plan changed steps that had already started")
+        return plan

@@ -12,15 +12,19 @@ structured arguments (batched), the ``llm`` tool's calls, one solver call.
 
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import formats
 from pipeline.distributor import Call, distribute
-from pipeline.engines import Engine, as_engine, recording
-from pipeline.plan import Plan, PlanError
-from pipeline.planner import make_plan
+from pipeline.engines import Engine, as_engine, recording, role
+from pipeline.plan import Plan, PlanError, PlanStream
+from pipeline.planner import make_plan, plan_constraint
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -64,7 +68,7 @@ class Pipeline:
                  template: str = "alpaca", constrain: bool = True, planner_max_new_tokens: int = 512,
                  max_steps: int = 6, caller_max_new_tokens: int = 256,
                  solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8,
-                 replan: int = 1):
+                 replan: int = 1, stream: bool | None = None):
         if template not in ("alpaca", "chat"):
             raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
         self.planner: Engine = as_engine(planner)
@@ -87,6 +91,9 @@ class Pipeline:
         if replan < 0:
             raise ValueError(f"replan must be >= 0 rounds, not {replan}")
         self.replan = replan
+        # Streamed dispatch (LLMCompiler-style): each step starts while the plan is still being
+        # written. Default: wherever the planner's engine streams.
+        self.stream = self.planner.streams if stream is None else (stream and self.planner.streams)
 
     def run(self, task: str, on_event: Callable[[str, Any], None] | None = None) -> Result:
         """Plan, distribute, work, (replan while steps failed, up to ``replan`` rounds), solve.
@@ -96,24 +103,31 @@ class Pipeline:
         notify = on_event or (lambda kind, payload: None)
         t0 = time.perf_counter()
         with recording() as model_calls:
-            plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template, constrain=self.constrain,
-                                  max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps)
-            notify("plan", plan)
-            calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
-                               max_new_tokens=self.caller_max_new_tokens)
-            notify("calls", calls)
             tool_trace: list[dict] = []
+            started: dict[str, float] = {}
 
             def on_step(kind, payload):
+                if kind == "start":
+                    started[payload] = time.perf_counter()
                 if kind == "done":
                     tool_trace.append({"role": "tool", "var": payload.var, "tool": payload.tool,
                                        "arguments": payload.arguments, "status": payload.status,
                                        "output": payload.text, "seconds": round(payload.seconds, 4),
-                                       "t_end": time.perf_counter()})
+                                       "t_start": started.get(payload.var), "t_end": time.perf_counter()})
                 notify(kind, payload)
 
-            evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
-                                 max_parallel=self.max_parallel, on_event=on_step)
+            if self.stream:
+                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step)
+            else:
+                plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template,
+                                      constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
+                                      max_steps=self.max_steps)
+                notify("plan", plan)
+                calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
+                                   max_new_tokens=self.caller_max_new_tokens)
+                notify("calls", calls)
+                evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
+                                     max_parallel=self.max_parallel, on_event=on_step)
             plan, calls, evidence, rounds, replan_error = self._replan(task, plan, calls, evidence, notify, on_step)
             answer = solve(task, plan, {v: e.text for v, e in evidence.items()}, self.solver,
                            template=self.template, max_new_tokens=self.solver_max_new_tokens)
@@ -128,13 +142,75 @@ class Pipeline:
             "caller_calls": sum(1 for c in model_calls if c["role"] == "caller"),
             "tool_errors": sum(1 for e in evidence.values() if not e.ok),
             "rounds": rounds,
+            "streamed": bool(self.stream),
         }
         if replan_error:
             stats["replan_error"] = replan_error
         # copies: an enclosing recording() holds the same model-call entries with their own clock
-        trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4)}
+        trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4),
+                  **({"t_start": round(entry["t_start"] - t0, 4)} if entry.get("t_start") else {})}
                  for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
+
+    def _streamed_round(self, task, notify, on_step):
+        """The first round with streamed dispatch: the planner's text is parsed as it arrives
+        (:class:`PlanStream`), each complete step is distributed at once and handed to the
+        workers, which start it as soon as its dependencies are filled. Events: ``("step",
+        Step)`` per step as planned, ``("calls", {var: Call})`` per step, then ``("plan", Plan)``."""
+        specs = formats.tool_specs(self.toolbox)
+        constraint = None
+        if self.constrain and self.planner.supports_constraints:
+            constraint = plan_constraint([sp.name for sp in specs], self.planner_max_new_tokens, self.max_steps)
+        if self.template == "alpaca":
+            prompt = formats.planner_prompt(task, specs, "alpaca")
+        else:
+            prompt = self.planner._render(formats.planner_prompt(task, specs, "chat"))
+        incoming: queue.Queue = queue.Queue()
+        stream = PlanStream(specs)
+        box: dict = {}
+        calls: dict[str, Call] = {}
+
+        def dispatch(step):
+            notify("step", step)
+            call = distribute(Plan((step,)), self.toolbox, self.caller, template=self.template,
+                              constrain=self.constrain, max_new_tokens=self.caller_max_new_tokens)
+            calls.update(call)
+            notify("calls", call)
+            incoming.put(("+step", step, call[step.var], None))
+
+        def produce():
+            try:
+                with role("planner"):
+                    pieces = self.planner.complete_stream(prompt, formats.ALPACA_STOP, self.planner_max_new_tokens,
+                                                          None, constraint)
+                    for piece in pieces:
+                        for step in stream.feed(piece):
+                            dispatch(step)
+                plan = stream.close()
+                for step in plan.steps[len(stream.steps):]:  # the last line had no newline after it
+                    dispatch(step)
+                box["plan"] = plan
+            except BaseException as e:  # noqa: BLE001 - raised in the pipeline's thread below
+                box["error"] = e
+            finally:
+                incoming.put(("+end", None, None, None))
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), daemon=True,
+                                  name="rewoo-planner")
+        thread.start()
+        evidence = run_steps(Plan(()), {}, self.toolbox, timeout=self.tool_timeout, max_parallel=self.max_parallel,
+                             on_event=on_step, incoming=incoming)
+        thread.join()
+        if "error" in box:
+            e = box["error"]
+            if isinstance(e, PlanError):
+                err = PlanError(f"the planner's output is not a valid plan: {e.reason}", e.line)
+                err.raw_output = stream.text
+                raise err from e
+            raise e
+        plan = box["plan"]
+        notify("plan", plan)
+        return plan, stream.text, {st.var: calls[st.var] for st in plan}, evidence
 
     def _replan(self, task, plan, calls, evidence, notify, on_step):
         """Up to ``self.replan`` more rounds while a step failed (error or timeout): the planner

@@ -141,11 +141,23 @@ class TerminalView:
 
     def __init__(self, console):
         self.console = console
+        self.streamed = False
 
     def __call__(self, kind: str, payload: Any) -> None:
         from rich.table import Table
 
-        if kind in ("plan", "replan"):
+        if kind == "step":  # streamed: a step as soon as the planner has written it
+            if not self.streamed:
+                self.console.print("[bold]Plan[/bold] [dim](each step starts as soon as it is written and its "
+                                   "inputs are ready)[/dim]")
+            self.streamed = True
+            self.console.print(f"[bold]{payload.var}[/bold] [cyan]planned[/cyan] {payload.tool}[{payload.input}]"
+                               f"  [dim]{payload.description}[/dim]", highlight=False)
+        elif kind == "start" and self.streamed:
+            self.console.print(f"[bold]{payload}[/bold] [cyan]started[/cyan]", highlight=False)
+        elif kind == "plan" and self.streamed:
+            pass  # its steps were shown as they were written
+        elif kind in ("plan", "replan"):
             title = "Plan" if kind == "plan" else "Steps failed: the planner's next round"
             table = Table(title=title, show_lines=False, expand=False)
             for col in ("var", "tool", "input", "plan"):

@@ -64,15 +64,24 @@ def as_text(value: Any) -> str:
 
 def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: float = 60.0, max_parallel: int = 8,
               on_event: Callable[[str, Any], None] | None = None,
-              prior: Mapping[str, Evidence] | None = None) -> dict[str, Evidence]:
+              prior: Mapping[str, Evidence] | None = None, incoming: queue.Queue | None = None) -> dict[str, Evidence]:
     """Run every step of ``plan`` with its call; returns evidence for every variable, in plan order.
-    ``prior``: evidence of earlier rounds, which the steps may depend on."""
+    ``prior``: evidence of earlier rounds, which the steps may depend on.
+
+    ``incoming`` (streamed dispatch): more steps arrive while these run, as ``("+step", Step,
+    Call)`` messages, until ``("+end", None, None)``; each starts as soon as its dependencies are
+    filled. (The queue is also where the workers' results arrive, so a new step wakes the loop.)
+    """
     t0 = time.perf_counter()
     notify = on_event or (lambda kind, payload: None)
-    results: queue.Queue = queue.Queue()
+    results: queue.Queue = incoming if incoming is not None else queue.Queue()
     evidence: dict[str, Evidence] = dict(prior or {})
     running: dict[str, tuple[float, float, dict]] = {}  # var -> (start, deadline, filled arguments)
     waiting = list(plan.steps)
+    order = list(plan.steps)
+    steps = {st.var: st for st in plan.steps}
+    calls = dict(calls)
+    open_ = incoming is not None
 
     def finish(ev: Evidence) -> None:
         evidence[ev.var] = ev
@@ -82,7 +91,7 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
     def work(var: str, tool: Any, args: dict) -> None:
         start = time.perf_counter()
         try:
-            with role(f"tool:{plan[var].tool}"):
+            with role(f"tool:{steps[var].tool}"):
                 out = tool(**args)
             results.put((var, "ok", as_text(out), time.perf_counter() - start))
         # A tool's failure is evidence, whatever it raised (SystemExit from a tool included);
@@ -90,7 +99,7 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
         except BaseException as e:  # noqa: BLE001
             results.put((var, "error", f"{type(e).__name__}: {e}", time.perf_counter() - start))
 
-    while waiting or running:
+    while waiting or running or open_:
         for step in list(waiting):
             call = calls[step.var]
             now = time.perf_counter() - t0
@@ -120,23 +129,31 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
             ctx = contextvars.copy_context()  # engine recordings follow the call into its thread
             threading.Thread(target=ctx.run, args=(work, step.var, tool, args), daemon=True,
                              name=f"rewoo-{step.var}").start()
-        if not running:
+        if not running and not open_:
             continue
-        wait = min(d for _, d, _ in running.values()) - (time.perf_counter() - t0)
+        wait = (min(d for _, d, _ in running.values()) - (time.perf_counter() - t0)) if running else None
         try:
-            var, status, text, seconds = results.get(timeout=max(0.0, wait))
+            var, status, text, seconds = results.get(timeout=None if wait is None else max(0.0, wait))
         except queue.Empty:
             now = time.perf_counter() - t0
             for var, (start, deadline, args) in list(running.items()):
                 if now >= deadline:
-                    msg = f"{plan[var].tool} timed out after {deadline - start:.1f} s"
-                    finish(Evidence(var, plan[var].tool, args, "timeout", f"Error: {msg}", now - start, start, msg))
+                    msg = f"{steps[var].tool} timed out after {deadline - start:.1f} s"
+                    finish(Evidence(var, steps[var].tool, args, "timeout", f"Error: {msg}", now - start, start, msg))
+            continue
+        if var == "+step":  # streamed dispatch: a new step and its call
+            steps[status.var], calls[status.var] = status, text
+            waiting.append(status)
+            order.append(status)
+            continue
+        if var == "+end":
+            open_ = False
             continue
         if var not in running:
             continue  # a late result from a step that already timed out
         start, _, args = running[var]
         if status == "ok":
-            finish(Evidence(var, plan[var].tool, args, "ok", text, seconds, start))
+            finish(Evidence(var, steps[var].tool, args, "ok", text, seconds, start))
         else:
-            finish(Evidence(var, plan[var].tool, args, "error", f"Error: {text}", seconds, start, text))
-    return {s.var: evidence[s.var] for s in plan.steps}
+            finish(Evidence(var, steps[var].tool, args, "error", f"Error: {text}", seconds, start, text))
+    return {st.var: evidence[st.var] for st in order}

@@ -306,3 +306,80 @@ def test_evidence_that_cannot_be_bound_is_the_step_error():
     params = {"properties": {"code": {"type": "string", "contentMediaType": "text/x-python"}}}
     with pytest.raises(ValueError, match="backslash"):
         fill_arguments({"code": "print('a\\#E1')"}, {"#E1": "b"}, params)
+
+
+class _StreamingScript:
+    """A planner that streams its scripted plan a line at a time, like a model over SSE (the
+    real thing is tested with the tiny model below); later calls answer from the script."""
+
+    def __new__(cls, outputs, delay):
+        from pipeline.engines import Completion, Engine
+
+        class Engine_(Engine):
+            streams = True
+            name = "streaming-script"
+
+            def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None,
+                                constraint=None):
+                text, t0 = outputs.pop(0), time.perf_counter()
+                for line in text.splitlines(keepends=True):
+                    time.sleep(delay)
+                    yield line
+                self._account(prompt, Completion(text, 100, len(text.split()), "stop", time.perf_counter() - t0))
+
+            def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+                return [Completion(outputs.pop(0), 100, 3) for _ in prompts]
+
+        return Engine_()
+
+
+def test_streamed_dispatch_starts_steps_while_the_plan_is_written():
+    started = {}
+
+    def slow(query):
+        started[query] = time.perf_counter()
+        time.sleep(0.3)
+        return f"found {query}"
+
+    plan = "\n".join(f"Plan: look up {q}\n#E{i} = slow[{q}]" for i, q in enumerate("abcd", 1))
+    plan += "\nPlan: join\n#E5 = slow[#E1 #E2 #E3 #E4]"
+    planner = _StreamingScript([plan, "all found"], delay=0.1)
+    events = []
+    with recording() as calls:
+        result = Pipeline(planner, toolbox={"slow": FnTool("slow", slow)}, replan=0).run(
+            "t", on_event=lambda k, p: events.append((k, p if isinstance(p, str) else getattr(p, "var", None))))
+    planner_end = next(c["t_end"] for c in calls if c["role"] == "planner")
+    assert result.stats["streamed"] and result.plan.vars == ["#E1", "#E2", "#E3", "#E4", "#E5"]
+    assert all(e.ok for e in result.evidence.values())
+    assert result.evidence["#E5"].text == "found found a found b found c found d"
+    assert started["a"] < planner_end - 0.5  # #E1 ran while four more lines were still coming
+    kinds = [k for k, _ in events]
+    assert kinds.index("start") < kinds.index("plan") and kinds.count("step") == 5
+    assert kinds[-1] == "answer" and result.answer == "all found"
+    tool_rows = [t for t in result.trace if t["role"] == "tool"]
+    assert all(t["t_start"] <= t["t_end"] for t in tool_rows)
+    # the same plan without streaming waits for the whole plan before the first tool
+    started.clear()
+    planner = _StreamingScript([plan, "all found"], delay=0.1)
+    with recording() as calls:
+        Pipeline(planner, toolbox={"slow": FnTool("slow", slow)}, replan=0, stream=False).run("t")
+    assert started["a"] >= next(c["t_end"] for c in calls if c["role"] == "planner")
+
+
+def test_a_streamed_plan_that_breaks_the_grammar_is_a_plan_error_with_the_raw_text():
+    planner = _StreamingScript(["Plan: a\n#E1 = slow[x]\nPlan: b\nPlan: c\n#E2 = slow[y]"], delay=0)
+    with pytest.raises(PlanError, match="not a valid plan") as e:
+        Pipeline(planner, toolbox={"slow": FnTool("slow", lambda query: "ok")}).run("t")
+    assert e.value.raw_output.startswith("Plan: a\n#E1 = slow[x]")
+
+
+def test_transformers_streaming_writes_what_complete_writes(tiny_engine):
+    from pipeline.planner import plan_constraint
+
+    prompt = formats.planner_prompt("Who directed Oppenheimer?", formats.tool_specs(toolbox()))
+    con = plan_constraint(list(toolbox()), 96, 3)
+    whole = tiny_engine.complete(prompt, formats.ALPACA_STOP, 96, constraint=con).text
+    with recording() as calls:
+        pieces = list(tiny_engine.complete_stream(prompt, formats.ALPACA_STOP, 96, constraint=con))
+    assert len(pieces) > 1 and "".join(pieces) == whole
+    assert len(calls) == 1 and calls[0]["output"] == whole  # accounted once, like complete()

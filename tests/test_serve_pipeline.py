@@ -59,7 +59,8 @@ def test_constrained_pipeline_through_the_http_engine(server):
         "Who directed Oppenheimer?")
     assert all(s.tool in TOOLS for s in result.plan)  # guided_grammar reached the server
     parse_plan(result.plan.render(), TOOLS)
-    assert result.stats["llm_calls"] == 2 and result.stats["prompt_tokens"] > 100
+    # a planner call per round (a failing step is replanned once) and the solver's
+    assert result.stats["llm_calls"] == result.stats["rounds"] + 1 and result.stats["prompt_tokens"] > 100
     assert set(result.evidence) == set(result.plan.vars)
 
 
@@ -84,7 +85,7 @@ def test_pipeline_run_route(server):
     assert out["task"] == "What is 6 times 7?"
     assert out["plan"] and all(s["tool"] in TOOLS for s in out["plan"])
     assert set(out["evidence"]) == {s["var"] for s in out["plan"]}
-    assert out["stats"]["llm_calls"] == 2 and out["stats"]["prompt_tokens"] > 100
+    assert out["stats"]["llm_calls"] == out["stats"]["rounds"] + 1 and out["stats"]["prompt_tokens"] > 100
 
 
 @pytest.mark.parametrize("body, status, fragment", [
