@@ -2,6 +2,7 @@
 
     python bench/bench_pipeline.py            # all three, ~1-2 minutes on 2 cores
     python bench/bench_pipeline.py --quick    # fewer repetitions
+    python bench/bench_pipeline.py --only streamed
 
 1. Parallel evidence: a plan of k=4 independent tool steps, each an HTTP GET to a loopback
    server that answers after 250 ms (real I/O waits), run by the workers in parallel and with
@@ -10,6 +11,10 @@
    tool time excluded by construction), per step. Goal: < 1 ms.
 3. Plan validity of a randomly initialised tiny Llama, with and without the plan grammar:
    greedy and sampled runs; valid = parses with the toolbox's tools and ends with EOS.
+4. Streamed dispatch: a planner writing at ~30 tokens/s (4 characters a token; an in-process
+   scripted engine: OpenAI SSE streaming is not implemented yet), four independent 1 s tools and
+   a join; time to the first tool start and end-to-end wall, streamed vs not (goal >= 1.5x);
+   PlanStream's parse cost per step (goal < 0.1 ms); replanning on a scripted failure.
 """
 
 from __future__ import annotations
@@ -150,10 +155,103 @@ def bench_validity(runs: int) -> None:
               f"{statistics.median(ms_per_token):.2f} ms/token")
 
 
+def _paced_planner(outputs: list[str], tokens_per_s: float):
+    from pipeline.engines import Completion, Engine
+
+    class Paced(Engine):
+        streams = True
+        name = "paced-script"
+
+        def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+            text, t0 = outputs.pop(0), time.perf_counter()
+            for i in range(0, len(text), 4):
+                time.sleep(1 / tokens_per_s)
+                yield text[i:i + 4]
+            self._account(prompt, Completion(text, 400, len(text) // 4, "stop", time.perf_counter() - t0))
+
+        def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+            out = []
+            for _ in prompts:
+                text = outputs.pop(0)
+                time.sleep(len(text) / 4 / tokens_per_s)
+                out.append(Completion(text, 400, len(text) // 4))
+            return out
+
+    return Paced()
+
+
+class SleepTool:
+    name, description, output_type = "slow", "answers after a second", "string"
+    inputs = {"query": {"type": "string", "description": "anything"}}
+
+    def __init__(self, seconds=1.0, fail=()):
+        self.seconds, self.fail = seconds, set(fail)
+
+    def __call__(self, query):
+        time.sleep(self.seconds)
+        if query in self.fail:
+            raise ConnectionError(f"{query}: backend down")
+        return f"result for {query}"
+
+
+def bench_streamed(reps: int) -> None:
+    from pipeline.engines import recording
+    from pipeline.plan import PlanStream
+    from pipeline.rewoo import Pipeline
+
+    plan = "\n".join(f"Plan: look up topic {q} in the archive\n#E{i} = slow[topic {q}]" for i, q in enumerate("abcd", 1))
+    plan += "\nPlan: combine the four findings\n#E5 = slow[#E1 #E2 #E3 #E4]"
+    rows = {}
+    for streamed in (True, False):
+        walls, firsts = [], []
+        for _ in range(reps):
+            first = {}
+
+            def on_event(kind, payload, first=first):
+                if kind == "start" and "t" not in first:
+                    first["t"] = time.perf_counter()
+
+            pipe = Pipeline(_paced_planner([plan, "done"], 30.0), toolbox={"slow": SleepTool()}, replan=0,
+                            stream=streamed)
+            t = time.perf_counter()
+            pipe.run("Combine four topics.", on_event=on_event)
+            walls.append(time.perf_counter() - t)
+            firsts.append(first["t"] - t)
+        rows[streamed] = (statistics.median(firsts), statistics.median(walls))
+    (f1, w1), (f0, w0) = rows[True], rows[False]
+    plan_s = len(plan) / 4 / 30
+    print(f"streamed dispatch, planner at 30 tokens/s ({plan_s:.1f} s of plan), 4 x 1 s tools + a join: first tool "
+          f"starts after {f1:.2f} s streamed vs {f0:.2f} s; end to end {w1:.2f} s vs {w0:.2f} s, "
+          f"{w0 / w1:.2f}x (goal >= 1.5x; median of {reps})")
+    t, n = time.perf_counter(), 0
+    for _ in range(200):
+        ps = PlanStream(["slow"])
+        for i in range(0, len(plan), 4):
+            n += len(ps.feed(plan[i:i + 4]))
+        n += len(ps.close()) - len(ps.steps)
+    print(f"PlanStream: {(time.perf_counter() - t) / n * 1e3:.3f} ms per step, fed 4 characters at a time "
+          "(goal < 0.1 ms)")
+    round1 = "Plan: ask the primary source\n#E1 = slow[primary]\nPlan: ask the archive\n#E2 = slow[archive]"
+    round2 = "Plan: ask the mirror instead\n#E3 = slow[mirror]"
+    with recording() as calls:
+        r = Pipeline(_paced_planner([round1, round2, "done"], 30.0), toolbox={"slow": SleepTool(0.1, ["primary"])},
+                     replan=1).run("Find it.")
+    planner_tokens = sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls if c["role"] == "planner")
+    print(f"replanning on a scripted failure: {r.stats['rounds']} rounds, steps {', '.join(r.plan.vars)} "
+          f"({', '.join(e.status for e in r.evidence.values())}), planner tokens {planner_tokens}, "
+          f"{r.stats['wall_s']:.2f} s")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", choices=["parallel", "overhead", "validity", "streamed"])
     a = p.parse_args()
+    if a.only:
+        {"parallel": lambda: bench_parallel(3 if a.quick else 7), "overhead": lambda: bench_overhead(5 if a.quick else 20),
+         "validity": lambda: bench_validity(6 if a.quick else 20), "streamed": lambda: bench_streamed(3)}[a.only]()
+        return
+    bench_streamed(3)
     bench_parallel(3 if a.quick else 7)
     bench_overhead(5 if a.quick else 20)
     bench_validity(6 if a.quick else 20)

@@ -34,6 +34,7 @@ The grammar (DESIGN.md, "Plan grammar"):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Mapping
@@ -473,23 +474,38 @@ class PlanStream:
         self.text = ""
         self.steps: list[Step] = []
         self._parsed_upto = 0
+        self._start = 0  # where the text after the last handed-out step begins (a line start)
+        self._start_line = 0  # lines before it
 
     def feed(self, piece: str) -> list[Step]:
         self.text += piece
         upto = self.text.rfind("\n")
         if upto <= self._parsed_upto:
             return []
+        fresh = self.text[self._parsed_upto:upto]
         self._parsed_upto = upto
-        try:
-            plan = parse_plan(self.text[:upto], self.tools, self.defined)
+        if "#" not in fresh and "]" not in fresh:  # no step line ended here (a description line)
+            return []
+        chunk = self.text[self._start:upto]
+        try:  # only the text after the steps already handed out: each line is parsed about once
+            plan = parse_plan(chunk, self.tools, self.defined + tuple(st.var for st in self.steps))
         except PlanError:
             return []
-        new = list(plan.steps[len(self.steps):])
+        new = [dataclasses.replace(st, line=st.line + self._start_line) for st in plan.steps]
+        lines = chunk.split("\n")
+        last = plan.steps[-1]
+        # the step's input may span lines: the next text starts after the line holding its "]"
+        end_line = last.line - 1 + last.input.count("\n")
+        consumed = sum(len(ln) + 1 for ln in lines[:end_line + 1])
+        self._start += consumed
+        self._start_line += end_line + 1
         self.steps += new
         return new
 
     def close(self) -> Plan:
         plan = parse_plan(self.text, self.tools, self.defined)
-        if list(plan.steps[:len(self.steps)]) != self.steps:
+        def key(st):
+            return st.var, st.tool, st.input, st.description
+        if [key(st) for st in plan.steps[:len(self.steps)]] != [key(st) for st in self.steps]:
             raise PlanError("the finished plan changed steps that had already started")
         return plan

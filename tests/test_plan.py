@@ -231,3 +231,25 @@ def test_arbitrary_text_raises_only_plan_error(text, tools):
     assert len(step_like) <= len(plan) or any("[" in ln and "]" not in ln for ln in step_like)
     for step in plan:  # what parses obeys the grammar's invariants
         assert all(plan.vars.index(d) < plan.vars.index(step.var) for d in step.deps)
+
+
+@settings(max_examples=150, deadline=None)
+@given(plans(), st.integers(1, 9), st.booleans())
+def test_a_streamed_plan_hands_out_each_step_once_and_as_parsed(plan, size, python_input):
+    """Fed in pieces of any size, PlanStream hands out exactly the steps parse_plan finds, each
+    once, no later than the line after it (and a multi-line input stays whole)."""
+    from pipeline.plan import PlanStream
+
+    text = plan.render()
+    if python_input:
+        text += f"\nPlan: run code\n#E{len(plan) + 1} = tool[for x in [1, 2]:\n    print(x)]"
+    want = parse_plan(text)
+    stream, got = PlanStream(), []
+    for i in range(0, len(text), size):
+        for step in stream.feed(text[i:i + size]):
+            # handed out once its line has ended: the text so far holds its whole #E line
+            assert f"{step.var} = {step.tool}[" in stream.text
+            got.append(step)
+    final = stream.close()
+    assert final == want
+    assert got == list(want.steps[:len(got)]) and len(got) >= len(want) - 1  # the last may wait for close()
