@@ -9,7 +9,7 @@ q_proj/v_proj, and the function caller with QLoRA (4-bit NF4 base) and the promp
 Both adapters are trained through ``python -m train sft`` (the Trainer path that
 ``scripts/train_planner.sh`` and ``scripts/train_caller.sh`` run) from the recipes in
 ``train/configs/``, with a few overrides for a 2-core CPU (see :class:`DemoConfig`); the two runs
-go side by side, one torch thread each. Data: :mod:`train.demo_data` (the nine built-in tools,
+run one after the other with every core each. Data: :mod:`train.demo_data` (the nine built-in tools,
 varied phrasing, real tool evidence) plus :mod:`train.datagen` rows over the tool catalog (other
 tools, listed at run time, so the planner learns to read the tool list).
 
@@ -55,8 +55,8 @@ class DemoConfig:
     seed: int = 0
     base: str = "smollm2-135m-instruct"  # a key of pipeline.defaults.BASES, or a model folder
     # Rows. One planner row per drawn task; solver rows for those with a deterministic answer.
-    # Sized for a 2-core CPU without AVX512 (measured here: 20-40 tokens/s for LoRA on this
-    # 135M model, one thread): about an hour for the planner, the caller alongside.
+    # Sized for a 2-core CPU without AVX512 (measured here: LoRA fwd+bwd of this 135M model at
+    # 67 tokens/s on one torch thread, 112 on two, fp32).
     planner_rows: int = 300
     solver_rows: int = 110
     caller_rows: int = 80            # save_file calls from the drawn tasks' plans
@@ -72,6 +72,8 @@ class DemoConfig:
     batch: int = 4
     # The planner adapter learns 23 intents (plans and answers); one epoch left it choosing search_wiki
     # for most tasks (measured on the shipped build): two. The caller maps one step to JSON: one.
+    # (Tried 2026-11-30: one epoch over 560 tasks, every row listing the whole toolbox, films kept
+    # to the database: hand-written tool-set 0.37 vs 0.35, exact answers 0.24 vs 0.45; not shipped.)
     planner_epochs: float = 2.0
     caller_epochs: float = 1.0
     max_seq_len: int = 1024
@@ -79,6 +81,9 @@ class DemoConfig:
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
     max_steps: int = 4
+    # The adapters never saw a replanning prompt (and offline, search_web and search_bilibili
+    # always fail): no second round for them.
+    replan: int = 0
 
     def key(self) -> str:
         """A digest of the training recipe (every field but the run settings) and VERSION."""
@@ -87,7 +92,7 @@ class DemoConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-RUN_SETTINGS = ("planner_max_new_tokens", "max_steps")
+RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -146,24 +151,42 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
 _PROGRESS_RE = re.compile(r"(\d+)/(\d+) \[")
 
 
-def _train_adapters(cfg: DemoConfig, base: str, work: Path, say) -> dict:
-    """Run the two SFT jobs side by side (one torch thread each); progress bars from their logs."""
-    from tqdm import tqdm
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+
+def _train_adapters(cfg: DemoConfig, base: str, work: Path, say) -> dict:
+    """Run the two SFT jobs one after the other, each with every core, the planner first (the
+    longer one; measured on 2 cores: one job on two threads 112 tokens/s against 67 on one, so
+    two jobs side by side on one thread each finish later than in turn); progress bars from
+    their logs."""
+    threads = str(_cores())
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    jobs, stats = {}, {}
+    stats = {}
     for role in ("planner", "caller"):
         if (work / role / "done.json").is_file():
             stats[role] = json.loads((work / role / "done.json").read_text())
             say(f"{role} adapter already trained: {stats[role]}")
             continue
-        (work / role).mkdir(exist_ok=True)
-        log = open(work / role / "train.log", "a", encoding="utf-8")
-        cmd = sft_command(role, cfg, base, work)
-        say(f"training the {role} adapter: {' '.join(cmd[1:4])} ... (log: {work / role / 'train.log'})")
-        jobs[role] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
-                      tqdm(desc=role, unit="step", file=sys.stderr, dynamic_ncols=True), time.perf_counter(), log)
+        stats[role] = _train_one(role, cfg, base, work, env, say)
+    return stats
+
+
+def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say) -> dict:
+    from tqdm import tqdm
+
+    (work / role).mkdir(exist_ok=True)
+    log = open(work / role / "train.log", "a", encoding="utf-8")
+    cmd = sft_command(role, cfg, base, work)
+    say(f"training the {role} adapter ({env['OMP_NUM_THREADS']} threads): {' '.join(cmd[1:4])} ... "
+        f"(log: {work / role / 'train.log'})")
+    jobs = {role: (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
+                   tqdm(desc=role, unit="step", file=sys.stderr, dynamic_ncols=True), time.perf_counter(), log)}
+    stats = {}
     while jobs:
         time.sleep(5)
         for role, (proc, bar, t0, log) in list(jobs.items()):
@@ -185,9 +208,9 @@ def _train_adapters(cfg: DemoConfig, base: str, work: Path, say) -> dict:
                                    f"{work / role / 'train.log'}:\n{tail}")
             history = json.loads((work / role / "log_history.json").read_text())
             losses = [h["loss"] for h in history if "loss" in h]
-            stats[role] = {"seconds": round(time.perf_counter() - t0, 1), "first_loss": losses[0],
-                           "final_loss": losses[-1], "steps": history[-1].get("step")}
-            (work / role / "done.json").write_text(json.dumps(stats[role]))
+            stats = {"seconds": round(time.perf_counter() - t0, 1), "first_loss": losses[0],
+                     "final_loss": losses[-1], "steps": history[-1].get("step")}
+            (work / role / "done.json").write_text(json.dumps(stats))
     return stats
 
 
@@ -233,7 +256,8 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
 
     manifest = {"version": VERSION, "key": cfg.key(), "base": cfg.base, "config": dataclasses.asdict(cfg),
                 "adapters": {"planner": "planner", "caller": "caller"}, "tools": list(BUILTIN_TOOL_NAMES),
-                "pipeline": {"planner_max_new_tokens": cfg.planner_max_new_tokens, "max_steps": cfg.max_steps},
+                "pipeline": {"planner_max_new_tokens": cfg.planner_max_new_tokens, "max_steps": cfg.max_steps,
+                             "replan": cfg.replan},
                 "data": counts, "train": stats, "build_seconds": round(time.perf_counter() - t0, 1)}
     (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
