@@ -11,9 +11,10 @@ tiny Llama of the test kit:
 - the losses match a one-rank run with the same global batch (2 ranks x 1 row against 1 x 2 rows);
 - a checkpoint saved by two ranks resumes on two ranks, and the adapter loads in one process.
 
-Each run compiles DeepSpeed's CPU communication op into its own ``TORCH_EXTENSIONS_DIR`` under the
-test's temporary folder: a run killed while compiling leaves its lock there, never in
-``~/.cache/torch_extensions`` where it would hang every later run.
+DeepSpeed compiles its CPU communication op into a ``TORCH_EXTENSIONS_DIR`` of the tests' own, under
+pytest's temporary folder (seeded with ops already built, never with a lock): a run killed while
+compiling leaves its lock there, never in ``~/.cache/torch_extensions`` where it would hang every later
+run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,6 +68,21 @@ def gen_dir(tmp_path_factory):
     return out
 
 
+def _private_extensions_dir(dst: Path) -> str:
+    """A TORCH_EXTENSIONS_DIR of the test's own, seeded with the ops already built in the user's one
+    (each op folder with its .so and no lock; never the lock itself): a rebuild costs ~20 s of CPU,
+    and ninja rebuilds an op that was built with other paths or flags."""
+    import torch.utils.cpp_extension as cpp
+
+    flavour = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"  # torch's own layout
+    default = Path(cpp.get_default_build_root()) / f"py{sys.version_info.major}{sys.version_info.minor}_{flavour}"
+    src = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or default)
+    for op in src.glob("*/"):
+        if any(op.glob("*.so")) and not (op / "lock").exists():
+            shutil.copytree(op, dst / op.name)
+    return str(dst)
+
+
 @pytest.fixture(scope="module")
 def launch_env(tmp_path_factory):
     """The environment of a launch: the audit hook, a private TORCH_EXTENSIONS_DIR, the CPU accelerator."""
@@ -76,7 +93,7 @@ def launch_env(tmp_path_factory):
                         "NODE_RANK", "RECIPE")}
     env.update(PYTHON=sys.executable, PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", DS_ACCELERATOR="cpu",
                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               TORCH_EXTENSIONS_DIR=str(tmp_path_factory.mktemp("torch_extensions")))
+               TORCH_EXTENSIONS_DIR=_private_extensions_dir(tmp_path_factory.mktemp("torch_extensions")))
     return env
 
 
@@ -89,7 +106,7 @@ def _args(model_dir, gen_dir, out, **kw) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()]
 
 
-def _train(env, args, tmp_path, *, timeout=480, **extra_env) -> subprocess.CompletedProcess:
+def _train(env, args, tmp_path, *, timeout=400, **extra_env) -> subprocess.CompletedProcess:
     env = dict(env, WRITES_LOG=str(tmp_path / "writes"), MASTER_PORT=str(_free_port()), **extra_env)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_planner.sh"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -153,6 +170,7 @@ def _assert_losses_match(got: dict[int, float], want: dict[int, float]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two launches, each bounded below
 def test_zero2_two_ranks_train_once_write_once_and_match_one_rank(tmp_path, launch_env, tiny_model_dir, gen_dir,
                                                                   one_rank_losses):
     out = tmp_path / "run"
@@ -168,6 +186,7 @@ def test_zero2_two_ranks_train_once_write_once_and_match_one_rank(tmp_path, laun
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two launches, each bounded below
 def test_zero3_from_a_recipe_two_ranks_resume_on_two_and_load_on_one(tmp_path, launch_env, tiny_model_dir, gen_dir,
                                                                       one_rank_losses):
     import yaml
@@ -197,6 +216,7 @@ def test_zero3_from_a_recipe_two_ranks_resume_on_two_and_load_on_one(tmp_path, l
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two launches, each bounded below
 def test_hostfile_two_hosts_on_loopback(tmp_path, launch_env, tiny_model_dir, gen_dir, one_rank_losses):
     """Two "hosts" of one slot each; no pdsh or ssh here, so each host runs the launcher itself
     (NODE_RANK, MASTER_ADDR: DeepSpeed's --no_ssh), as on nodes without pdsh."""
@@ -209,7 +229,7 @@ def test_hostfile_two_hosts_on_loopback(tmp_path, launch_env, tiny_model_dir, ge
     nodes = [subprocess.Popen(cmd, cwd=ROOT, env=dict(env, NODE_RANK=str(i)), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in (0, 1)]
     try:
-        outputs = [n.communicate(timeout=480)[0] for n in nodes]
+        outputs = [n.communicate(timeout=400)[0] for n in nodes]
     finally:
         for n in nodes:
             n.kill()

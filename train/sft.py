@@ -264,6 +264,14 @@ def run_sft(recipe: Recipe) -> SFTResult:
     torch_dtype = resolve_dtype(m.dtype, t.use_cpu)
     # TrainingArguments first: with ZeRO-3 it must exist before the model loads (zero.Init).
     args = training_arguments(recipe, torch_dtype, len(train_rows), bool(eval_rows))
+    if t.deepspeed:
+        # Join the process group before the model loads: zero.Init reads DeepSpeed's world size then, and
+        # without a group it takes 1 and rejects a batch made for several ranks. args.device sets up the
+        # Trainer's group (on the CPU a plain gloo one DeepSpeed does not see); init_distributed adopts it.
+        import deepspeed  # noqa: PLC0415
+
+        _ = args.device
+        deepspeed.init_distributed(dist_backend=args.ddp_backend or "nccl")
     set_seed(t.seed)  # the LoRA init: the same on every rank and in every run of the recipe, as `seed` promises
     model = load_model(recipe, torch_dtype)
     if lo.finetuning == "lora":
