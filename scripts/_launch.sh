@@ -1,9 +1,16 @@
 # Shared by train_planner.sh and train_caller.sh (sourced, not run): launch `python -m train sft`
 # on one process, or under the DeepSpeed launcher for several GPUs or nodes.
-#   NUM_GPUS=N    GPUs per node (default: 1 process; >1 launches `deepspeed --num_gpus N`)
-#   HOSTFILE=F    DeepSpeed hostfile ("host slots=N" per line) for several nodes
+#   RECIPE=F      the YAML recipe (each script sets its default: train/configs/planner_lora.yaml, ...)
+#   NUM_GPUS=N    processes per node (default: 1 process; >1 launches `deepspeed --num_gpus N`)
+#   HOSTFILE=F    DeepSpeed hostfile ("host slots=N" per line) for several nodes; without NUM_GPUS
+#                 each host runs its slots. DeepSpeed starts the other hosts over pdsh + passwordless ssh,
+#   NODE_RANK=i   ... or, without pdsh/ssh, run the same command on every host with its NODE_RANK
+#                 (0 = the first host of HOSTFILE) and MASTER_ADDR (the first host's address)
+#   MASTER_ADDR, MASTER_PORT   rendezvous of the ranks (DeepSpeed's defaults: 127.0.0.1 on one node, 29500)
 #   PYTHON=...    interpreter (default: .venv/bin/python when present, else python3)
-# Needs RECIPE (a YAML file) and DEFAULT_DATA (the generated set the recipe names) set by the caller.
+# The DeepSpeed config: deepspeed= on the command line, else the recipe's, else ZeRO-2 for several ranks.
+# Only node 0 writes OUTPUT_DIR/train.log (every rank's output); ranks other than 0 write no shared file.
+# Needs DEFAULT_DATA (the generated set the recipe names) set by the caller.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
@@ -21,25 +28,42 @@ if [ "$wants_default_data" = 1 ] && [ ! -f "$DEFAULT_DATA" ]; then
   echo "[train] $DEFAULT_DATA is missing: generating the datasets (python -m train.datagen)"
   "$PYTHON" -m train.datagen --out "$(dirname "$DEFAULT_DATA")"
 fi
-if [ -z "$output_dir" ]; then
-  output_dir="$("$PYTHON" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['train']['output_dir'])" "$RECIPE")"
+recipe_key() {  # recipe_key SECTION KEY: the recipe's value, empty when absent
+  "$PYTHON" -c "import yaml,sys; print((yaml.safe_load(open(sys.argv[1])) or {}).get(sys.argv[2], {}).get(sys.argv[3]) or '')" \
+    "$RECIPE" "$1" "$2"
+}
+[ -n "$output_dir" ] || output_dir="$(recipe_key train output_dir)"
+node_rank="${NODE_RANK:-}"
+if [ -n "$node_rank" ] && { [ -z "${HOSTFILE:-}" ] || [ -z "${MASTER_ADDR:-}" ]; }; then
+  echo "error: NODE_RANK needs HOSTFILE and MASTER_ADDR (the address of the first host in the hostfile)" >&2
+  exit 2
 fi
-mkdir -p "$output_dir"
-log="$output_dir/train.log"
 
 extra=()
-NUM_GPUS="${NUM_GPUS:-1}"
-if [ "$NUM_GPUS" -gt 1 ] || [ -n "${HOSTFILE:-}" ]; then
-  launcher=("$PYTHON" -m deepspeed.launcher.runner --num_gpus "$NUM_GPUS")
+if [ "${NUM_GPUS:-1}" -gt 1 ] || [ -n "${HOSTFILE:-}" ]; then
+  launcher=("$PYTHON" -m deepspeed.launcher.runner)
+  [ -n "${NUM_GPUS:-}" ] && launcher+=(--num_gpus "$NUM_GPUS")  # else each host runs its hostfile slots
   [ -n "${HOSTFILE:-}" ] && launcher+=(--hostfile "$HOSTFILE")
+  [ -n "${MASTER_ADDR:-}" ] && launcher+=(--master_addr "$MASTER_ADDR")
+  [ -n "${MASTER_PORT:-}" ] && launcher+=(--master_port "$MASTER_PORT")
+  # this host only, without pdsh/ssh: every host runs the same command with its NODE_RANK
+  [ -n "$node_rank" ] && launcher+=(--no_ssh --node_rank "$node_rank")
   launcher+=(--no_local_rank --module train)  # ranks come as env vars (LOCAL_RANK)
-  # Several GPUs without a DeepSpeed config: ZeRO-2 (the recipe's or the command line's wins).
-  printf '%s\n' "$@" | grep -q '^\(train\.\)\?deepspeed=' || extra+=(deepspeed=train/configs/deepspeed/zero2.json)
+  # Several ranks without a DeepSpeed config: ZeRO-2 (the command line's or the recipe's wins).
+  if ! printf '%s\n' "$@" | grep -q '^\(train\.\)\?deepspeed=' && [ -z "$(recipe_key train deepspeed)" ]; then
+    extra+=(deepspeed=train/configs/deepspeed/zero2.json)
+  fi
 else
   launcher=("$PYTHON" -m train)
 fi
 
 echo "[train] ${launcher[*]} sft --config $RECIPE $* ${extra[*]}"
+if [ "${node_rank:-0}" != 0 ]; then  # node 0 keeps the log; this node's output goes to its terminal
+  "${launcher[@]}" sft --config "$RECIPE" "$@" "${extra[@]}"
+  exit 0
+fi
+mkdir -p "$output_dir"
+log="$output_dir/train.log"
 "${launcher[@]}" sft --config "$RECIPE" "$@" "${extra[@]}" 2>&1 | tee "$log"
 echo "[train] adapter: $output_dir"
 echo "[train] loss plot: $output_dir/loss.png"

@@ -46,7 +46,8 @@ def _overrides(model_dir, data, out, **kw):
 def test_every_shipped_recipe_loads(path):
     recipe = load_recipe(path, ["model_name_or_path=some/model"])
     assert recipe.train.lr_scheduler_type == "cosine"
-    assert recipe.train.per_device_train_batch_size == 1 and recipe.train.gradient_accumulation_steps == 4
+    # the original recipe's 4 rows per card per optimiser step (1 x 4, or 4 packed x 1 for the 70B plan)
+    assert recipe.train.per_device_train_batch_size * recipe.train.gradient_accumulation_steps == 4
     assert recipe.train.num_train_epochs == 4.0 and recipe.data.template == "alpaca"
     assert not recipe.data.train_on_prompt
 
@@ -57,6 +58,22 @@ def test_planner_and_caller_defaults_follow_the_original_recipe():
     assert planner.train.learning_rate == 5e-6 and planner.model.attn_implementation == "auto"
     caller = load_recipe(ROOT / "train/configs/caller_qlora.yaml")
     assert caller.lora.quantization == "4bit" and caller.lora.bnb_quant_type == "nf4" and caller.lora.bnb_double_quant
+
+
+def test_the_scaling_plan_recipes_name_what_docs_scaling_md_works_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a recipe names its DeepSpeed config by a repository path, from anywhere
+    planner = load_recipe(ROOT / "train/configs/planner_lora_70b.yaml", ["model_name_or_path=some/model"])
+    assert Path(planner.train.deepspeed) == ROOT / "train/configs/deepspeed/zero3_offload.json"
+    zero = json.loads(Path(planner.train.deepspeed).read_text())["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_param"]["device"] == zero["offload_optimizer"]["device"] == "cpu"
+    assert planner.lora.target_modules == ["q_proj", "v_proj"] and planner.lora.r == 8
+    assert planner.model.gradient_checkpointing and planner.model.dtype == "bf16" and planner.data.packing
+    assert (planner.train.per_device_train_batch_size, planner.train.gradient_accumulation_steps) == (4, 1)
+    caller = load_recipe(ROOT / "train/configs/caller_qlora_34b.yaml", ["model_name_or_path=some/model"])
+    assert caller.lora.quantization == "4bit" and caller.lora.bnb_double_quant and not caller.train.deepspeed
+    assert caller.data.max_seq_len == 1024 and caller.train.optim == "paged_adamw_8bit"
+    with pytest.raises(RecipeError, match="deepspeed config no/such.json does not exist"):
+        load_recipe(None, ["deepspeed=no/such.json"])
 
 
 @pytest.mark.parametrize("path", DS_CONFIGS, ids=lambda p: p.name)

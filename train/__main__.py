@@ -27,8 +27,10 @@ def _sft(argv: list[str]) -> int:
     from train.sft import run_sft  # noqa: PLC0415  (imports torch: after the recipe is known good)
 
     result = run_sft(recipe)
-    rank = __import__("os").environ.get("RANK", "0")
-    if rank == "0":
+    # every rank says what it did (a launcher prefixes or collects these lines); only rank 0 wrote files
+    print(f"[train] rank {result.rank} of {result.world_size}: {result.global_step} optimiser steps, "
+          f"last train loss {result.train_loss}")
+    if result.rank == 0:
         print(f"[train] adapter: {result.adapter_dir}")
         print(f"[train] loss plot: {result.plot}")
         print(f"[train] logs: {result.log_history}")

@@ -133,6 +133,11 @@ class TrainArgs:
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.deepspeed and not Path(self.deepspeed).is_file():
+            # recipes name repository paths (train/configs/deepspeed/...): they hold from any directory
+            in_repo = Path(__file__).resolve().parents[1] / self.deepspeed
+            if not Path(self.deepspeed).is_absolute() and in_repo.is_file():
+                self.deepspeed = str(in_repo)
+        if self.deepspeed and not Path(self.deepspeed).is_file():
             raise RecipeError(f"deepspeed config {self.deepspeed} does not exist; shipped: "
                               + ", ".join(str(p) for p in sorted((Path(__file__).parent / "configs" / "deepspeed").glob("*.json"))))
 

@@ -36,6 +36,9 @@ class SFTResult:
     eval_loss: float | None
     train_rows: int
     eval_rows: int
+    global_step: int = 0     # optimiser steps done (the same on every rank)
+    rank: int = 0            # this process's rank; only rank 0 wrote the files above
+    world_size: int = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,6 +181,12 @@ def build_datasets(recipe: Recipe, tokenizer) -> tuple[list[dict], list[dict], i
 # Launch details
 # --------------------------------------------------------------------------------------------
 
+def is_rank0() -> bool:
+    """Whether this process writes the shared outputs (adapter, tokenizer, logs, plot, recipe).
+    With several ranks every one trains, and every one would write the same files at once."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -237,7 +246,7 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
 
 def run_sft(recipe: Recipe) -> SFTResult:
     """Train as the recipe says; returns where everything went."""
-    from transformers import Trainer  # noqa: PLC0415
+    from transformers import Trainer, set_seed  # noqa: PLC0415
     from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
 
     from train.plot import plot_losses  # noqa: PLC0415
@@ -249,12 +258,21 @@ def run_sft(recipe: Recipe) -> SFTResult:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(m.tokenizer or m.model_name_or_path, m.trust_remote_code)
     train_rows, eval_rows, dropped = build_datasets(recipe, tokenizer)
-    if dropped:
+    if dropped and is_rank0():
         print(f"[train] dropped {dropped} examples whose response did not fit max_seq_len={recipe.data.max_seq_len}")
 
     torch_dtype = resolve_dtype(m.dtype, t.use_cpu)
     # TrainingArguments first: with ZeRO-3 it must exist before the model loads (zero.Init).
     args = training_arguments(recipe, torch_dtype, len(train_rows), bool(eval_rows))
+    if t.deepspeed:
+        # Join the process group before the model loads: zero.Init reads DeepSpeed's world size then, and
+        # without a group it takes 1 and rejects a batch made for several ranks. args.device sets up the
+        # Trainer's group (on the CPU a plain gloo one DeepSpeed does not see); init_distributed adopts it.
+        import deepspeed  # noqa: PLC0415
+
+        _ = args.device
+        deepspeed.init_distributed(dist_backend=args.ddp_backend or "nccl")
+    set_seed(t.seed)  # the LoRA init: the same on every rank and in every run of the recipe, as `seed` promises
     model = load_model(recipe, torch_dtype)
     if lo.finetuning == "lora":
         model = apply_lora(model, recipe)
@@ -268,20 +286,27 @@ def run_sft(recipe: Recipe) -> SFTResult:
     resume_from = None
     if t.resume:
         resume_from = get_last_checkpoint(str(out))
-        print(f"[train] resuming from {resume_from}" if resume_from
-              else f"[train] resume=true but {out} holds no checkpoint yet: starting fresh")
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+        if is_rank0():
+            print(f"[train] resuming from {resume_from}" if resume_from
+                  else f"[train] resume=true but {out} holds no checkpoint yet: starting fresh")
+    rank0 = trainer.is_world_process_zero()
+    if rank0:
+        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the adapter's shards; rank 0 writes it
 
     history = trainer.state.log_history
     log_path = out / "log_history.json"
-    log_path.write_text(json.dumps(history, indent=1), encoding="utf-8")
-    plot = plot_losses(history, out / "loss.png", title=f"{Path(m.model_name_or_path).name} ({lo.finetuning}"
-                       f"{', 4-bit' if lo.quantization == '4bit' else ''})") if t.plot_loss else None
+    plot = None
+    if rank0:
+        tokenizer.save_pretrained(str(out))
+        log_path.write_text(json.dumps(history, indent=1), encoding="utf-8")
+        if t.plot_loss:
+            plot = plot_losses(history, out / "loss.png", title=f"{Path(m.model_name_or_path).name} ({lo.finetuning}"
+                               f"{', 4-bit' if lo.quantization == '4bit' else ''})")
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return SFTResult(out, out, plot, log_path, checkpoints, train_losses[-1] if train_losses else None,
-                     eval_losses[-1] if eval_losses else None, len(train_rows), len(eval_rows))
+                     eval_losses[-1] if eval_losses else None, len(train_rows), len(eval_rows),
+                     trainer.state.global_step, trainer.args.process_index, trainer.args.world_size)
