@@ -548,7 +548,7 @@ def test_save_file_refuses_paths_that_leave_the_workspace(save_file, path, fragm
 def test_save_file_writes_names_up_to_the_file_system_limit(save_file, tmp_path, length):
     """Names of 238-255 bytes are legal; the temporary file's name used to add 18 bytes to them."""
     name = "n" * (length - 4) + ".txt"
-    assert f"saved 2 bytes to {name}" in save_file(path=f"d/{name}", content="ok")
+    assert f"saved 2 bytes to d/{name} in the workspace" in save_file(path=f"d/{name}", content="ok")
     assert (tmp_path / "ws" / "d" / name).read_text() == "ok"
     assert os.listdir(tmp_path / "ws" / "d") == [name]
 
