@@ -96,7 +96,7 @@ def _fast_openai_init(init):
 def test_cli_unparseable_plan_shows_the_raw_output(tiny_model_dir, capsys):
     assert main(["Who?", "--planner", str(tiny_model_dir), "--no-constrain", "--max-new-tokens", "16"]) == 2
     err = capsys.readouterr().err
-    assert "\nerror: the planner's output is not a valid plan" in err and "\nthe planner wrote:\n" in err
+    assert "\nerror: the planner's output is not a valid plan" in "\n" + err and "\nthe planner wrote:\n" in err
     assert "Traceback" not in err
 
 
