@@ -488,6 +488,8 @@ class OpenAIEngine(Engine):
 
         self.base_url = base_url.rstrip("/")
         key = api_key or os.environ.get("REWOO_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        self._key_source = ("the api_key given" if api_key else "$REWOO_API_KEY" if os.environ.get("REWOO_API_KEY")
+                            else "$OPENAI_API_KEY" if key else None)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
         self.retries, self.backoff = retries, backoff
@@ -516,6 +518,10 @@ class OpenAIEngine(Engine):
                 except (ValueError, AttributeError):
                     pass
                 last = f"{self.base_url}{path} answered {r.status_code}: {detail}"
+                if r.status_code == 401:
+                    last += (f" (the key from {self._key_source} was refused: set $REWOO_API_KEY to the server's key)"
+                             if self._key_source else
+                             " (no key was sent: set $REWOO_API_KEY to the server's --api-key)")
                 if r.status_code != 429 and r.status_code < 500:
                     raise EngineError(last)
             if attempt < self.retries:

@@ -376,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             factory = eval_runner(args.mode, planner)
         report = evaluate_tasks(tasks, toolbox, factory, args.mode, str(args.tasks))
     except (TaskFileError, cli.UsageError) as e:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback as well; the exit code stays 2
+            import traceback
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(json.dumps(report, ensure_ascii=False) if args.json else markdown(report))

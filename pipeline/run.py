@@ -13,15 +13,18 @@ engine. With no model given, the demo models are used. ``--json`` prints one obj
 ``stats`` (``llm_calls``, ``prompt_tokens``, ``completion_tokens``, ``wall_s``, ...). Without it, a
 terminal view shows the plan as a table, the evidence as it fills and the answer.
 
-Bad input (an unreachable endpoint, a missing model path, a bad ``--tools`` spec, a plan that
-does not parse) prints one line and exits with code 2; ``--debug`` shows the traceback.
+Bad input (an empty task, a flag out of range, an unreachable endpoint, a missing model path, a
+bad ``--tools`` spec, a plan that does not parse) prints one line and exits with code 2;
+``--debug`` shows the traceback as well (the code stays 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the terminal view")
     p.add_argument("--trace", metavar="FILE", help="write every model and tool call to FILE (JSON)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the libraries' progress bars and notes that are hidden by default (toolkit.quiet)")
     return p
+
+
+def check_args(args) -> None:
+    """The flags' values, checked before anything loads: :class:`UsageError` naming the flag."""
+    if not args.task.strip():
+        raise UsageError('the task is empty; give it in quotes, e.g. python -m pipeline.run "Compute 12 + 30."')
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not (math.isfinite(args.tool_timeout) and args.tool_timeout > 0):
+        raise UsageError(f"--tool-timeout must be a positive number of seconds, got {args.tool_timeout:g}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
 
 
 def _engine(spec: str | None, args) -> Any:
@@ -194,6 +211,10 @@ def pipeline_settings(args, demo: dict | None) -> dict:
 def run(args) -> int:
     from rich.console import Console
 
+    check_args(args)
+    from toolkit.quiet import quiet_libraries
+
+    quiet_libraries(verbose=args.verbose, progress_bars=args.verbose)
     from pipeline.engines import EngineError
     from pipeline.plan import PlanError
 
@@ -247,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except UsageError as e:
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

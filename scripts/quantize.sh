@@ -5,9 +5,15 @@
 # Quantizes a merged model folder IN to EXL2 (default) or EXL3 at BPW bits per weight into OUT, on a
 # CUDA GPU; refuses clearly without one. The measurement pass is saved next to OUT and reused for
 # other bitrates; an interrupted run resumes when rerun. Prints the output size and effective bpw.
+# Paths are relative to where you stand. Every option: python -m serve.quantize --help.
 set -euo pipefail
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
+  esac
+done
 if [ "$#" -lt 3 ]; then
-    echo "usage: bash scripts/quantize.sh IN OUT BPW [options]   (python -m serve.quantize --help)" >&2
+    echo "usage: bash scripts/quantize.sh IN OUT BPW [options]   (bash scripts/quantize.sh --help)" >&2
     exit 2
 fi
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

@@ -10,8 +10,10 @@ Listening beyond loopback (``--host 0.0.0.0``) requires an API key (``--api-key`
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 
 from serve.config import ServeConfig
@@ -57,6 +59,22 @@ def config_from_args(argv: list[str] | None = None) -> tuple[ServeConfig, str]:
     return ServeConfig(**args), log_level
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now (before the model loads, which takes seconds to
+    minutes) so that a busy port or a wrong host fails at once. uvicorn serves on it as is."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart is not "busy"
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def build_backend(cfg: ServeConfig):
     """The backend ``cfg`` names, with its model loaded."""
     if cfg.backend == "exllamav2":
@@ -81,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, ImportError, OSError) as e:
             print(f"python -m serve: --tools: {e}", file=sys.stderr)
             return 2
+    try:
+        listener = bind_listener(cfg.host, cfg.port)
+    except OSError as e:
+        why = (f"port {cfg.port} on {cfg.host} is busy (another server listens there): stop it or pick another --port"
+               if e.errno == errno.EADDRINUSE else f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror or e}")
+        print(f"python -m serve: {why}", file=sys.stderr)
+        return 2
     import torch
     threads = cfg.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
     if threads:  # on 2 cores torch's default threads stall erratically (FACTS.md)
@@ -88,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend = build_backend(cfg)
     except (ValueError, RuntimeError, OSError) as e:
+        listener.close()
         print(f"python -m serve: cannot load {cfg.model}: {e}", file=sys.stderr)
         return 1
     import uvicorn
@@ -96,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     from serve.pipeline_route import add_pipeline_routes
     app = build_app(backend, cfg, routes=[add_pipeline_routes])
     app.state.pipeline_toolbox = toolbox
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 

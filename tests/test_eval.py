@@ -154,3 +154,12 @@ def test_catalog_tools_the_toolbox_lacks_are_evaluated_with_stand_ins(tmp_path, 
     assert row["scores"]["tool_set"] is True and row["scores"]["calls_matched"] == 1
     (call,) = caller.calls
     assert '"enum": ["metric", "imperial"]' in call["messages"][0]["content"]  # the catalog's exact schema
+
+
+def test_debug_shows_the_traceback_and_keeps_exit_2(tmp_path, capsys):
+    """--debug used to re-raise, turning exit code 2 into 1."""
+    bad = tmp_path / "tasks.jsonl"
+    bad.write_text("not json\n")
+    assert main(["--tasks", str(bad), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(f"error: {bad}:1")

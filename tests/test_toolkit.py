@@ -532,10 +532,31 @@ def test_save_file_writes_inside_the_workspace(save_file, tmp_path):
     ("a\x00b", "NUL byte"),
     (".", "names the workspace itself"),
     ("C:\\x.txt", "absolute path"),
+    ("sub/", "names a folder (it ends with '/')"),
+    ("sub/.", "names a folder"),
+    ("a\nb.txt", "control character '\\n'"),
+    ("notes/x\r.txt", "control character '\\r'"),
+    ("x" * 256, "is 256 bytes; a file or folder name holds at most 255"),
+    ("é" * 128, "is 256 bytes"),
 ])
 def test_save_file_refuses_paths_that_leave_the_workspace(save_file, path, fragment):
     with pytest.raises(ToolError, match=re.escape(fragment)):
         save_file(path=path, content="x")
+
+
+@pytest.mark.parametrize("length", [238, 240, 254, 255])
+def test_save_file_writes_names_up_to_the_file_system_limit(save_file, tmp_path, length):
+    """Names of 238-255 bytes are legal; the temporary file's name used to add 18 bytes to them."""
+    name = "n" * (length - 4) + ".txt"
+    assert f"saved 2 bytes to d/{name} in the workspace" in save_file(path=f"d/{name}", content="ok")
+    assert (tmp_path / "ws" / "d" / name).read_text() == "ok"
+    assert os.listdir(tmp_path / "ws" / "d") == [name]
+
+
+def test_save_file_refuses_a_folder_path_and_writes_nothing(save_file, tmp_path):
+    with pytest.raises(ToolError, match="names a folder"):
+        save_file(path="sub/", content="x")
+    assert not (tmp_path / "ws" / "sub").exists()
 
 
 def test_save_file_does_not_follow_symlinks(save_file, tmp_path):

@@ -33,10 +33,22 @@ DB_DIR = Path(ToolkitConfig().data_dir) / "db"
     ("SELECT 1 -- ; DROP TABLE films\n", ["SELECT 1"]),
     ("SELECT /* ; */ 1", ["SELECT   1"]),
     ("SELECT 'it''s; fine'", ["SELECT 'it''s; fine'"]),
-    ("SELECT \"a;b\" # trailing ; comment", ['SELECT "a;b"']),
 ])
 def test_split_statements(sql, statements):
     assert split_statements(sql) == statements
+
+
+def test_hash_is_a_comment_only_in_mysql():
+    """`#` starts a comment in MySQL/MariaDB only: SQLite refuses it (it used to drop the rest of the
+    line silently, running another query than the one written); elsewhere it is a plain character."""
+    sql = "SELECT \"a;b\" # trailing ; comment"
+    assert split_statements(sql, "mysql") == ['SELECT "a;b"']
+    assert split_statements(sql, "mariadb") == ['SELECT "a;b"']
+    with pytest.raises(SQLPolicyError, match="'#' starts a comment only in MySQL/MariaDB"):
+        split_statements(sql, "sqlite")
+    assert split_statements("SELECT 5 # 3", "postgresql") == ["SELECT 5 # 3"]
+    assert split_statements("SELECT 1 # ; DROP TABLE films") == ["SELECT 1 #", "DROP TABLE films"]
+    assert split_statements("SELECT '#' AS h", "sqlite") == ["SELECT '#' AS h"]  # inside quotes: text
 
 
 @pytest.mark.parametrize("sql, fragment", [
@@ -95,6 +107,31 @@ def test_demo_read_only_holds_below_the_policy(demo):
     with pytest.raises(RuntimeError, match="readonly database"):
         demo.execute("DELETE FROM films", read_only=True)
     assert demo(sql="SELECT COUNT(*) FROM films").splitlines()[1] != "0"
+
+
+def test_sqlite_hash_comment_is_refused_not_dropped(demo):
+    with pytest.raises(ToolError, match="'#' starts a comment only in MySQL/MariaDB"):
+        demo(sql="SELECT title FROM films # WHERE year = 2023")
+    assert demo(sql="SELECT '#' AS h") == "h\n#\n(1 row)"
+
+
+def test_sqlite_statement_time_limit(tmp_path):
+    """A recursive CTE that never ends is stopped at the time limit (it ran past 20 s before), and the
+    same pooled connection then answers the next statement."""
+    q = QuerySQLTool(demo_dir=DB_DIR, timeout_s=1)
+    q.setup()
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+    with pytest.raises(ToolError, match="ran past the 1 s limit and was stopped"):
+        q(sql=endless)
+    assert q(sql="SELECT COUNT(*) > 0 AS n FROM films") == "n\n1\n(1 row)"
+
+
+@pytest.mark.parametrize("sql", ["SELECT zeroblob(900000000)", "SELECT length(zeroblob(900000000))",
+                                 "SELECT length(replace(hex(zeroblob(20000000)), '00', 'xy'))"])
+def test_sqlite_value_size_limit(demo, sql):
+    with pytest.raises(ToolError, match="the database refused the statement: string or blob too big"):
+        demo(sql=sql)
+    assert demo(sql="SELECT length(zeroblob(1000)) AS n") == "n\n1000\n(1 row)"
 
 
 def test_demo_database_is_built_once_per_content(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -73,6 +74,31 @@ def test_bad_rows_name_file_and_line(tmp_path):
         load_examples(chat)
     with pytest.raises(DataError, match="does not exist"):
         load_examples(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_invalid_utf8_names_file_and_line(tmp_path, suffix):
+    rows = ['{"instruction": "a", "output": "b"}', '{"instruction": "caf\xe9", "output": "d"}']
+    data = ("\n".join(rows) if suffix == ".jsonl" else "[\n" + ",\n".join(rows) + "\n]").encode("latin-1")
+    bad = tmp_path / f"latin1{suffix}"
+    bad.write_bytes(data)
+    line = 2 if suffix == ".jsonl" else 3
+    with pytest.raises(DataError, match=rf"latin1\{suffix}:{line}: not valid UTF-8 \(byte b'\\xe9' at column 21\)"):
+        load_examples(bad)
+
+
+@pytest.mark.parametrize("row, fragment", [
+    ({"instruction": "a", "output": 42}, "'output' is int, not text"),
+    ({"instruction": "a", "output": ["x"]}, "'output' is list, not text"),
+    ({"instruction": ["a"], "output": {"k": 1}}, "'instruction' is list and 'output' is dict, not text"),
+    ({"instruction": "a", "input": 3, "output": "b"}, "'input' is int, not text"),
+])
+def test_wrong_typed_fields_are_reported_as_wrong_typed_not_missing(tmp_path, row, fragment):
+    p = tmp_path / "typed.jsonl"
+    p.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=re.escape(f"typed.jsonl:1: {fragment}")) as e:
+        load_examples(p)
+    assert "lacks" not in str(e.value)
 
 
 def _rows(tok, n=4):

@@ -76,6 +76,16 @@ def test_the_scaling_plan_recipes_name_what_docs_scaling_md_works_out(tmp_path, 
         load_recipe(None, ["deepspeed=no/such.json"])
 
 
+def test_a_dataset_given_on_the_command_line_brings_its_own_eval_split():
+    """`dataset=mine.jsonl` used to keep the recipe's data/generated/planner_eval.jsonl (and fail
+    when it was not generated): the eval split now comes from the given dataset."""
+    recipe = ROOT / "train/configs/planner_lora.yaml"
+    assert load_recipe(recipe).data.eval_dataset == "data/generated/planner_eval.jsonl"
+    assert load_recipe(recipe, ["dataset=mine.jsonl"]).data.eval_dataset == ""
+    assert load_recipe(recipe, ["data.dataset=mine.jsonl", "eval_dataset=dev.jsonl"]).data.eval_dataset == "dev.jsonl"
+    assert load_recipe(recipe, ["eval_dataset=dev.jsonl", "dataset=mine.jsonl"]).data.eval_dataset == "dev.jsonl"
+
+
 @pytest.mark.parametrize("path", DS_CONFIGS, ids=lambda p: p.name)
 def test_deepspeed_configs_are_valid_json_with_their_stage(path):
     cfg = json.loads(path.read_text())
@@ -236,27 +246,56 @@ def test_merge_refuses_nan_weights(lora_run, tiny_model_dir, tmp_path):
 # Scripts
 # ---------------------------------------------------------------------------------------------
 
-def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+def _script(name: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
-    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=ROOT, env=env,
+    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+# Library notes that ask nothing of the user: hidden unless -v (toolkit/quiet.py)
+NOISE = ["Failed to load CPU gemm_4bit_forward", "Setting accelerator to CPU", "FutureWarning",
+         "gradient_checkpointing", "Token indices sequence length is longer"]
 
 
 @pytest.mark.parametrize("script,data", [("train_planner.sh", "planner_train.jsonl"),
                                          ("train_caller.sh", "caller_train.jsonl")])
 def test_training_scripts_end_to_end(script, data, tmp_path, tiny_model_dir, gen_dir):
+    """Run from another folder with paths relative to it (the scripts used to cd to the repo root);
+    the user's dataset without an eval set: the eval split comes from it (the recipe's
+    data/generated eval set used to be required); the result lines print once; no library noise."""
+    (tmp_path / "data").symlink_to(gen_dir)
+    (tmp_path / "base").symlink_to(tiny_model_dir)
+    proc = _script(script, "model_name_or_path=base", f"dataset=data/{data}", "output_dir=run", "max_steps=1",
+                   "eval_fraction=0.25", "max_seq_len=768", cwd=tmp_path)
     out = tmp_path / "run"
-    proc = _script(script, f"model_name_or_path={tiny_model_dir}", f"dataset={gen_dir / data}",
-                   f"output_dir={out}", "max_steps=1", "eval_dataset=", "eval_fraction=0", "max_seq_len=768")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"[train] adapter: {out}" in proc.stdout and f"[train] loss plot: {out}/loss.png" in proc.stdout
-    assert f"[train] logs: {out}/train.log" in proc.stdout
+    assert proc.stdout.count("[train] adapter: ") == 1 and f"[train] adapter: {out}\n" in proc.stdout
+    assert proc.stdout.count("[train] loss plot: ") == 1 and f"[train] loss plot: {out}/loss.png" in proc.stdout
+    assert proc.stdout.count("[train] logs: ") == 1 and f"[train] logs: {out}/log_history.json" in proc.stdout
+    assert f"[train] console log: {out}/train.log" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if "(rows: " in line][0]
+    assert " 0 eval)" not in rows and rows.endswith(" eval)")  # held out of the user's dataset
+    for noise in NOISE:
+        assert noise not in proc.stdout + proc.stderr, noise
     assert (out / "adapter_config.json").exists() and (out / "loss.png").exists() and (out / "train.log").exists()
+    assert not (ROOT / "run").exists()
     if script == "train_planner.sh":
+        proc = _script("merge.sh", "base", "run", "merged", cwd=tmp_path)
         merged = tmp_path / "merged"
-        proc = _script("merge.sh", str(tiny_model_dir), str(out), str(merged))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert (merged / "config.json").exists() and (merged / "tokenizer.json").exists()
+        for noise in NOISE:
+            assert noise not in proc.stdout + proc.stderr, noise
+        # an adapter made for another base: one line, exit 2, nothing written
+        other = tmp_path / "other"
+        from train.tiny import build_llama, build_tokenizer
+        tok = build_tokenizer()
+        tok.save_pretrained(other)
+        build_llama(tok, hidden_size=32, num_layers=1, num_heads=2, seed=0).save_pretrained(other)
+        proc = _script("merge.sh", "other", "run", "merged2", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot apply the adapter run to other")
+        assert "Traceback" not in proc.stderr and not (tmp_path / "merged2").exists()
 
 
 def test_cli_reports_a_typo_in_one_line(tmp_path):

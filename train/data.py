@@ -54,8 +54,20 @@ class Example:
 # Reading rows
 # --------------------------------------------------------------------------------------------
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; bytes that are not UTF-8 are a :class:`DataError` naming file:line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start:e.start + 1]!r} at column {column}); "
+                        "save the file as UTF-8") from e
+
+
 def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     if path.suffix == ".jsonl":
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -155,6 +167,11 @@ def to_example(row: Any, where: str, template: str = "alpaca", tokenizer=None) -
             except ValueError as e:
                 raise DataError(f"{where}: {e}") from e
         return Example(prompt, response, where)
+    wrong = [f"{k!r} is {type(row[k]).__name__}" for k in ("instruction", "output", "input")
+             if k in row and row[k] is not None and not isinstance(row[k], str)]
+    if wrong:
+        raise DataError(f"{where}: {' and '.join(wrong)}, not text; Alpaca fields 'instruction', 'output' "
+                        f"and 'input' must be strings (quote the value)")
     missing = [k for k in ("instruction", "output") if not isinstance(row.get(k), str)]
     if missing:
         raise DataError(f"{where}: row lacks {' and '.join(repr(k) for k in missing)} (text); a row needs "

@@ -21,22 +21,35 @@ class MergeError(ValueError):
 
 
 def merge(base: str, adapter: str, out: str, dtype: str = "auto", max_shard_size: str = "2GB") -> Path:
-    """Merge ``adapter`` into ``base`` and save to ``out``; returns ``out``."""
+    """Merge ``adapter`` into ``base`` and save to ``out``; returns ``out``. Inputs that cannot be
+    merged (no adapter, an unreadable adapter config, a base that does not load, an adapter made
+    for another base) are a :class:`MergeError` in one line, raised before anything is written."""
+    adapter_dir = Path(adapter)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise MergeError(f"{adapter} holds no adapter_config.json: not a PEFT adapter folder")
+    try:
+        json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e:
+        raise MergeError(f"{adapter_dir / 'adapter_config.json'} is not readable JSON ({_first_line(e)})") from e
+    if Path(base).expanduser().suffix or base.startswith((".", "/", "~")):
+        if not Path(base).expanduser().exists():
+            raise MergeError(f"base model {base} does not exist")
+    if dtype not in ("auto", "bf16", "fp16", "fp32"):
+        raise MergeError(f"dtype {dtype!r} is not valid; choose one of: auto, bf16, fp16, fp32")
     import torch  # noqa: PLC0415
     from peft import PeftModel  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
-    adapter_dir = Path(adapter)
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise MergeError(f"{adapter} holds no adapter_config.json: not a PEFT adapter folder")
-    if Path(base).expanduser().suffix or base.startswith((".", "/", "~")):
-        if not Path(base).expanduser().exists():
-            raise MergeError(f"base model {base} does not exist")
     dtypes = {"auto": "auto", "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if dtype not in dtypes:
-        raise MergeError(f"dtype {dtype!r} is not valid; choose one of: {', '.join(dtypes)}")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes[dtype])
-    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtypes[dtype])
+    except (OSError, ValueError) as e:
+        raise MergeError(f"cannot load the base model {base}: {_first_line(e)}") from e
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as e:  # shapes or modules of another base
+        raise MergeError(f"cannot apply the adapter {adapter} to {base} (made for another base?): "
+                         f"{_first_line(e)}") from e
     bad = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
     if bad:
         raise MergeError(f"merged weights hold NaN or inf in {len(bad)} tensors (first: {', '.join(bad[:5])}); "
@@ -49,6 +62,11 @@ def merge(base: str, adapter: str, out: str, dtype: str = "auto", max_shard_size
     (out_dir / "merge.json").write_text(json.dumps({"base": base, "adapter": str(adapter_dir), "dtype": dtype},
                                                    indent=1), encoding="utf-8")
     return out_dir
+
+
+def _first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split("\n", 1)[0].split())
+    return text[:300] if text else type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> Path:

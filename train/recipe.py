@@ -81,7 +81,9 @@ class DataArgs:
 
     dataset: str = _f("", "JSONL/JSON/parquet file, a folder of them, or a datasets name "
                           "(name:split or name:config:split); rows with Alpaca fields or chat messages")
-    eval_dataset: str = _f("", "a separate eval set; empty: hold out eval_fraction of dataset")
+    eval_dataset: str = _f("", "a separate eval set; empty: hold out eval_fraction of dataset. A dataset "
+                               "given on the command line without an eval_dataset there drops the "
+                               "recipe file's eval_dataset (the eval split comes from that dataset)")
     eval_fraction: float = _f(0.05, "share of dataset held out for eval when eval_dataset is empty (0: none)")
     template: str = _f("alpaca", "alpaca (formats.alpaca) or chat (the tokenizer's chat template)")
     max_seq_len: int = _f(2048, "longest example in tokens; longer ones are cut (the prompt first)")
@@ -261,12 +263,17 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
             else:
                 group, f = _resolve(str(section), str(p))  # a bare key at the top level
                 values[group][f.name] = _coerce(str(section), f, body)
+    given = set()
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise RecipeError(f"override {item!r} is not key=value")
         group, f = _resolve(key.strip(), "command line")
         values[group][f.name] = _coerce(key.strip(), f, value)
+        given.add(f.name)
+    if "dataset" in given and "eval_dataset" not in given:
+        # the recipe file's eval set belongs to its own dataset, not to the one given instead
+        values["data"].pop("eval_dataset", None)
     return Recipe(**{g: cls(**values[g]) for g, cls in GROUPS.items()})
 
 

@@ -217,6 +217,11 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
     total = t.max_steps if t.max_steps > 0 else math.ceil(t.num_train_epochs * math.ceil(n_train / per_step))
     use_cpu = t.use_cpu or not torch.cuda.is_available()
     kwargs = {}
+    checkpointing = m.gradient_checkpointing and recipe.lora.quantization != "4bit"  # QLoRA: prepared by PEFT
+    # transformers 5.x renamed gradient_checkpointing* to activation_checkpointing* (the old names warn)
+    name = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+            else "gradient_checkpointing")
+    kwargs.update({name: checkpointing, f"{name}_kwargs": {"use_reentrant": False}})
     if has_eval:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps or max(1, total // 4),
                       per_device_eval_batch_size=t.per_device_eval_batch_size)
@@ -233,8 +238,7 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
         max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.seed,
         bf16=torch_dtype == torch.bfloat16 and not use_cpu, fp16=torch_dtype == torch.float16,
-        gradient_checkpointing=m.gradient_checkpointing and recipe.lora.quantization != "4bit",
-        gradient_checkpointing_kwargs={"use_reentrant": False}, optim=t.optim, use_cpu=use_cpu,
+        optim=t.optim, use_cpu=use_cpu,
         remove_unused_columns=False, report_to="none", dataloader_num_workers=t.dataloader_num_workers,
         disable_tqdm=False, train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **kwargs)

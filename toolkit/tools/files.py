@@ -1,19 +1,27 @@
 """``save_file(path, content)``: write a text file inside the workspace folder, and nowhere else.
 
-Refused: an empty, absolute or ``..`` path, a NUL byte, a path through a symlink (no component
-is followed: every folder is opened with ``O_NOFOLLOW`` relative to the one before, so a link
+Refused: an empty, absolute or ``..`` path, a path that ends in ``/`` (a folder, not a file), a
+NUL byte, a newline or any other control character, a name over 255 bytes (the file system's
+limit; names of up to 255 bytes are written), a path through a symlink (no component is
+followed: every folder is opened with ``O_NOFOLLOW`` relative to the one before, so a link
 swapped in between check and write cannot redirect the write), content over the size limit.
-The write is atomic: a temporary file in the target folder, fsync, then ``rename``.
+The write is atomic: a temporary file (a short name of its own, so that it fits wherever the
+file's name fits) in the target folder, fsync, then ``rename``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from toolkit.tool import Tool
+
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows file systems)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class WorkspaceError(PermissionError):
@@ -25,6 +33,10 @@ def _parts(path: str) -> list[str]:
         raise WorkspaceError("the path is empty; give a file name relative to the workspace, e.g. 'notes/plan.txt'")
     if "\x00" in path:
         raise WorkspaceError("the path contains a NUL byte")
+    bad = _CONTROL.search(path)
+    if bad:
+        raise WorkspaceError(f"path {path!r} refused: it contains the control character {bad.group()!r} "
+                             "(a newline, tab or the like); give a name on one line")
     if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() or PureWindowsPath(path).drive:
         raise WorkspaceError(f"absolute path {path!r} refused; give a path relative to the workspace")
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
@@ -32,6 +44,13 @@ def _parts(path: str) -> list[str]:
         raise WorkspaceError(f"path {path!r} refused: '..' may not appear in it")
     if not parts:
         raise WorkspaceError(f"path {path!r} names the workspace itself, not a file")
+    if path.replace("\\", "/").endswith(("/", "/.")):
+        raise WorkspaceError(f"path {path!r} names a folder (it ends with '/'); give a file name, e.g. "
+                             f"'{'/'.join(parts)}/notes.txt'")
+    for p in parts:
+        if len(p.encode("utf-8")) > NAME_MAX:
+            raise WorkspaceError(f"path {path!r} refused: the name {p[:40]!r}... is {len(p.encode('utf-8'))} bytes; "
+                                 f"a file or folder name holds at most {NAME_MAX}")
     return parts
 
 
@@ -65,7 +84,7 @@ def write_in_workspace(workspace: str | os.PathLike, path: str, data: bytes) -> 
                 raise WorkspaceError(f"path {path!r} refused: it exists and is not a regular file")
         except FileNotFoundError:
             pass
-        tmp = f".{leaf}.{secrets.token_hex(6)}.tmp"
+        tmp = f".save-{secrets.token_hex(8)}.tmp"  # not derived from leaf: a 255-byte leaf must still fit
         wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
         try:
             with os.fdopen(wfd, "wb") as f:

@@ -10,6 +10,14 @@ EXPLAIN, VALUES) pass the check; the statement runs in a read-only transaction (
 ONLY``; PostgreSQL: ``SET TRANSACTION READ ONLY``) that is rolled back; and a database user
 with only SELECT grants is the recommended third. One statement per call; at most ``max_rows``
 rows come back, as a compact ``a | b`` table.
+
+Limits, on every database: a statement runs at most ``timeout_s`` seconds (MariaDB
+``max_statement_time``, MySQL ``max_execution_time``, PostgreSQL ``statement_timeout``, SQLite a
+progress handler that interrupts it), and a value (text or blob) or row built by a SQLite
+statement is at most ``max_value_bytes`` (SQLite's ``SQLITE_LIMIT_LENGTH``; MariaDB's own is
+``max_allowed_packet``). ``#`` starts a comment only in MySQL/MariaDB; in SQLite it is refused
+with a message, elsewhere it is an ordinary character, so a comment never silently changes the
+statement that runs.
 """
 
 from __future__ import annotations
@@ -27,15 +35,20 @@ from toolkit.tool import Tool
 READ_KEYWORDS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE")
 CELL_CHARS = 200
 STATEMENT_TIMEOUT_S = 10
+MAX_VALUE_BYTES = 16 * 1024 * 1024  # largest SQLite text/blob/row a statement may build (zeroblob(9e8) is refused)
+SQLITE_PROGRESS_OPS = 10_000  # SQLite VM instructions between deadline checks (~1 ms of work)
 
 
 class SQLPolicyError(PermissionError):
     """The statement breaks the tool's policy (several statements, a write while read-only)."""
 
 
-def split_statements(sql: str) -> list[str]:
+def split_statements(sql: str, dialect: str | None = None) -> list[str]:
     """The statements of ``sql``, split at ``;`` outside quotes and comments, comments removed,
-    empty ones dropped."""
+    empty ones dropped. ``#`` starts a comment only when ``dialect`` is ``mysql`` or ``mariadb``;
+    in ``sqlite`` (where it is no comment) it is a :class:`SQLPolicyError`; otherwise (PostgreSQL's
+    XOR operator, or a dialect not known yet) it is an ordinary character."""
+    hash_comments = dialect in ("mysql", "mariadb")
     out, buf, i, n = [], [], 0, len(sql)
     while i < n:
         ch = sql[i]
@@ -53,7 +66,10 @@ def split_statements(sql: str) -> list[str]:
                 j += 1
             buf.append(sql[i:j + 1])
             i = j + 1
-        elif sql.startswith("--", i) or ch == "#":
+        elif ch == "#" and dialect == "sqlite":
+            raise SQLPolicyError("'#' starts a comment only in MySQL/MariaDB; this database is SQLite: "
+                                 "use -- or /* */ for comments")
+        elif sql.startswith("--", i) or (ch == "#" and hash_comments):
             j = sql.find("\n", i)
             i = n if j < 0 else j
             buf.append(" ")
@@ -76,9 +92,10 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in out if s.strip()]
 
 
-def check_statement(sql: str, allow_write: bool) -> str:
-    """The one statement in ``sql`` (comments removed), or :class:`SQLPolicyError`."""
-    statements = split_statements(sql)
+def check_statement(sql: str, allow_write: bool, dialect: str | None = None) -> str:
+    """The one statement in ``sql`` (comments removed), or :class:`SQLPolicyError`. ``dialect``
+    (SQLAlchemy's name: ``sqlite``, ``mysql``, ``mariadb``, ``postgresql``) decides what ``#`` is."""
+    statements = split_statements(sql, dialect)
     if not statements:
         raise SQLPolicyError("no SQL statement given")
     if len(statements) > 1:
@@ -181,7 +198,7 @@ class QuerySQLTool(Tool):
     output_type = "string"
 
     def __init__(self, url: str | None = None, demo_dir: str | Path | None = None, allow_write: bool = False,
-                 max_rows: int = 50, timeout_s: int = STATEMENT_TIMEOUT_S):
+                 max_rows: int = 50, timeout_s: int = STATEMENT_TIMEOUT_S, max_value_bytes: int = MAX_VALUE_BYTES):
         super().__init__()
         if not url and not demo_dir:
             raise ValueError("query_sql needs a database URL or the demo CSV folder")
@@ -190,6 +207,7 @@ class QuerySQLTool(Tool):
         self.allow_write = allow_write
         self.max_rows = max_rows
         self.timeout_s = timeout_s
+        self.max_value_bytes = max_value_bytes
         self.engine = None
         mode = "read and write" if allow_write else "read-only"
         if url:
@@ -215,7 +233,8 @@ class QuerySQLTool(Tool):
                                         connect_args={"check_same_thread": False})
 
     def forward(self, sql: str) -> str:
-        stmt = check_statement(sql, self.allow_write)
+        self._ensure_setup()
+        stmt = check_statement(sql, self.allow_write, self._dialect())
         return self.execute(stmt, read_only=not self.allow_write)
 
     def execute(self, stmt: str, read_only: bool) -> str:
@@ -227,28 +246,52 @@ class QuerySQLTool(Tool):
         dialect = self.engine.dialect.name
         try:
             with self.engine.connect() as conn:
-                if read_only:
-                    self._enter_read_only(conn, dialect)
-                result = conn.exec_driver_sql(stmt)
-                if result.returns_rows:
-                    columns = list(result.keys())
-                    rows = [tuple(r) for r in result.fetchmany(self.max_rows + 1)]
-                    truncated = len(rows) > self.max_rows
-                    out = format_table(columns, rows[: self.max_rows], truncated)
-                else:
-                    n = result.rowcount  # -1 where the driver does not count (SQLite DDL)
-                    out = "OK" if n < 0 else f"OK, {n} row{'s' if n != 1 else ''} affected"
-                if read_only:
-                    conn.rollback()
-                else:
-                    conn.commit()
-                if dialect == "sqlite" and read_only:
-                    conn.exec_driver_sql("PRAGMA query_only = OFF")
-                return out
+                if dialect == "sqlite":
+                    self._sqlite_limits(conn)
+                try:
+                    if read_only:
+                        self._enter_read_only(conn, dialect)
+                    result = conn.exec_driver_sql(stmt)
+                    if result.returns_rows:
+                        columns = list(result.keys())
+                        rows = [tuple(r) for r in result.fetchmany(self.max_rows + 1)]
+                        truncated = len(rows) > self.max_rows
+                        out = format_table(columns, rows[: self.max_rows], truncated)
+                    else:
+                        n = result.rowcount  # -1 where the driver does not count (SQLite DDL)
+                        out = "OK" if n < 0 else f"OK, {n} row{'s' if n != 1 else ''} affected"
+                    if read_only:
+                        conn.rollback()
+                    else:
+                        conn.commit()
+                    if dialect == "sqlite" and read_only:
+                        conn.exec_driver_sql("PRAGMA query_only = OFF")
+                    return out
+                finally:
+                    if dialect == "sqlite":  # the pool's rollback must not meet a passed deadline
+                        conn.connection.driver_connection.set_progress_handler(None, 0)
+        except exc.OperationalError as e:
+            if dialect == "sqlite" and "interrupted" in str(e.orig):
+                raise RuntimeError(f"the statement ran past the {self.timeout_s} s limit and was stopped") from e
+            raise RuntimeError(f"the database refused the statement: {' '.join(str(e.orig).split())}") from e
         except exc.DBAPIError as e:
             raise RuntimeError(f"the database refused the statement: {' '.join(str(e.orig).split())}") from e
         except exc.SQLAlchemyError as e:
             raise RuntimeError(f"database error: {' '.join(str(e).split())[:300]}") from e
+
+    def _dialect(self) -> str:
+        name = self.engine.dialect.name
+        return "mariadb" if getattr(self.engine.dialect, "is_mariadb", False) else name
+
+    def _sqlite_limits(self, conn) -> None:
+        """The statement time and value-size limits on this pooled SQLite connection (set each time:
+        a handler left from a call that timed out would stop the next one at once)."""
+        import time  # noqa: PLC0415
+
+        raw = conn.connection.driver_connection
+        raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_value_bytes)
+        deadline = time.monotonic() + self.timeout_s
+        raw.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_PROGRESS_OPS)
 
     def _enter_read_only(self, conn, dialect: str) -> None:
         if dialect == "sqlite":
