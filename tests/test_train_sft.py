@@ -303,3 +303,25 @@ def test_cli_reports_a_typo_in_one_line(tmp_path):
                            "lora_rank=4"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown recipe key 'lora_rank'") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_recipe_seed_fixes_the_lora_init_whatever_ran_before(tmp_path, tiny_model_dir, gen_dir):
+    """Ranks and reruns must start from the same adapter: the init draws from the recipe's seed, not from
+    whatever state the global RNG was left in (two ranks agree only by accident of an equal history)."""
+    from safetensors.torch import load_file
+
+    from train.sft import run_sft
+
+    adapters = []
+    for i, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)  # a different history before each run
+        out = tmp_path / f"run{i}"
+        run_sft(load_recipe(ROOT / "train/configs/planner_lora.yaml",
+                            _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=1,
+                                       eval_fraction=0, save_steps=100, learning_rate=1e-6, plot_loss="false")))
+        adapters.append(load_file(out / "adapter_model.safetensors"))
+    lora_a = sorted(k for k in adapters[0] if "lora_A" in k)
+    assert lora_a
+    for k in lora_a:
+        torch.testing.assert_close(adapters[0][k], adapters[1][k], atol=1e-4, rtol=0)
