@@ -61,8 +61,8 @@ MUTATIONS = [
              "    if not allow_write and first not in READ_KEYWORDS:", "    if False:",
              ("tests/test_tools_sql.py",)),
     Mutation("sql: no read-only transaction", "toolkit/tools/sql.py",
-             "                if read_only:\n                    self._enter_read_only(conn, dialect)",
-             "                if False:\n                    self._enter_read_only(conn, dialect)",
+             "                    if read_only:\n                        self._enter_read_only(conn, dialect)",
+             "                    if False:\n                        self._enter_read_only(conn, dialect)",
              ("tests/test_tools_sql.py",)),
     # -- the server's validation ----------------------------------------------------------------------
     Mutation("serve: echo accepted", "serve/app.py", "    if body.echo:", "    if False and body.echo:",
