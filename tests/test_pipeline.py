@@ -383,3 +383,14 @@ def test_transformers_streaming_writes_what_complete_writes(tiny_engine):
         pieces = list(tiny_engine.complete_stream(prompt, formats.ALPACA_STOP, 96, constraint=con))
     assert len(pieces) > 1 and "".join(pieces) == whole
     assert len(calls) == 1 and calls[0]["output"] == whole  # accounted once, like complete()
+
+
+def test_stop_sequences_cut_at_the_earliest_match_whatever_their_order():
+    from pipeline.engines import _cut, _stream_text
+
+    text = "Plan: a\n### Instruction: x\n### Response: y"
+    for stops in (["\n### Instruction:", "\n### Response:"], ["\n### Response:", "\n### Instruction:"]):
+        assert _cut(text, stops) == ("Plan: a", True)
+        pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
+        assert "".join(_stream_text(iter(pieces), stops)) == "Plan: a"  # streamed: the same cut
+    assert _cut("no stop here", ["###"]) == ("no stop here", False)

@@ -131,3 +131,13 @@ def test_packing_has_no_cross_example_attention_and_equals_padding(tiny_tokenize
     # the same tokens carry the loss, so the mean loss is the same
     assert (packed["labels"] != IGNORE).sum() == (padded["labels"] != IGNORE).sum()
     torch.testing.assert_close(out_pack.loss, out_pad.loss, atol=1e-4, rtol=1e-4)
+
+
+def test_packing_never_predicts_across_a_boundary_even_when_training_on_the_prompt():
+    """With ``train_on_prompt`` an example's first label is a real token: the packed row must
+    still not ask the previous example's last token to predict it."""
+    rows = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]},
+            {"input_ids": [10, 11, 12], "labels": [IGNORE, 11, 12]}]
+    packed = PackedCollator()(rows)
+    assert packed["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9, IGNORE, 11, 12]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
