@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from pathlib import Path
 
 # Small CPUs: torch's default threads stall erratically on 2 cores (measured; FACTS.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -65,3 +66,16 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture
 def scripted_engine():
     return ScriptedEngine
+
+
+@pytest.fixture(scope="module")
+def gen_dir(tmp_path_factory):
+    """A small train.datagen set (planner and caller rows, eval and test splits) for training tests."""
+    from train.catalog import load_catalog
+    from train.datagen import GenConfig, generate, write
+
+    out = tmp_path_factory.mktemp("generated")
+    catalog = load_catalog(Path(__file__).resolve().parents[1] / "data" / "catalog" / "tools.json")
+    cfg = GenConfig(planner=24, caller=24, eval=4, test=4, max_tools=4, max_steps=3, seed=0)
+    write(out, generate(catalog, cfg), catalog, cfg)
+    return out

@@ -31,8 +31,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.catalog import load_catalog
-from train.datagen import GenConfig, generate, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,15 +55,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gen_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("generated")
-    catalog = load_catalog(ROOT / "data" / "catalog" / "tools.json")
-    cfg = GenConfig(planner=24, caller=24, eval=4, test=4, max_tools=4, max_steps=3, seed=0)
-    write(out, generate(catalog, cfg), catalog, cfg)
-    return out
 
 
 def _private_extensions_dir(dst: Path) -> str:

@@ -11,22 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.datagen import GenConfig, generate, write
-from train.catalog import load_catalog
 from train.recipe import RecipeError, load_recipe, valid_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "train" / "configs").glob("*.yaml"))
 DS_CONFIGS = sorted((ROOT / "train" / "configs" / "deepspeed").glob("*.json"))
-
-
-@pytest.fixture(scope="module")
-def gen_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("generated")
-    catalog = load_catalog(ROOT / "data" / "catalog" / "tools.json")
-    cfg = GenConfig(planner=24, caller=24, eval=4, test=4, max_tools=4, max_steps=3, seed=0)
-    write(out, generate(catalog, cfg), catalog, cfg)
-    return out
 
 
 def _overrides(model_dir, data, out, **kw):
