@@ -154,3 +154,47 @@ def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
     size = sum(f.stat().st_size for f in demo.SHIPPED.rglob("*") if f.is_file())
     # planner LoRA r=8 on q/v: 1.8 MB; caller QLoRA r=16 on all seven projections (its recipe): 19 MB
     assert size < 32 * 2**20, f"the shipped adapters take {size / 2**20:.1f} MB; the limit is 32 MB"
+
+
+def test_each_adapter_has_its_own_key_and_an_unchanged_one_is_reused(tmp_path):
+    cfg = demo.DemoConfig()
+    planner_change = demo.DemoConfig(decision_weight=2.0)
+    caller_change = demo.DemoConfig(caller_lr=5e-4)
+    data_change = demo.DemoConfig(planner_rows=301)
+    assert planner_change.role_key("caller") == cfg.role_key("caller") != caller_change.role_key("caller")
+    assert caller_change.role_key("planner") == cfg.role_key("planner") != planner_change.role_key("planner")
+    assert data_change.role_key("planner") != cfg.role_key("planner")  # both adapters' rows change
+    assert data_change.role_key("caller") != cfg.role_key("caller")
+    assert demo.DemoConfig(replan=3).role_key("planner") == cfg.role_key("planner")  # a run setting
+    built = tmp_path / "built"
+    for role in ("planner", "caller"):
+        (built / role).mkdir(parents=True)
+        (built / role / "adapter_model.safetensors").write_bytes(role.encode())
+    (built / "manifest.json").write_text(json.dumps({
+        "adapters": {"planner": "planner", "caller": "caller"},
+        "role_keys": {r: cfg.role_key(r) for r in ("planner", "caller")},
+        "train": {"planner": {"seconds": 1.0}, "caller": {"seconds": 2.0}}}))
+    assert demo._reusable(planner_change, "planner", [built]) is None
+    assert demo._reusable(planner_change, "caller", [built]) == built / "caller"
+    work = tmp_path / "work"
+    work.mkdir()
+    stats = demo._train_adapters(cfg, "BASE", work, lambda m: None, reuse=[tmp_path / "missing", built])
+    assert stats == {"planner": {"seconds": 1.0, "reused": True}, "caller": {"seconds": 2.0, "reused": True}}
+    assert (work / "caller" / "adapter_model.safetensors").read_bytes() == b"caller"
+
+
+def test_the_planner_weighs_its_decision_tokens():
+    from train.data import LossWeights
+    from train.recipe import load_recipe
+
+    cmd = demo.sft_command("planner", demo.DemoConfig(decision_weight=5.0), "BASE", Path("/w"))
+    recipe = load_recipe(cmd[5], cmd[6:])
+    assert (recipe.data.loss_weight_pattern, recipe.data.loss_weight) == (demo.DECISION_PATTERN, 5.0)
+    plan = "Plan: Search the encyclopedia for Zhang Yimou.\n#E1 = search_wiki[Zhang Yimou]\n" \
+           "Plan: Summarize it.\n#E2 = llm[Summarize: #E1]"
+    assert [plan[a:b] for a, b in LossWeights(demo.DECISION_PATTERN, 5.0).spans(plan)] == [
+        "Search", "search_wiki", "Summarize", "llm"]
+    caller = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("caller", demo.DemoConfig(), "B", Path("/w"))))
+    assert caller.data.loss_weight_pattern == ""
+    assert "loss_weight_pattern" not in " ".join(demo.sft_command("planner", demo.DemoConfig(decision_weight=1.0),
+                                                                  "B", Path("/w")))

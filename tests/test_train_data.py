@@ -141,3 +141,29 @@ def test_packing_never_predicts_across_a_boundary_even_when_training_on_the_prom
     packed = PackedCollator()(rows)
     assert packed["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9, IGNORE, 11, 12]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2]]
+
+
+def test_loss_weights_mark_exactly_the_matched_tokens_and_travel_through_both_collators(tiny_tokenizer):
+    from train.data import LossWeights
+
+    tok = tiny_tokenizer
+    weights = LossWeights(r"(?m)^#E\d+ = (\w+)", 4.0)
+    ex = Example(formats.alpaca("Who directed Oppenheimer?"), "Plan: look it up\n#E1 = search_wiki[Oppenheimer]")
+    row = tokenize(ex, tok, max_seq_len=512, weights=weights)
+    plain = tokenize(ex, tok, max_seq_len=512)
+    assert row["input_ids"] == plain["input_ids"] and row["labels"] == plain["labels"]
+    heavy = [t for t, w in zip(row["input_ids"], row["weights"]) if w == 4.0]
+    assert tok.decode(heavy).replace(" ", "") == "search_wiki"
+    assert set(row["weights"]) == {1.0, 4.0} and len(row["weights"]) == len(row["input_ids"])
+    short = tokenize(ex, tok, max_seq_len=24, weights=weights)  # truncation keeps the lists aligned
+    assert len(short["weights"]) == len(short["input_ids"]) == 24
+    other = tokenize(Example("p", "no decision here"), tok, max_seq_len=64, weights=weights)
+    padded = PaddedCollator(tok.pad_token_id)([row, other])
+    assert padded["loss_weights"].shape == padded["input_ids"].shape
+    assert padded["loss_weights"][0].tolist()[:len(row["weights"])] == row["weights"]
+    assert padded["loss_weights"][1].tolist()[len(other["weights"]):] == [0.0] * (len(row["weights"]) - len(other["weights"]))
+    packed = PackedCollator()([row, other])
+    assert packed["loss_weights"][0].tolist() == row["weights"] + other["weights"]
+    assert "loss_weights" not in PaddedCollator(tok.pad_token_id)([plain]) and "loss_weights" not in PackedCollator()([plain])
+    with pytest.raises(DataError, match="not a regular expression"):
+        LossWeights("(", 2.0)

@@ -121,9 +121,11 @@ def lora_run(tmp_path_factory, tiny_model_dir, gen_dir):
     from train.sft import run_sft
 
     out = tmp_path_factory.mktemp("planner_lora")
+    # decision tokens weighted (the demo planner's recipe): the Trainer path with loss_weights
     recipe = load_recipe(ROOT / "train/configs/planner_lora.yaml",
                          _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=3, save_steps=1,
-                                    save_total_limit=5))
+                                    save_total_limit=5, gradient_accumulation_steps=2, loss_weight=3.0,
+                                    loss_weight_pattern=r"(?m)^(?:Plan: (\S+)|#E\d+ = (\w+))"))
     return run_sft(recipe)
 
 
@@ -138,6 +140,38 @@ def test_lora_run_writes_adapter_plot_logs_and_checkpoints(lora_run):
     assert any("eval_loss" in h for h in history) and lora_run.eval_rows > 0
     assert [c.name for c in lora_run.checkpoints] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
     assert lora_run.train_loss is not None and torch.isfinite(torch.tensor(lora_run.train_loss))
+
+
+def test_weighted_loss_is_the_models_own_at_weight_1_and_weighs_the_marked_tokens(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from train.sft import make_trainer, weighted_token_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.randint(5, 200, (2, 12))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    labels[1, 9:] = -100
+    out = model(input_ids=ids, labels=labels)
+    ones = torch.ones(ids.shape)
+    assert torch.allclose(weighted_token_loss(out, labels, None, ones), out.loss, atol=1e-6)
+    nll = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, out.logits.shape[-1]),
+                                            labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none")
+    w = ones.clone()
+    w[0, 7] = 3.0  # predicts labels[0, 7] from position 6
+    want = (nll.sum() + 2.0 * nll[6]) / (labels[:, 1:] != -100).sum()
+    assert torch.allclose(weighted_token_loss(out, labels, None, w), want, atol=1e-6)
+    assert torch.allclose(weighted_token_loss(out, labels, 20, w), want * (labels[:, 1:] != -100).sum() / 20)
+    trainer = make_trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    got = trainer.compute_loss(model, {"input_ids": ids, "labels": labels, "loss_weights": w})
+    assert torch.allclose(got, want, atol=1e-6)
+    plain = trainer.compute_loss(model, {"input_ids": ids, "labels": labels})
+    assert torch.allclose(plain, out.loss, atol=1e-6) and trainer.compute_loss_func is None
+    with pytest.raises(RecipeError, match="loss_weight must be > 0"):
+        load_recipe(None, ["loss_weight=0"])
+    with pytest.raises(RecipeError, match="loss_weight_pattern '\\(' is not a regular expression"):
+        load_recipe(None, ["loss_weight_pattern=("])
 
 
 def test_resume_continues_from_the_last_checkpoint(lora_run, tiny_model_dir, gen_dir, capsys):

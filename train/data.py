@@ -15,6 +15,12 @@ Tokens (:func:`tokenize`): ``prompt_ids`` (with the tokenizer's BOS) then ``resp
 EOS. They are tokenized apart, as at inference time, where the prompt is encoded alone and the
 model continues it. ``labels`` are ``-100`` on the prompt (no loss) unless ``train_on_prompt``.
 
+Decision tokens (:class:`LossWeights`): a few tokens of a response decide it (a plan's first word
+and tool name: the rest follows from them), yet the mean loss weighs them like any other. With a
+``loss_weight_pattern``, response tokens that overlap a match (or its groups, when the pattern
+has groups) get ``loss_weight``; rows then carry ``weights`` and the trainer sums weighted token
+losses over the same token count (``train.sft``).
+
 Packing (:class:`PackedCollator`): a batch's examples are laid end to end in one row
 ``(1, sum of lengths)`` with ``position_ids`` that restart at 0 for every example and no
 ``attention_mask``; transformers then builds a block-diagonal causal mask from the position ids
@@ -205,16 +211,55 @@ def load_examples(source: str | Path, template: str = "alpaca", tokenizer=None, 
 # Tokens and the prompt-loss mask
 # --------------------------------------------------------------------------------------------
 
-def tokenize(example: Example, tokenizer, max_seq_len: int, train_on_prompt: bool = False) -> dict | None:
+@dataclass(frozen=True)
+class LossWeights:
+    """``weight`` on the response tokens that overlap a match of ``pattern`` (of its groups, when
+    it has groups); 1 elsewhere. E.g. ``(?m)^(?:Plan: (\\S+)|#E\\d+ = (\\w+))``: a plan's first
+    word and tool name."""
+
+    pattern: str
+    weight: float
+
+    def __post_init__(self):
+        import re  # noqa: PLC0415
+
+        try:
+            object.__setattr__(self, "_re", re.compile(self.pattern))
+        except re.error as e:
+            raise DataError(f"loss_weight_pattern {self.pattern!r} is not a regular expression: {e}") from e
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        out = []
+        for m in self._re.finditer(text):
+            groups = [i for i in range(1, (m.re.groups or 0) + 1) if m.start(i) >= 0]
+            out += [m.span(i) for i in groups] if m.re.groups else [m.span()]
+        return [(a, b) for a, b in out if b > a]
+
+    def of(self, text: str, offsets: Sequence[tuple[int, int]]) -> list[float]:
+        """One weight per token of ``text`` given the tokens' character ``offsets``."""
+        spans = self.spans(text)
+        return [self.weight if any(a < e and s < b for s, e in spans) else 1.0 for a, b in offsets]
+
+
+def tokenize(example: Example, tokenizer, max_seq_len: int, train_on_prompt: bool = False,
+             weights: LossWeights | None = None) -> dict | None:
     """``{"input_ids", "labels"}`` (lists of int, same length) for one example, or None when
-    nothing of the response survives ``max_seq_len``.
+    nothing of the response survives ``max_seq_len``; with ``weights`` also ``"weights"``
+    (floats: 1 on the prompt and EOS, :class:`LossWeights` on the response).
 
     ``input_ids = prompt_ids + response_ids + [eos]``; ``labels`` copies them with the prompt set
     to ``-100`` (unless ``train_on_prompt``). Too long: the prompt loses tokens from its start
     (keeping BOS), then the response from its end.
     """
     prompt_ids = tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
-    response_ids = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if weights is not None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise DataError("loss_weight_pattern needs a fast tokenizer (token offsets); this one is slow")
+        enc = tokenizer(example.response, add_special_tokens=False, return_offsets_mapping=True)
+        response_w = weights.of(example.response, enc["offset_mapping"]) + [1.0]
+        response_ids = enc["input_ids"] + [tokenizer.eos_token_id]
+    else:
+        response_ids = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     overflow = len(prompt_ids) + len(response_ids) - max_seq_len
     if overflow > 0:
         keep_bos = 1 if prompt_ids and prompt_ids[0] == tokenizer.bos_token_id else 0
@@ -226,17 +271,20 @@ def tokenize(example: Example, tokenizer, max_seq_len: int, train_on_prompt: boo
     if not response_ids:
         return None
     prompt_labels = list(prompt_ids) if train_on_prompt else [IGNORE] * len(prompt_ids)
-    return {"input_ids": prompt_ids + response_ids, "labels": prompt_labels + response_ids}
+    row = {"input_ids": prompt_ids + response_ids, "labels": prompt_labels + response_ids}
+    if weights is not None:
+        row["weights"] = [1.0] * len(prompt_ids) + response_w[:len(response_ids)]
+    return row
 
 
 def tokenize_all(examples: Sequence[Example], tokenizer, max_seq_len: int, train_on_prompt: bool = False,
-                 desc: str = "tokenizing") -> tuple[list[dict], int]:
+                 desc: str = "tokenizing", weights: LossWeights | None = None) -> tuple[list[dict], int]:
     """Tokenized rows and how many examples were dropped (no response token within max_seq_len)."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     rows, dropped = [], 0
     for ex in tqdm(examples, desc=desc, leave=False, disable=len(examples) < 500):
-        r = tokenize(ex, tokenizer, max_seq_len, train_on_prompt)
+        r = tokenize(ex, tokenizer, max_seq_len, train_on_prompt, weights)
         if r is None:
             dropped += 1
         else:
@@ -274,14 +322,17 @@ class PaddedCollator:
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
             longest = (longest + m - 1) // m * m
-        ids, mask, labels = [], [], []
+        ids, mask, labels, weights = [], [], [], []
         for f in features:
             pad = longest - len(f["input_ids"])
             ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
             mask.append([1] * len(f["input_ids"]) + [0] * pad)
             labels.append(list(f["labels"]) + [IGNORE] * pad)
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
-                "labels": torch.tensor(labels)}
+            weights.append(list(f.get("weights") or [1.0] * len(f["input_ids"])) + [0.0] * pad)
+        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
+        if any("weights" in f for f in features):
+            batch["loss_weights"] = torch.tensor(weights)
+        return batch
 
 
 class PackedCollator:
@@ -292,14 +343,18 @@ class PackedCollator:
     def __call__(self, features: Sequence[Mapping]) -> dict:
         import torch  # noqa: PLC0415
 
-        ids, labels, pos = [], [], []
+        ids, labels, pos, weights = [], [], [], []
         for f in features:
             n = len(f["input_ids"])
             ids += list(f["input_ids"])
             labels += [IGNORE] + list(f["labels"][1:])  # never predict across the boundary
             pos += list(range(n))
+            weights += list(f.get("weights") or [1.0] * n)
         # use_cache=False: with a KV cache transformers skips the packed-sequence mask (measured:
         # examples then attend to the ones before them), and training needs no cache anyway.
-        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                "position_ids": torch.tensor([pos]), "use_cache": False}
+        batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                 "position_ids": torch.tensor([pos]), "use_cache": False}
+        if any("weights" in f for f in features):
+            batch["loss_weights"] = torch.tensor([weights])
+        return batch
 

@@ -91,9 +91,22 @@ class DataArgs:
     packing: bool = _f(True, "pack examples into one row per batch with per-example position ids "
                              "(no cross-example attention) instead of padding")
     max_rows: int = _f(0, "use only the first max_rows rows (0: all)")
+    loss_weight_pattern: str = _f("", "a regex over each response: the tokens of its matches (of its groups, when "
+                                      "it has groups) weigh loss_weight in the loss; e.g. a plan's decisions "
+                                      "'(?m)^(?:Plan: (\\S+)|#E\\d+ = (\\w+))' (empty: every token weighs 1)")
+    loss_weight: float = _f(1.0, "the weight of loss_weight_pattern's tokens (> 0)")
 
     def __post_init__(self):
         _choice("template", self.template, ["alpaca", "chat"])
+        if self.loss_weight <= 0:
+            raise RecipeError(f"loss_weight must be > 0, got {self.loss_weight}")
+        if self.loss_weight_pattern:
+            import re  # noqa: PLC0415
+            try:
+                re.compile(self.loss_weight_pattern)
+            except re.error as e:
+                raise RecipeError(f"loss_weight_pattern {self.loss_weight_pattern!r} is not a regular "
+                                  f"expression: {e}") from e
         if not 0 <= self.eval_fraction < 1:
             raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.max_seq_len < 8:

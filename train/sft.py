@@ -19,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from train.data import DataError, PackedCollator, PaddedCollator, load_examples, split_eval, tokenize_all
+from train.data import (DataError, LossWeights, PackedCollator, PaddedCollator, load_examples, split_eval,
+                        tokenize_all)
 from train.recipe import Recipe, RecipeError
 
 
@@ -163,11 +164,12 @@ def build_datasets(recipe: Recipe, tokenizer) -> tuple[list[dict], list[dict], i
     d = recipe.data
     if not d.dataset:
         raise RecipeError("dataset is empty: give a JSONL/JSON/parquet file, a folder or a datasets name")
+    weights = LossWeights(d.loss_weight_pattern, d.loss_weight) if d.loss_weight_pattern else None
     examples = load_examples(d.dataset, d.template, tokenizer, d.max_rows)
-    rows, dropped = tokenize_all(examples, tokenizer, d.max_seq_len, d.train_on_prompt)
+    rows, dropped = tokenize_all(examples, tokenizer, d.max_seq_len, d.train_on_prompt, weights=weights)
     if d.eval_dataset:
         eval_rows, dropped_eval = tokenize_all(load_examples(d.eval_dataset, d.template, tokenizer),
-                                               tokenizer, d.max_seq_len, d.train_on_prompt)
+                                               tokenizer, d.max_seq_len, d.train_on_prompt, weights=weights)
         dropped += dropped_eval
         train_rows = rows
     else:
@@ -180,6 +182,42 @@ def build_datasets(recipe: Recipe, tokenizer) -> tuple[list[dict], list[dict], i
 # --------------------------------------------------------------------------------------------
 # Launch details
 # --------------------------------------------------------------------------------------------
+
+def weighted_token_loss(outputs, labels, num_items_in_batch=None, weights=None):
+    """Causal-LM cross-entropy with a weight per token: ``sum(w * nll) / n`` over the label
+    tokens, ``n`` the Trainer's token count of the whole (accumulated) batch, as its own loss
+    divides by. With every weight 1 it is transformers' loss; the weights come from the batch's
+    ``loss_weights`` (:class:`train.data.LossWeights`)."""
+    import torch  # noqa: PLC0415
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                            ignore_index=-100, reduction="none")
+    keep = target.reshape(-1) != -100
+    w = weights[:, 1:].reshape(-1).to(nll.dtype).to(nll.device) if weights is not None else torch.ones_like(nll)
+    total = (nll * w * keep).sum()
+    n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    return total / (n.to(total.device) if torch.is_tensor(n) else n)
+
+
+def make_trainer(**kwargs):
+    """A transformers ``Trainer``; batches with ``loss_weights`` get :func:`weighted_token_loss`
+    (through ``compute_loss_func``, so gradient accumulation and multi-device scaling stay the
+    Trainer's)."""
+    from transformers import Trainer  # noqa: PLC0415
+
+    class WeightedTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("loss_weights", None)
+            self.compute_loss_func = (None if weights is None else
+                                      lambda o, y, num_items_in_batch=None: weighted_token_loss(o, y, num_items_in_batch,
+                                                                                                weights))
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return WeightedTrainer(**kwargs)
+
 
 def is_rank0() -> bool:
     """Whether this process writes the shared outputs (adapter, tokenizer, logs, plot, recipe).
@@ -250,7 +288,7 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
 
 def run_sft(recipe: Recipe) -> SFTResult:
     """Train as the recipe says; returns where everything went."""
-    from transformers import Trainer, set_seed  # noqa: PLC0415
+    from transformers import set_seed  # noqa: PLC0415
     from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
 
     from train.plot import plot_losses  # noqa: PLC0415
@@ -283,7 +321,7 @@ def run_sft(recipe: Recipe) -> SFTResult:
         if m.gradient_checkpointing:
             model.enable_input_require_grads()
     collator = PackedCollator() if recipe.data.packing else PaddedCollator(tokenizer.pad_token_id)
-    trainer = Trainer(model=model, args=args, train_dataset=_Rows(train_rows),
+    trainer = make_trainer(model=model, args=args, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(eval_rows) if eval_rows else None, data_collator=collator,
                       processing_class=tokenizer)
 
