@@ -35,6 +35,9 @@ LOG_MESSAGES: list[tuple[str, str, str]] = [
     ("ContinuousBatchingLogger", "Paged cache initialized", "the cache --cache-tokens asked for"),
     ("ContinuousBatchingLogger", "Found no user-specified seed in the config",
      "each request carries its own seed or none; the manager's seed is not the user's"),
+    ("ContinuousBatchingLogger", "Background generation thread stopped after", "the server's own shutdown"),
+    ("ContinuousBatchingLogger", "Generation loop finished and background thread exited", "the server's own shutdown"),
+    ("ContinuousBatchingLogger", "Rank 0 requested background thread to stop", "the server's own shutdown"),
     # /v1/pipeline/run calls the server's own endpoint over loopback: uvicorn's access log already shows it
     ("httpx", "HTTP Request:", "one line per HTTP call the pipeline makes (its own server, a model URL)"),
 ]
