@@ -61,6 +61,18 @@ def test_interpreter_errors_name_the_line_and_keep_printed_output():
         evaluate_python_code("def (:")
 
 
+def test_a_refusal_ends_the_run_without_running_finally_blocks():
+    """A guard's refusal (here the size cap, in the worker also the time limit) used to run the
+    `finally` block after it: code after the refusal, until the next check."""
+    with pytest.raises(InterpreterError, match="the power 10\\*\\*10000000000") as info:
+        evaluate_python_code("try:\n    10 ** 10 ** 10\nfinally:\n    print('after the refusal')")
+    assert info.value.printed == ""
+    # the code's own exceptions, return and break still run it
+    assert evaluate_python_code("def f():\n    try:\n        return 1\n    finally:\n        print('f')\nf()") == (1, "f\n")
+    assert evaluate_python_code("try:\n    1 / 0\nexcept ZeroDivisionError:\n    pass\nfinally:\n    print('z')") == (
+        None, "z\n")
+
+
 def test_additional_authorized_imports():
     with pytest.raises(InterpreterError, match="import of 'string' is not allowed"):
         evaluate_python_code("import string")
