@@ -217,7 +217,7 @@ REFUSED_BY = {
     # "finally after the timeout", "__getattribute__")
     "__del__ after timeout": _CLASSES,
     "class __getattribute__": _CLASSES,
-    "finally after the timeout": TIMEOUT,
+    "finally after the timeout": TIMEOUT + r"|while loop exceeded 1000000 iterations",
     "augmented attribute on module": _ASSIGN.format("pi"),
     "augmented dunder": _PRIVATE.format("__self__"),
     "assign dunder": _ASSIGN.format("__class__"),
