@@ -12,7 +12,9 @@ moved: update the mutation). The checkout itself is never modified.
 
 The list is curated rather than generated: each entry breaks a promise the README makes (the
 sandbox's OS layer and interpreter guards, the SQL read-only paths, the server's validation, the
-plan parser, evidence binding in code, the caller's JSON spacing, packing, stop strings).
+plan parser, evidence binding in code, the caller's JSON spacing, packing, stop strings, the escape
+corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
+reaches, the server's quiet start and exit codes, the installed wheel's data).
 """
 
 from __future__ import annotations
@@ -96,6 +98,34 @@ MUTATIONS = [
     Mutation("stop strings: first match not taken", "pipeline/engines.py",
              "        if 0 <= i < cut:\n            cut = i", "        if 0 <= i:\n            cut = i",
              ("tests/test_pipeline.py", "-k", "stop")),
+    # -- the escape corpus: each case meets the guard it names --------------------------------------------
+    Mutation("interpreter: time.sleep past the limit not refused up front", "toolkit/sandbox/interpreter.py",
+             "                if seconds > self.deadline - time.monotonic():", "                if False:",
+             ("tests/test_sandbox.py", "-k", "escape_fails and sleep")),
+    Mutation("constrain: plan bounds split 1:1, not 1:2", "pipeline/formats/constrain.py",
+             "            desc = free // 3", "            desc = free // 2", ("tests/test_constrain.py", "-k", "bounds")),
+    # -- resume, reporting, the server's start, the wheel ---------------------------------------------
+    Mutation("train: resume takes the newest checkpoint, complete or not", "train/sft.py",
+             "        if checkpoint_is_complete(ckpt):", "        if True:",
+             ("tests/test_train_sft.py", "-k", "kill_while_saving")),
+    Mutation("train: checkpoints never marked complete", "train/sft.py",
+             "                os.replace(tmp, ckpt / COMPLETE_MARK)", "                pass",
+             ("tests/test_train_sft.py", "-k", "kill_while_saving")),
+    Mutation("train: report_to hard-coded none", "train/sft.py",
+             "report_to=t.report_to,", 'report_to="none",', ("tests/test_train_sft.py", "-k", "report_to")),
+    Mutation("serve: a 500 when a request has exactly two stop strings", "serve/app.py",
+             "    return [s for s in stops if s]",
+             "    if len(stops) == 2:\n        raise RuntimeError('injected')\n    return [s for s in stops if s]",
+             ("tests/test_serve_fuzz.py", "-k", "no_input")),
+    Mutation("serve: library notes and loopback httpx lines shown at the default level", "serve/__main__.py",
+             "    quiet_libraries(verbose=_parser().parse_args(argv).verbose, progress_bars=False)", "    pass",
+             ("tests/test_serve_cli.py", "-k", "quietly")),
+    Mutation("serve: a bad model exits 1", "serve/__main__.py",
+             '        print(f"python -m serve: cannot load {cfg.model}: {why}", file=sys.stderr)\n        return 2',
+             '        print(f"python -m serve: cannot load {cfg.model}: {why}", file=sys.stderr)\n        return 1',
+             ("tests/test_serve_cli.py", "-k", "bad_model")),
+    Mutation("wheel: data/ found beside the checkout only", "toolkit/config.py",
+             '    spec = importlib.util.find_spec("rewoo_data")', "    spec = None", ("tests/test_wheel.py",)),
 ]
 
 
@@ -126,11 +156,12 @@ def run_tests(root: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="run the mutations whose name contains this text")
+    ap.add_argument("--only", action="append",
+                    help="run the mutations whose name contains this text (repeat for several)")
     ap.add_argument("--list", action="store_true", help="list the mutations and stop")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per mutation's tests (default 600)")
     a = ap.parse_args(argv)
-    chosen = [m for m in MUTATIONS if not a.only or a.only in m.name]
+    chosen = [m for m in MUTATIONS if not a.only or any(text in m.name for text in a.only)]
     if a.list:
         for m in chosen:
             print(f"{m.name:55s} {m.path}  <- {' '.join(m.tests)}")

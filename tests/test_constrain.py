@@ -107,14 +107,19 @@ def test_grammar_accepts_exactly_the_contract(tiny_tokenizer):
         assert not _accepts(tiny_tokenizer, g, bad), bad
 
 
-def test_bounds_fit_the_budget():
-    for n in (60, 96, 256, 1024):
-        b = constrain.plan_bounds(n, TOOLS)
-        longest = max(len(t) for t in TOOLS)
-        # in tokens: the fixed text at most one per character, the fields at their caps
-        worst = b.max_steps * (len("Plan: ") + b.max_description + len(f"\n#E{b.max_steps} = ")
-                               + longest + 2 + b.max_input + 1)
-        assert worst <= n - 1 + 1  # the last step has no newline after it
+@pytest.mark.parametrize("n, steps, description, input_", [(60, 1, 9, 18), (96, 1, 21, 42), (256, 4, 10, 21),
+                                                          (1024, 6, 46, 92)])
+def test_bounds_fit_the_budget(n, steps, description, input_):
+    """Worked out by hand for the longest tool name here (get_current_time, 16 characters): a step's
+    fixed text is "Plan: " + "\\n#E<k> = " + 16 + "[]" + a newline = 32 tokens at most; 256 new tokens
+    leave 255 (EOS): 6 steps would keep 255 // 6 - 32 = 10 free tokens each, 5 keep 19, 4 keep 31
+    (>= 24), split 1:2 into 10 for the description and 21 for the input."""
+    assert constrain.plan_bounds(n, TOOLS) == constrain.PlanBounds(steps, description, input_)
+    worst = steps * (len("Plan: ") + description + len(f"\n#E{steps} = ") + 16 + 2 + input_ + 1)
+    assert worst <= n  # one token per character; the last step has no newline but EOS follows
+
+
+def test_bounds_refuse_a_budget_too_small():
     with pytest.raises(ValueError, match="too small"):
         constrain.plan_bounds(20, TOOLS)
     with pytest.raises(ValueError, match="tool names must match"):

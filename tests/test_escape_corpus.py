@@ -18,13 +18,15 @@ import json
 import math
 import os
 import random
+import re
 import sys
 import time
 
 import pytest
 
 from pipeline.agents import CodeAgent, ReactCodeAgent
-from tests.test_sandbox import ESCAPES, CANARY as TOUCHED
+from tests.test_sandbox import _BITS, _BUILTIN, _CAP, _IMPORT, _NO_ATTR, _PRIVATE, ESCAPES, REFUSED_BY, TIMEOUT
+from tests.test_sandbox import CANARY as TOUCHED
 from toolkit import ToolError, tool
 from toolkit.sandbox import Sandbox
 from toolkit.tools.python import PythonInterpreterTool
@@ -93,6 +95,70 @@ CORPUS.update({
 })
 
 
+# the guard each case meets (a regular expression the error must match), as in test_sandbox.REFUSED_BY
+CORPUS_REFUSED_BY = dict(REFUSED_BY)
+CORPUS_REFUSED_BY.update({
+    "json.tool.Path reads a file": _IMPORT.format(r"json\.tool"),
+    "json.tool.Path writes a file": _IMPORT.format(r"json\.tool"),
+    "json.tool.main raises SystemExit": _IMPORT.format(r"json\.tool"),
+    "json.tool through the package": _NO_ATTR.format("json", "tool"),
+    "from json import tool": r"cannot import 'tool' from 'json'",
+    "json.decoder submodule": _NO_ATTR.format("json", "decoder"),
+    "statistics.sys": _NO_ATTR.format("statistics", "sys"),
+    "datetime.sys": _NO_ATTR.format("datetime", "sys"),
+    "re.functools": _NO_ATTR.format("re", "functools"),
+    "collections.abc registers a class": _NO_ATTR.format("collections", "abc"),
+    "a foreign function re-exported": _NO_ATTR.format("statistics", "reduce"),
+    "namedtuple makes a class from elsewhere": r"the call's result is the class [\w.]+\.P, which comes from a module "
+                                               r"that is not authorized",
+    "CVE-2025-5120: a restricted module through an allowed one": _NO_ATTR.format("fractions", "sys"),
+    "CVE-2025-9959: class hierarchy to Popen": _PRIVATE.format("__class__"),
+    "CVE-2025-9959 through an exception": _PRIVATE.format("__class__"),
+    "fullwidth eval (NFKC)": _BUILTIN.format("eval"),
+    "__builtins__ by name": _BUILTIN.format("__builtins__"),
+    "lambda default smuggles __self__": _PRIVATE.format("__self__"),
+    "rebind a builtin with walrus": r"cannot assign to 'print', a tool or builtin",
+    "read the secret with open": _BUILTIN.format("open"),
+    "decimal.setcontext": r"line 2: decimal\.setcontext is not allowed",
+    "decimal precision bomb": r"line 2: a decimal precision of 1000000000 digits exceeds the limit \(10000\)",
+    "time.tzset": r"line 2: time\.tzset is not allowed",
+    "assign a module constant": r"assigning attribute 'pi' here is not allowed",
+    "replace a module function": r"assigning attribute 'dumps' here is not allowed",
+    "replace random.seed": r"assigning attribute 'seed' here is not allowed",
+    # the python_interpreter tool has no tools: these reach the tool channel in the agents only (below)
+    "smuggle a function through a tool": _BUILTIN.format("echo"),
+    "final_answer with a module": _BUILTIN.format("final_answer"),
+    "sum over a huge range": _CAP.format("a range"),
+    "backtracking regex": TIMEOUT,  # a C call: only the worker's kill stops it
+    "math.factorial(2*10**6)": _BITS.format(r"math\.factorial\(2000000,\)"),
+    "list past the size cap": _CAP.format("a range"),
+    "deeply nested source": r"the code is nested too deeply to parse",
+    "deeply nested brackets": r"the code is nested more than 100 levels deep",
+    "infinite C iterator": TIMEOUT,
+    "iter(callable, sentinel)": TIMEOUT,
+    "ljust bomb": _CAP.format(r"ljust\(\)"),
+    "format width bomb": r"the format width or precision 10000000000 exceeds the limit \(10000000\)",
+    "percent width bomb": r"the format width or precision 10000000000 exceeds the limit \(10000000\)",
+    "repeated squaring": TIMEOUT + "|" + _BITS.format("the product"),
+    "math.prod bomb": TIMEOUT + "|" + _BITS.format(r"math\.prod\(\)"),
+    "math.comb bomb": _BITS.format(r"math\.comb\(10000000, 5000000\)"),
+    "pow builtin bomb": _BITS.format(r"the power 10\*\*10000000000"),
+    "sum of lists bomb": _CAP.format("a concatenated sequence") + "|" + TIMEOUT,  # the cap, unless the clock runs out
+    "str.replace bomb": _CAP.format(r"replace\(\)"),
+    "bytes bomb": _CAP.format(r"bytes\(\)"),
+    "combinatorial explosion": TIMEOUT,
+    "json nesting bomb": r"line 2: maximum recursion depth exceeded",
+})
+# in the agents the tools exist, and the tool channel refuses what is not data
+AGENT_REFUSED_BY = dict(CORPUS_REFUSED_BY)
+AGENT_REFUSED_BY.update({
+    "smuggle a function through a tool": r"TypeError: an argument of echo\(\) cannot be passed to a tool: a method "
+                                         r"object is not data",
+    "final_answer with a module": r"TypeError: an argument of final_answer\(\) cannot be passed to a tool: a module "
+                                  r"object is not data",
+})
+
+
 @tool
 def echo(text: str) -> str:
     """Return the text.
@@ -134,8 +200,8 @@ def unharmed(pool):
     assert (after.value, after.error) == ("42", None), "the pool no longer serves"
 
 
-def test_the_corpus_has_at_least_60_techniques():
-    assert len(CORPUS) >= 60
+def test_every_case_names_the_guard_that_refuses_it():
+    assert set(CORPUS_REFUSED_BY) == set(AGENT_REFUSED_BY) == set(CORPUS) and len(CORPUS) >= 100
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
@@ -144,7 +210,9 @@ def test_python_interpreter_tool_refuses(pool, unharmed, name):
     with pytest.raises(ToolError) as info:
         tool_(code=CORPUS[name])
     unharmed.append(str(info.value))
-    assert str(info.value).strip()
+    error = str(info.value).split(": SandboxCodeError: ", 1)[1]
+    assert re.search(CORPUS_REFUSED_BY[name], error), f"{name}: refused by another guard: {error}"
+    assert "ran after the timeout" not in error
 
 
 def _code_step(code: str) -> str:
@@ -160,6 +228,8 @@ def test_code_agents_refuse(pool, unharmed, scripted_engine, agent_class, name):
     step = agent.logs[1]
     assert "error" in step, f"{name}: not refused; observation={step.get('observation')!r}"
     assert str(step["error"]).startswith("the code failed: ")
+    error = str(step["error"])[len("the code failed: "):]
+    assert re.search(AGENT_REFUSED_BY[name], error), f"{name}: refused by another guard: {error}"
     unharmed.extend(m["content"] for m in agent.write_inner_memory_from_logs())
     unharmed.append(str(answer))
     assert "Error: the code failed: " in engine.calls[-1]["messages"][-2]["content"]  # the model read why

@@ -59,3 +59,29 @@ def test_tiny_model_bf16_cuda_matches_cpu(tiny_model_dir):
         ref = cpu(ids).logits
         got = gpu(ids.cuda()).logits.float().cpu()
     assert torch.allclose(ref, got, atol=5e-2, rtol=5e-2)
+
+
+class _Item:
+    """What conftest's hook reads of a collected test: its keywords, and add_marker."""
+
+    def __init__(self, *keywords: str):
+        self.keywords, self.markers = dict.fromkeys(keywords, True), []
+
+    def add_marker(self, marker):
+        self.markers.append(marker)
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_gpu_tests_skip_without_cuda_and_run_with_it(cuda, monkeypatch):
+    """conftest.pytest_collection_modifyitems, the hook behind the `gpu` marker's promise."""
+    from tests import conftest
+
+    monkeypatch.setattr(conftest, "_cuda_available", lambda: cuda)
+    gpu, cpu = _Item("gpu", "test_x"), _Item("test_y")
+    conftest.pytest_collection_modifyitems(None, [gpu, cpu])
+    assert cpu.markers == []
+    if cuda:
+        assert gpu.markers == []
+    else:
+        assert [(m.name, m.kwargs) for m in gpu.markers] == [("skip", {"reason": "needs a CUDA GPU"})]
+

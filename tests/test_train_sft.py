@@ -189,6 +189,61 @@ def test_resume_continues_from_the_last_checkpoint(lora_run, tiny_model_dir, gen
     assert [h["step"] for h in json.loads(result.log_history.read_text()) if "loss" in h] == [1, 2, 3, 4]
 
 
+def test_resume_after_a_kill_while_saving_takes_the_last_complete_checkpoint(lora_run, tiny_model_dir, gen_dir,
+                                                                               tmp_path, capsys):
+    """A kill while checkpoint-4 was being saved left it empty (or half-written: weights but a cut
+    trainer_state.json); resume=true used to pick it and stop with "Can't find a valid checkpoint"."""
+    import shutil
+
+    from train.sft import COMPLETE_MARK, run_sft
+
+    out = tmp_path / "run"
+    shutil.copytree(lora_run.output_dir, out, ignore=lambda d, names: [n for n in names if n in (
+        "checkpoint-4", "checkpoint-5")])
+    assert all((out / f"checkpoint-{i}" / COMPLETE_MARK).is_file() for i in (1, 2, 3))  # marked when saved
+    (out / "checkpoint-4").mkdir()  # killed right after the folder was made
+    half = out / "checkpoint-5"
+    half.mkdir()
+    shutil.copy(out / "checkpoint-3" / "adapter_model.safetensors", half)
+    (half / "trainer_state.json").write_text((out / "checkpoint-3" / "trainer_state.json").read_text()[:40])
+    recipe = load_recipe(ROOT / "train/configs/planner_lora.yaml",
+                         _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=4,
+                                    save_steps=1, save_total_limit=5, resume="true"))
+    result = run_sft(recipe)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "incomplete" in line]
+    assert lines == ["[train] checkpoint-4, checkpoint-5 incomplete (killed while saving): removed; "
+                     "resuming from checkpoint-3"]
+    assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    assert json.loads((out / "checkpoint-4" / COMPLETE_MARK).read_text()) == {"global_step": 4}
+    assert not half.exists()
+    assert [h["step"] for h in json.loads(result.log_history.read_text()) if "loss" in h] == [1, 2, 3, 4]
+
+
+def test_report_to_from_the_recipe_reaches_the_trainer(tmp_path):
+    from train.sft import training_arguments
+
+    def args(value=None):
+        extra = [f"report_to={value}"] if value else []
+        recipe = load_recipe(None, ["model_name_or_path=m", f"output_dir={tmp_path}", *extra])
+        return training_arguments(recipe, torch.float32, 8, False)
+
+    assert args().report_to == []  # "none"
+    assert args("tensorboard").report_to == ["tensorboard"] and args("wandb").report_to == ["wandb"]
+    with pytest.raises(RecipeError, match=r"report_to='mlflow' is not valid; choose one of: none, tensorboard, wandb"):
+        load_recipe(None, ["report_to=mlflow"])
+
+
+def test_report_to_tensorboard_writes_event_files(tmp_path, tiny_model_dir, gen_dir):
+    import tensorboardX  # noqa: F401  a dev dependency: the light event writer transformers falls back to
+    from train.sft import run_sft
+
+    recipe = load_recipe(None, _overrides(tiny_model_dir, gen_dir / "planner_train.jsonl", tmp_path, max_steps=1,
+                                          eval_fraction=0, plot_loss="false", report_to="tensorboard"))
+    run_sft(recipe)
+    events = list((tmp_path / "runs").glob("*/events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+
+
 def test_qlora_caller_trains_on_4bit_nf4(tmp_path, tiny_model_dir, gen_dir):
     import bitsandbytes as bnb
     from train.sft import load_model, run_sft

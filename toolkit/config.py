@@ -13,11 +13,26 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
+def data_root() -> Path:
+    """The project's ``data/`` folder: the checkout's (a clone, or an editable install), else the
+    copy a wheel installs as the ``rewoo_data`` package (setup.py ships it there)."""
+    checkout = Path(__file__).resolve().parents[1] / "data"
+    if (checkout / "catalog" / "tools.json").is_file():
+        return checkout
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("rewoo_data")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "catalog" / "tools.json").is_file():
+            return Path(location)
+    return checkout
+
+
 @dataclass
 class ToolkitConfig:
     """Settings of the built-in tools. Each field names its environment variable."""
 
-    data_dir: str = field(default=str(Path(__file__).resolve().parents[1] / "data"), metadata={"env": "REWOO_DATA_DIR",
+    data_dir: str = field(default_factory=lambda: str(data_root()), metadata={"env": "REWOO_DATA_DIR",
                           "help": "folder with the wiki corpus (wiki/) and the demo database sources (db/)"})
     workspace: str = field(default="workspace", metadata={"env": "REWOO_WORKSPACE",
                            "help": "folder that save_file and python_interpreter may write in"})

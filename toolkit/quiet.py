@@ -24,6 +24,22 @@ LOG_MESSAGES: list[tuple[str, str, str]] = [
      "DeepSpeed is imported by transformers on a machine without a GPU; training sets DS_ACCELERATOR itself"),
     ("transformers.tokenization_utils_base", "Token indices sequence length is longer than",
      "training cuts every example to max_seq_len itself (the prompt first), after tokenizing in full"),
+    # the server's start: transformers' continuous batching explains its own choices at INFO, with its own
+    # handler (so whatever the log level); the server sizes the cache itself (--cache-tokens) and sets no seed
+    ("ContinuousBatchingLogger", "Continuous batching is much better when using flash attention",
+     "flash-attn is a GPU-only extra; on a GPU with it installed the server already uses it"),
+    ("ContinuousBatchingLogger", "Using cuda graphs for", "an internal choice, nothing to act on"),
+    ("ContinuousBatchingLogger", "No behavior specified for use_async_batching", "an internal choice"),
+    ("ContinuousBatchingLogger", "Memory available for cache allocation",
+     "the server sizes the KV cache itself (--cache-tokens), not from free memory"),
+    ("ContinuousBatchingLogger", "Paged cache initialized", "the cache --cache-tokens asked for"),
+    ("ContinuousBatchingLogger", "Found no user-specified seed in the config",
+     "each request carries its own seed or none; the manager's seed is not the user's"),
+    ("ContinuousBatchingLogger", "Background generation thread stopped after", "the server's own shutdown"),
+    ("ContinuousBatchingLogger", "Generation loop finished and background thread exited", "the server's own shutdown"),
+    ("ContinuousBatchingLogger", "Rank 0 requested background thread to stop", "the server's own shutdown"),
+    # /v1/pipeline/run calls the server's own endpoint over loopback: uvicorn's access log already shows it
+    ("httpx", "HTTP Request:", "one line per HTTP call the pipeline makes (its own server, a model URL)"),
 ]
 
 # (category, regular expression the warning text matches from its start, why it is noise)

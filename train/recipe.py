@@ -132,7 +132,9 @@ class TrainArgs:
     eval_steps: int = _f(0, "evaluate every this many steps (0: once per epoch and at the end)")
     save_steps: int = _f(1000, "checkpoint every this many steps; a killed run loses at most this many")
     save_total_limit: int = _f(3, "keep this many newest checkpoints")
-    resume: bool = _f(False, "resume from the last checkpoint in output_dir")
+    resume: bool = _f(False, "resume from the last complete checkpoint in output_dir")
+    report_to: str = _f("none", "where the Trainer also logs: none, tensorboard (event files in "
+                                "output_dir/runs) or wandb (needs the package installed)")
     seed: int = _f(42, "random seed (data order, LoRA init)")
     deepspeed: str = _f("", "DeepSpeed JSON config (train/configs/deepspeed/*.json); empty: none")
     optim: str = _f("adamw_torch", "optimizer (transformers OptimizerNames); ignored when the DeepSpeed config sets one")
@@ -147,6 +149,7 @@ class TrainArgs:
                      "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        _choice("report_to", self.report_to, ["none", "tensorboard", "wandb"])
         if self.deepspeed and not Path(self.deepspeed).is_file():
             # recipes name repository paths (train/configs/deepspeed/...): they hold from any directory
             in_repo = Path(__file__).resolve().parents[1] / self.deepspeed

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,9 +278,70 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
         save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit, seed=t.seed,
         bf16=torch_dtype == torch.bfloat16 and not use_cpu, fp16=torch_dtype == torch.float16,
         optim=t.optim, use_cpu=use_cpu,
-        remove_unused_columns=False, report_to="none", dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False, report_to=t.report_to, dataloader_num_workers=t.dataloader_num_workers,
         disable_tqdm=False, train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         **kwargs)
+
+
+def check_report_to(report_to: str) -> None:
+    """``report_to`` names a logger whose package is installed (before minutes of model loading)."""
+    packages = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}.get(report_to, ())
+    if packages and not any(importlib.util.find_spec(p) is not None for p in packages):
+        raise RecipeError(f"report_to={report_to} needs the {packages[0]} package: pip install {packages[-1]}, "
+                          "or report_to=none")
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints that survive a kill
+# --------------------------------------------------------------------------------------------
+
+COMPLETE_MARK = "checkpoint_complete.json"  # written into checkpoint-N once the Trainer has saved all of it
+
+
+def mark_complete_callback():
+    """A Trainer callback: once the Trainer has written a checkpoint (weights, optimizer, RNG, trainer
+    state, in that order; ``on_save`` runs after), mark it complete. The mark is written to a temporary
+    name and renamed, so it exists whole or not at all; a run killed while saving leaves no mark."""
+    from transformers import TrainerCallback  # noqa: PLC0415
+
+    class MarkCompleteCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and ckpt.is_dir():
+                tmp = ckpt / (COMPLETE_MARK + ".tmp")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump({"global_step": state.global_step}, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, ckpt / COMPLETE_MARK)
+            return control
+
+    return MarkCompleteCheckpoints()
+
+
+def checkpoint_is_complete(ckpt: Path) -> bool:
+    """Marked complete by :func:`mark_complete_callback`; a checkpoint from before the mark
+    existed counts when its ``trainer_state.json`` (the Trainer's last file) reads whole."""
+    step = int(ckpt.name.rsplit("-", 1)[-1])
+    for name in (COMPLETE_MARK, "trainer_state.json"):
+        try:
+            return json.loads((ckpt / name).read_text(encoding="utf-8"))["global_step"] == step
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+    return False
+
+
+def last_complete_checkpoint(output_dir: Path) -> tuple[Path | None, list[Path]]:
+    """``(the newest complete checkpoint-N, the incomplete ones newer than it)``."""
+    ckpts = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    incomplete: list[Path] = []
+    for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
+        if checkpoint_is_complete(ckpt):
+            return ckpt, incomplete[::-1]
+        incomplete.append(ckpt)
+    return None, incomplete[::-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,12 +351,12 @@ def training_arguments(recipe: Recipe, torch_dtype, n_train: int, has_eval: bool
 def run_sft(recipe: Recipe) -> SFTResult:
     """Train as the recipe says; returns where everything went."""
     from transformers import set_seed  # noqa: PLC0415
-    from transformers.trainer_utils import get_last_checkpoint  # noqa: PLC0415
 
     from train.plot import plot_losses  # noqa: PLC0415
 
     m, lo, t = recipe.model, recipe.lora, recipe.train
     check_model_path(m.model_name_or_path)
+    check_report_to(t.report_to)
     prepare_distributed_env(t.deepspeed, t.use_cpu)
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,14 +385,22 @@ def run_sft(recipe: Recipe) -> SFTResult:
     collator = PackedCollator() if recipe.data.packing else PaddedCollator(tokenizer.pad_token_id)
     trainer = make_trainer(model=model, args=args, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(eval_rows) if eval_rows else None, data_collator=collator,
-                      processing_class=tokenizer)
+                      processing_class=tokenizer, callbacks=[mark_complete_callback()])
 
     resume_from = None
     if t.resume:
-        resume_from = get_last_checkpoint(str(out))
+        last, incomplete = last_complete_checkpoint(out)
+        resume_from = str(last) if last else None
         if is_rank0():
-            print(f"[train] resuming from {resume_from}" if resume_from
-                  else f"[train] resume=true but {out} holds no checkpoint yet: starting fresh")
+            if incomplete:  # a kill while saving: the Trainer would stop on it ("Can't find a valid checkpoint")
+                print(f"[train] {', '.join(p.name for p in incomplete)} incomplete (killed while saving): removed; "
+                      + (f"resuming from {last.name}" if last else "no complete checkpoint: starting fresh"))
+                for p in incomplete:
+                    shutil.rmtree(p, ignore_errors=True)
+            elif last:
+                print(f"[train] resuming from {resume_from}")
+            else:
+                print(f"[train] resume=true but {out} holds no checkpoint yet: starting fresh")
     rank0 = trainer.is_world_process_zero()
     if rank0:
         (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")

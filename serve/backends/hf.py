@@ -41,12 +41,18 @@ def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def load_model(path: str, adapter: str | None = None, dtype: str = "auto", device: str = "auto"):
-    """``(model, tokenizer)`` from a local folder; a LoRA ``adapter`` is merged into the weights."""
+    """``(model, tokenizer)`` from a local folder or a model name (the Hugging Face cache or hub, as
+    ``pipeline.run`` takes one); a LoRA ``adapter`` is merged into the weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (Path(path) / "config.json").is_file():
-        raise ValueError(f"--model {path}: no config.json there; give a local transformers model folder "
-                         "(for an EXL2 folder use --backend exllamav2)")
+    local = Path(path).expanduser()
+    if path.startswith((".", "/", "~")) or local.exists():
+        if not local.exists():
+            raise ValueError(f"--model {path} does not exist; give a local transformers model folder or a model name")
+        if not (local / "config.json").is_file():
+            raise ValueError(f"--model {path}: no config.json there; give a local transformers model folder "
+                             "(for an EXL2 folder use --backend exllamav2)")
+        path = str(local)
     device = _resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=_resolve_dtype(dtype, device),

@@ -592,29 +592,34 @@ class _Interpreter:
 
     def do_try(self, node, scope):
         try:
-            self.exec_block(node.body, scope)
-        except _UserException as wrapped:
-            exc = wrapped.args[0]
-            for handler in node.handlers:
-                if handler.type is None:
-                    matched = True
+            try:
+                self.exec_block(node.body, scope)
+            except _UserException as wrapped:
+                exc = wrapped.args[0]
+                for handler in node.handlers:
+                    if handler.type is None:
+                        matched = True
+                    else:
+                        types_ = self.eval(handler.type, scope)
+                        types_ = types_ if isinstance(types_, tuple) else (types_,)
+                        if not all(isinstance(t, type) and issubclass(t, Exception) for t in types_):
+                            raise InterpreterError(f"line {handler.lineno}: except needs exception classes")
+                        matched = isinstance(exc, types_)
+                    if matched:
+                        if handler.name:
+                            scope[handler.name] = exc
+                        self.exec_block(handler.body, scope)
+                        break
                 else:
-                    types_ = self.eval(handler.type, scope)
-                    types_ = types_ if isinstance(types_, tuple) else (types_,)
-                    if not all(isinstance(t, type) and issubclass(t, Exception) for t in types_):
-                        raise InterpreterError(f"line {handler.lineno}: except needs exception classes")
-                    matched = isinstance(exc, types_)
-                if matched:
-                    if handler.name:
-                        scope[handler.name] = exc
-                    self.exec_block(handler.body, scope)
-                    break
+                    raise
             else:
-                raise
-        else:
-            self.exec_block(node.orelse, scope)
-        finally:
+                self.exec_block(node.orelse, scope)
+        except InterpreterError:
+            raise  # a refusal (a guard, the time limit) ends the run at once: no `finally` runs after it
+        except BaseException:  # the code's own exception, return, break, continue: `finally` runs
             self.exec_block(node.finalbody, scope)
+            raise
+        self.exec_block(node.finalbody, scope)
         return None
 
     def do_import(self, node, scope):
