@@ -204,15 +204,15 @@ def wheel_inventory(folder: Path) -> dict:
             present[spec] = files[hit[0]]
         else:
             missing.append(spec)
-    prebuilt = folder / "prebuilt" / "exllamav2_ext.so"
-    total = sum(files.values()) + (prebuilt.stat().st_size if prebuilt.is_file() else 0)
+    prebuilt = list((folder / "prebuilt").glob("exllamav2_ext.so*")) if folder.is_dir() else []
+    total = sum(files.values()) + sum(p.stat().st_size for p in prebuilt)
     tree = tree_bytes()
     names = {_wheel_name(s) for s, _ in WHEELS}
     extra = sorted(f for f in files if f.split("-")[0].lower() not in names or
                    not any(f.lower().startswith(f"{_wheel_name(s)}-{s.split('==')[1]}-") for s, _ in WHEELS))
     return {"folder": str(folder), "present": len(present), "missing": missing, "wheels_mb": round(total / 2**20, 1),
             "tree_mb": round(tree / 2**20, 1), "fits_64mib": tree + total <= CARRY_LIMIT,
-            "prebuilt_ext": prebuilt.is_file(), "extra": extra}
+            "prebuilt_ext": bool(prebuilt), "extra": extra}
 
 
 def slim_bitsandbytes(path: Path) -> tuple[int, int]:
@@ -338,7 +338,7 @@ def step_exl2_build(ctx: Ctx) -> dict:
         spec = importlib.util.find_spec("exllamav2")
         return {"exllamav2": "installed" if spec else ("wheel in " + str(ctx.wheels) if
                                                       list(ctx.wheels.glob("exllamav2-*.whl")) else "absent here"),
-                "prebuilt_ext": (ctx.wheels / "prebuilt" / "exllamav2_ext.so").is_file(),
+                "prebuilt_ext": any((ctx.wheels / "prebuilt").glob("exllamav2_ext.so*")),
                 "max_jobs": max(1, (os.cpu_count() or 2) - 2)}
     start = time.monotonic()
     import exllamav2  # noqa: F401  (compiles unless exllamav2_ext is importable)
@@ -350,12 +350,36 @@ def step_exl2_build(ctx: Ctx) -> dict:
                "max_jobs": os.environ.get("MAX_JOBS", ""), "loaded": str(prebuilt)}
     so = extension_so()
     out = os.environ.get("OUT")
-    if so and out and so.stat().st_size <= OUT_FILE_LIMIT and not str(prebuilt).startswith(str(ctx.wheels)):
-        shutil.copy2(so, Path(out) / "exllamav2_ext.so")
-        figures["saved"] = f"$OUT/exllamav2_ext.so ({so.stat().st_size / 2**20:.1f} MiB): carry it in .whl/prebuilt/"
-    elif so:
-        figures["saved"] = f"not saved ({so.stat().st_size / 2**20:.1f} MiB, limit 16 MiB, or no $OUT)"
+    if so and out:  # gzip: a file comes back from $OUT only up to 16 MiB
+        import gzip
+
+        packed = Path(out) / "exllamav2_ext.so.gz"
+        with open(so, "rb") as f, gzip.open(packed, "wb", compresslevel=6) as g:
+            shutil.copyfileobj(f, g)
+        mib = packed.stat().st_size / 2**20
+        if packed.stat().st_size > OUT_FILE_LIMIT:
+            packed.unlink()
+            figures["saved"] = f"not saved: {mib:.1f} MiB gzipped, over the 16 MiB a file may bring back"
+        else:
+            figures["saved"] = f"$OUT/exllamav2_ext.so.gz ({mib:.1f} MiB): put it in .whl/prebuilt/ for the next call"
     return figures
+
+
+def unpack_prebuilt(wheels: Path) -> Path | None:
+    """``.whl/prebuilt/exllamav2_ext.so[.gz]`` (a previous call's build) as a folder to put on
+    PYTHONPATH: exllamav2 imports a module named exllamav2_ext before it builds one."""
+    import gzip
+
+    plain, packed = wheels / "prebuilt" / "exllamav2_ext.so", wheels / "prebuilt" / "exllamav2_ext.so.gz"
+    if plain.is_file():
+        return plain.parent
+    if not packed.is_file():
+        return None
+    folder = SITE.parent / "gpu-check-prebuilt"
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(packed, "rb") as g, open(folder / "exllamav2_ext.so", "wb") as f:
+        shutil.copyfileobj(g, f)
+    return folder
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,7 +499,7 @@ def step_exl2(ctx: Ctx) -> dict:
     figures["converter_runs"] = len(plan.commands) + 1
     if ctx.dry:
         figures["formula_70b_gb"] = scale_to_70b({"bpw_layers": 2.5, "bpw_embed": 16, "bpw_head": 6})["70b_gb"]
-        figures["commands"] = [" ".join(c[1:4]) for bpw in (2.5, 4.0) for c in exl2_commands(ctx, bpw)]
+        figures["commands"] = [" ".join(c[1:6]) for bpw in (2.5, 4.0) for c in exl2_commands(ctx, bpw)]
         figures["self_breakdown_bpw"] = round(exl2_breakdown(ctx.model_dir, ctx.model_dir)["bpw_whole"], 2)
         return figures
     env = {**os.environ}
@@ -824,8 +848,9 @@ def step_env(ctx: Ctx) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
     paths = [str(SITE), str(REPO)]
-    if (ctx.wheels / "prebuilt" / "exllamav2_ext.so").is_file():
-        paths.insert(0, str(ctx.wheels / "prebuilt"))  # exllamav2 imports a prebuilt exllamav2_ext first
+    prebuilt = unpack_prebuilt(ctx.wheels)
+    if prebuilt:
+        paths.insert(0, str(prebuilt))  # exllamav2 imports a prebuilt exllamav2_ext before it builds one
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
     major, minor = torch.cuda.get_device_capability(0)
     env.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")  # this GPU only: the build's biggest saving
