@@ -31,6 +31,7 @@ def gc():
     return module
 
 
+@pytest.mark.slow  # ~15 s of CPU: importing torch, transformers, peft and bitsandbytes is most of it
 def test_dry_run_walks_every_step_and_writes_the_table_and_json(tmp_path, gc):
     r = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--wheels", str(tmp_path / "no-wheels")],
                        capture_output=True, text=True, env={**NO_GPU, "OUT": str(tmp_path)}, timeout=600)
