@@ -314,7 +314,7 @@ def step_prepare(ctx: Ctx) -> dict:
     gen = GenConfig(planner=rows, caller=rows, eval=2, test=2, max_tools=4, max_steps=3, seed=0)
     write(ctx.data_dir, generate(catalog, gen), catalog, gen)
     size = sum(f.stat().st_size for f in ctx.model_dir.glob("*.safetensors"))
-    return {"parameters_b": round(n / 1e9, 3), "bf16_gb": round(size / 1e9, 2), "vocab": len(tok),
+    return {"parameters": n, "bf16_gb": round(size / 1e9, 3), "vocab": len(tok),
             "shape": f"h{config.hidden_size} L{config.num_hidden_layers} heads {config.num_attention_heads}/"
                      f"{config.num_key_value_heads} mlp {config.intermediate_size}", "train_rows": rows}
 
@@ -492,7 +492,7 @@ def step_exl2(ctx: Ctx) -> dict:
 
     if not (ctx.model_dir / "config.json").is_file():
         raise RuntimeError(f"{ctx.model_dir}: no model (the prepare step failed)")
-    figures: dict = {"source_parameters_b": round(count_parameters(ctx.model_dir) / 1e9, 3)}
+    figures: dict = {"source_parameters": count_parameters(ctx.model_dir)}
     # the plan serve.quantize will run: one measurement pass, reused by the second bitrate
     plan = exl2_plan(ctx.model_dir, ctx.work / "exl2-2.5", 2.5, 6, ctx.work / "exl2.work",
                      ctx.work / "llama.measurement.json", None, 16, 512, fresh=False)
