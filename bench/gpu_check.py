@@ -38,7 +38,7 @@ timeout (STEPS below); a step gets at most the time left minus the nominal time 
 after it, and the wait for the exllamav2 build takes whatever slack is left. The build is the one
 unknown: with a prebuilt ``exllamav2_ext.so`` carried in ``.whl/prebuilt/`` it costs nothing;
 otherwise it compiles for this GPU's architecture only, with all cores but two, while the
-training steps run. A build that finishes is copied to ``$OUT/exllamav2_ext.so``: carry it in
+training steps run. A build that finishes comes back gzipped as ``$OUT/exllamav2_ext.so.gz``: carry it in
 ``.whl/prebuilt/`` on the next call. If it does not finish in time, step 2 and the exllamav2
 tests are skipped (a killed build would leave torch's extension lock behind and hang them).
 
