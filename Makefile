@@ -7,6 +7,10 @@
 # keeps later installs from replacing it with the multi-GB CUDA build. Elsewhere:
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   (a CPU machine whose pip has no local CPU wheel)
 #   make install EXTRAS=dev,gpu                                      (a CUDA machine: exllamav2, flash-attn)
+#
+# make gpu-check-wheels    downloads into .whl/ (ignored) the wheels a bare GPU machine lacks, for
+#                          the device tool's carry (64 MiB with the tree); make gpu-check runs
+#                          bench/gpu_check.py there (one table; $OUT/gpu_check.json). README: "GPU check".
 
 SHELL        := /bin/bash
 .SHELLFLAGS  := -eo pipefail -c
@@ -24,7 +28,7 @@ HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 # (grouped, so that under pipefail pip's own exit status decides.)
 QUIET_PIP    := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install services run test clean
+.PHONY: install services run test clean gpu-check gpu-check-wheels
 
 install: $(VENV)/.installed
 
@@ -52,6 +56,16 @@ services:
 
 test: install services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# No install: the GPU machine has no registry; its python3 has torch, transformers and peft, the
+# rest comes from .whl/ (bench/gpu_check.py installs it into a private folder first).
+GPU_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+gpu-check-wheels:
+	$(GPU_PY) bench/gpu_check.py --fetch-wheels .whl
+
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py --wheels .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,9 +93,13 @@ def exl2_model(tmp_path_factory):
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(src)
     build_llama(tokenizer, hidden_size=512, num_layers=4, num_heads=8).to(torch.float16).save_pretrained(src)
+    # a bare environment, but what finds the GPU packages and the built extension passes through
+    # (bench/gpu_check.py installs carried wheels on PYTHONPATH and builds for this GPU's arch only)
+    keep = ("PYTHONPATH", "HOME", "CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "TORCH_EXTENSIONS_DIR")
     r = subprocess.run(["bash", str(REPO / "scripts/quantize.sh"), str(src), str(out), "4.0", "--rows", "8",
-                        "--length", "256"], capture_output=True, text=True, env={"PYTHON": sys.executable,
-                                                                                  "PATH": "/usr/bin:/bin"})
+                        "--length", "256"], capture_output=True, text=True,
+                       env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin",
+                            **{k: os.environ[k] for k in keep if k in os.environ}})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "effective bits per weight" in r.stdout
     return src, out, r.stdout
