@@ -605,6 +605,8 @@ class OpenAIEngine(Engine):
                 event = json.loads(data)
             except ValueError as e:
                 raise EngineError(f"{self.base_url}{path} sent an event that is not JSON: {data[:200]!r}") from e
+            if not isinstance(event, dict):
+                raise EngineError(f"{self.base_url}{path} sent an event that is not a JSON object: {data[:200]!r}")
             if event.get("error"):
                 err = event["error"]
                 message = err.get("message", err) if isinstance(err, dict) else err

@@ -126,7 +126,7 @@ def test_playground_runs_a_task_in_a_real_browser(ui_server, tmp_path):
         assert [e.get_attribute("value") for e in browser.find_elements(By.CSS_SELECTOR, "#mode option")] == \
             ["rewoo", "react", "code"]
         browser.find_element(By.ID, "max-tokens").clear()
-        browser.find_element(By.ID, "max-tokens").send_keys("96")
+        browser.find_element(By.ID, "max-tokens").send_keys("128")
         browser.find_element(By.ID, "task").send_keys("Shout hello and count the words.")
         browser.find_element(By.ID, "run").click()
         wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-run") in ("done", "error"))
@@ -137,11 +137,16 @@ def test_playground_runs_a_task_in_a_real_browser(ui_server, tmp_path):
         assert states and all(s in ("ok", "error", "skipped") for s in states.values()), states
         assert browser.find_element(By.ID, "answer-box").is_displayed()
         assert "completion tokens" in browser.find_element(By.ID, "stats").text
-        # a node opens its evidence and timing
+        # a node opens its evidence and timing (the click redraws the graph: read the node first)
+        first = nodes[0].get_attribute("data-var")
         nodes[0].click()
         wait.until(lambda b: b.find_element(By.ID, "detail").is_displayed())
-        assert browser.find_element(By.ID, "detail-title").text.startswith(nodes[0].get_attribute("data-var"))
-        assert browser.find_element(By.ID, "detail-evidence").text not in ("", "(no evidence yet)")
+        assert browser.find_element(By.ID, "detail-title").text.startswith(first)
+        fields = browser.find_element(By.ID, "detail-fields").text
+        assert "status" in fields and states[first] in fields
+        if states[first] != "skipped":
+            assert "took" in fields
+        assert browser.find_element(By.ID, "detail-evidence").text != "(no evidence yet)"
         assert len(browser.find_elements(By.CSS_SELECTOR, "#history li")) == 1  # kept in localStorage
         shot = tmp_path / "playground.png"
         browser.save_screenshot(str(shot))
