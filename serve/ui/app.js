@@ -253,6 +253,7 @@
     el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#8a93a6" }, marker);
     const { at, width, height } = layout();
     svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    svg.setAttribute("preserveAspectRatio", "xMinYMin meet");  // the graph starts on the left
     svg.setAttribute("width", width);
     svg.setAttribute("height", height);
     for (const node of run.nodes.values()) {
