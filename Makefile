@@ -50,7 +50,8 @@ endif
 run: install
 	$(PY) -m pipeline.run "$(TASK)"
 
-# Real services the tests talk to (MariaDB for query_sql); installs them with apt-get when missing.
+# Real services the tests talk to (MariaDB for query_sql, Chromium + chromedriver for the playground);
+# installs them with apt-get when missing.
 services:
 	bash scripts/install_test_services.sh
 

@@ -16,5 +16,6 @@ setup(
                        "eval/README.md", "demo/manifest.json", "demo/*.jsonl", "demo/*/adapter_config.json",
                        "demo/*/adapter_model.safetensors"],
         "train": ["configs/*.yaml", "configs/deepspeed/*.json"],
+        "serve": ["ui/*.html", "ui/*.js", "ui/*.css"],  # the web playground (GET /ui)
     },
 )

@@ -11,15 +11,17 @@
    tool time excluded by construction), per step. Goal: < 1 ms.
 3. Plan validity of a randomly initialised tiny Llama, with and without the plan grammar:
    greedy and sampled runs; valid = parses with the toolbox's tools and ends with EOS.
-4. Streamed dispatch: a planner writing at ~30 tokens/s (4 characters a token; an in-process
-   scripted engine: OpenAI SSE streaming is not implemented yet), four independent 1 s tools and
-   a join; time to the first tool start and end-to-end wall, streamed vs not (goal >= 1.5x);
-   PlanStream's parse cost per step (goal < 0.1 ms); replanning on a scripted failure.
+4. Streamed dispatch: the planner is an OpenAIEngine over real loopback HTTP, talking to a small
+   scripted OpenAI-compatible server (``ScriptedOpenAI``: it writes a fixed plan at ~30 tokens/s,
+   4 characters a token, as server-sent events, or whole after the same time); four independent
+   1 s tools and a join; time to the first tool start and end-to-end wall, streamed vs not (goal
+   >= 1.5x); PlanStream's parse cost per step (goal < 0.1 ms); replanning on a scripted failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import threading
@@ -155,29 +157,61 @@ def bench_validity(runs: int) -> None:
               f"{statistics.median(ms_per_token):.2f} ms/token")
 
 
-def _paced_planner(outputs: list[str], tokens_per_s: float):
-    from pipeline.engines import Completion, Engine
+class ScriptedOpenAI(BaseHTTPRequestHandler):
+    """A loopback OpenAI-compatible server that answers each ``POST /v1/completions`` with the
+    next scripted output, written at ``TOKENS_PER_S`` tokens of 4 characters: streamed as
+    server-sent events (``"stream": true``, with a usage event), or whole after the same time."""
 
-    class Paced(Engine):
-        streams = True
-        name = "paced-script"
+    protocol_version = "HTTP/1.0"  # the connection's end ends the body: no length to announce
+    outputs: list[str] = []
+    TOKENS_PER_S = 30.0
 
-        def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
-            text, t0 = outputs.pop(0), time.perf_counter()
-            for i in range(0, len(text), 4):
-                time.sleep(1 / tokens_per_s)
-                yield text[i:i + 4]
-            self._account(prompt, Completion(text, 400, len(text) // 4, "stop", time.perf_counter() - t0))
+    def do_GET(self):
+        self._json({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
-        def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
-            out = []
-            for _ in prompts:
-                text = outputs.pop(0)
-                time.sleep(len(text) / 4 / tokens_per_s)
-                out.append(Completion(text, 400, len(text) // 4))
-            return out
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = self.outputs.pop(0)
+        pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
+        usage = {"prompt_tokens": len(body["prompt"]) // 4, "completion_tokens": len(pieces),
+                 "total_tokens": len(body["prompt"]) // 4 + len(pieces)}
+        if not body.get("stream"):
+            time.sleep(len(pieces) / self.TOKENS_PER_S)
+            return self._json({"choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for i, piece in enumerate(pieces):
+            time.sleep(1 / self.TOKENS_PER_S)
+            last = i == len(pieces) - 1
+            self._event({"choices": [{"index": 0, "text": piece, "finish_reason": "stop" if last else None}]})
+        self._event({"choices": [], "usage": usage})
+        self.wfile.write(b"data: [DONE]\n\n")
 
-    return Paced()
+    def _event(self, obj):
+        self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+        self.wfile.flush()
+
+    def _json(self, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+def _scripted_planner(outputs: list[str]):
+    """An OpenAIEngine over a fresh :class:`ScriptedOpenAI` server (and the server, to shut down)."""
+    from pipeline.engines import OpenAIEngine
+
+    handler = type("Script", (ScriptedOpenAI,), {"outputs": list(outputs)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return OpenAIEngine(f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="none"), server
 
 
 class SleepTool:
@@ -211,16 +245,18 @@ def bench_streamed(reps: int) -> None:
                 if kind == "start" and "t" not in first:
                     first["t"] = time.perf_counter()
 
-            pipe = Pipeline(_paced_planner([plan, "done"], 30.0), toolbox={"slow": SleepTool()}, replan=0,
-                            stream=streamed)
+            engine, server = _scripted_planner([plan, "done"])
+            pipe = Pipeline(engine, toolbox={"slow": SleepTool()}, replan=0, stream=streamed)
             t = time.perf_counter()
             pipe.run("Combine four topics.", on_event=on_event)
+            server.shutdown()
             walls.append(time.perf_counter() - t)
             firsts.append(first["t"] - t)
         rows[streamed] = (statistics.median(firsts), statistics.median(walls))
     (f1, w1), (f0, w0) = rows[True], rows[False]
     plan_s = len(plan) / 4 / 30
-    print(f"streamed dispatch, planner at 30 tokens/s ({plan_s:.1f} s of plan), 4 x 1 s tools + a join: first tool "
+    print(f"streamed dispatch, planner over HTTP (OpenAIEngine, SSE) at 30 tokens/s ({plan_s:.1f} s of plan), "
+          f"4 x 1 s tools + a join: first tool "
           f"starts after {f1:.2f} s streamed vs {f0:.2f} s; end to end {w1:.2f} s vs {w0:.2f} s, "
           f"{w0 / w1:.2f}x (goal >= 1.5x; median of {reps})")
     t, n = time.perf_counter(), 0
@@ -233,9 +269,10 @@ def bench_streamed(reps: int) -> None:
           "(goal < 0.1 ms)")
     round1 = "Plan: ask the primary source\n#E1 = slow[primary]\nPlan: ask the archive\n#E2 = slow[archive]"
     round2 = "Plan: ask the mirror instead\n#E3 = slow[mirror]"
+    engine, server = _scripted_planner([round1, round2, "done"])
     with recording() as calls:
-        r = Pipeline(_paced_planner([round1, round2, "done"], 30.0), toolbox={"slow": SleepTool(0.1, ["primary"])},
-                     replan=1).run("Find it.")
+        r = Pipeline(engine, toolbox={"slow": SleepTool(0.1, ["primary"])}, replan=1).run("Find it.")
+    server.shutdown()
     planner_tokens = sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls if c["role"] == "planner")
     print(f"replanning on a scripted failure: {r.stats['rounds']} rounds, steps {', '.join(r.plan.vars)} "
           f"({', '.join(e.status for e in r.evidence.values())}), planner tokens {planner_tokens}, "

@@ -14,6 +14,9 @@ transformers Agents protocol) and also has:
 - ``chat(messages, ...) -> Completion``;
 - ``complete_batch(prompts, constraints=None, ...) -> list[Completion]``: several prompts at once
   (the transformers engine pads them into one ``generate``);
+- ``complete_stream(prompt, ...)`` / ``chat_stream(messages, ...) -> Iterator[str]``: the text in
+  pieces as it is generated (``streams`` says whether the engine really streams: transformers with
+  a ``TextIteratorStreamer``, OpenAI-compatible servers over SSE; the others yield the text once);
 - ``usage``: totals of calls and tokens since creation.
 
 A :class:`Completion` carries ``text``, ``prompt_tokens``, ``completion_tokens``,
@@ -195,6 +198,13 @@ class Engine:
         sequence); the finished call is accounted and recorded as :meth:`complete` does.
         Engines that cannot stream yield the whole text once."""
         yield self.complete(prompt, stop_sequences, max_new_tokens, temperature, constraint).text
+
+    def chat_stream(self, messages: Sequence[dict], stop_sequences: list[str] | None = None,
+                    max_new_tokens: int | None = None, temperature: float | None = None,
+                    constraint: Constraint | None = None) -> Iterator[str]:
+        """:meth:`complete_stream` for chat messages (the engine's chat rendering, as :meth:`chat`)."""
+        yield from self.complete_stream(self._render(messages), stop_sequences, max_new_tokens, temperature,
+                                        constraint)
 
     def complete_batch(self, prompts: Sequence[str], stop_sequences: list[str] | None = None,
                        max_new_tokens: int | None = None, temperature: float | None = None,
@@ -478,6 +488,11 @@ class OpenAIEngine(Engine):
     ``model``: else the first of ``GET /v1/models``. Connection errors, 429 and 5xx are retried
     ``retries`` times with exponential backoff and jitter; then, and for any other 4xx, an
     :class:`EngineError` says what the server answered.
+
+    It streams (``streams = True``): ``complete_stream`` / ``chat_stream`` send ``"stream": true``
+    with ``stream_options.include_usage`` and the same ``guided_*`` fields and stop strings as the
+    whole-answer calls, and read the server-sent events as they come; an ``{"error": ...}`` event
+    or a stream that breaks off is an :class:`EngineError`.
     """
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
@@ -500,28 +515,39 @@ class OpenAIEngine(Engine):
     def supports_constraints(self) -> bool:
         return True
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _refusal(self, path: str, r) -> str:
+        """What the server answered with an error status, and what to do about a 401."""
+        detail = r.text[:300]
+        try:
+            detail = r.json().get("error", {}).get("message", detail)
+        except (ValueError, AttributeError):
+            pass
+        last = f"{self.base_url}{path} answered {r.status_code}: {detail}"
+        if r.status_code == 401:
+            last += (f" (the key from {self._key_source} was refused: set $REWOO_API_KEY to the server's key)"
+                     if self._key_source else
+                     " (no key was sent: set $REWOO_API_KEY to the server's --api-key)")
+        return last
+
+    def _request(self, method: str, path: str, body: dict | None = None, stream: bool = False):
+        """The answer's JSON (or, with ``stream``, the open response once the status is 2xx: the
+        caller reads and closes it). Connection errors, 429 and 5xx are retried; then, and for
+        any other status >= 400, an :class:`EngineError`."""
         import httpx
 
         last = ""
         for attempt in range(self.retries + 1):
             try:
-                r = self.client.request(method, path, json=body)
+                r = self.client.send(self.client.build_request(method, path, json=body), stream=stream)
             except httpx.HTTPError as e:
                 last = f"cannot reach {self.base_url}{path}: {type(e).__name__}: {e}"
             else:
                 if r.status_code < 400:
-                    return r.json()
-                detail = r.text[:300]
-                try:
-                    detail = r.json().get("error", {}).get("message", detail)
-                except (ValueError, AttributeError):
-                    pass
-                last = f"{self.base_url}{path} answered {r.status_code}: {detail}"
-                if r.status_code == 401:
-                    last += (f" (the key from {self._key_source} was refused: set $REWOO_API_KEY to the server's key)"
-                             if self._key_source else
-                             " (no key was sent: set $REWOO_API_KEY to the server's --api-key)")
+                    return r if stream else r.json()
+                if stream:
+                    r.read()
+                    r.close()
+                last = self._refusal(path, r)
                 if r.status_code != 429 and r.status_code < 500:
                     raise EngineError(last)
             if attempt < self.retries:
@@ -542,13 +568,17 @@ class OpenAIEngine(Engine):
             return {"guided_json": c.value}
         return {f"guided_{c.kind}": c.value}
 
-    def _post(self, path: str, payload: dict, shown_prompt: str, stop_sequences, max_new_tokens, temperature,
-              constraint) -> Completion:
-        """One request to ``path`` (``payload``: the prompt or the messages); accounted and recorded."""
+    def _body(self, payload: dict, stop_sequences, max_new_tokens, temperature, constraint) -> dict:
         body = {"model": self.model, **payload, "max_tokens": max_new_tokens or self.max_new_tokens,
                 "temperature": self.temperature if temperature is None else temperature, **self._guided(constraint)}
         if stop_sequences:
             body["stop"] = list(stop_sequences)
+        return body
+
+    def _post(self, path: str, payload: dict, shown_prompt: str, stop_sequences, max_new_tokens, temperature,
+              constraint) -> Completion:
+        """One request to ``path`` (``payload``: the prompt or the messages); accounted and recorded."""
+        body = self._body(payload, stop_sequences, max_new_tokens, temperature, constraint)
         t0 = time.perf_counter()
         data = self._request("POST", path, body)
         choice = data["choices"][0]
@@ -558,6 +588,76 @@ class OpenAIEngine(Engine):
                        choice.get("finish_reason") or "stop", time.perf_counter() - t0)
         self._account(shown_prompt, c)
         return c
+
+    # -- streaming: server-sent events ---------------------------------------------------------
+    streams = True
+
+    def _events(self, r, path: str, end: dict) -> Iterator[str]:
+        """The text pieces of an OpenAI SSE stream (``data: {json}`` lines until ``data: [DONE]``);
+        the finish reason and usage land in ``end``. An ``{"error": ...}`` event is an EngineError."""
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, ": keep-alive" comments, "event:" lines
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except ValueError as e:
+                raise EngineError(f"{self.base_url}{path} sent an event that is not JSON: {data[:200]!r}") from e
+            if not isinstance(event, dict):
+                raise EngineError(f"{self.base_url}{path} sent an event that is not a JSON object: {data[:200]!r}")
+            if event.get("error"):
+                err = event["error"]
+                message = err.get("message", err) if isinstance(err, dict) else err
+                raise EngineError(f"{self.base_url}{path} failed after the stream began: {message}")
+            if event.get("usage"):
+                end["usage"] = event["usage"]
+            for choice in event.get("choices") or ():
+                if choice.get("finish_reason"):
+                    end["reason"] = choice["finish_reason"]
+                text = choice["text"] if "text" in choice else (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text
+
+    def _stream(self, path: str, payload: dict, shown_prompt: str, stop_sequences, max_new_tokens, temperature,
+                constraint) -> Iterator[str]:
+        """One ``"stream": true`` request: its text in pieces (cut at the first stop sequence),
+        accounted with the usage the server reports (``stream_options.include_usage``) when the
+        stream ends. Closing the generator early closes the HTTP response, which stops the
+        generation on our server (and on any server that watches for disconnects); a call closed
+        before its end is not accounted."""
+        import httpx
+
+        body = self._body(payload, stop_sequences, max_new_tokens, temperature, constraint)
+        body.update(stream=True, stream_options={"include_usage": True})
+        t0 = time.perf_counter()
+        r = self._request("POST", path, body, stream=True)
+        end: dict = {}
+        parts: list[str] = []
+        try:
+            for piece in _stream_text(self._events(r, path, end), stop_sequences):
+                parts.append(piece)
+                yield piece
+        except httpx.HTTPError as e:
+            raise EngineError(f"{self.base_url}{path}: the stream broke off: {type(e).__name__}: {e}") from e
+        finally:
+            r.close()
+        usage = end.get("usage") or {}
+        c = Completion("".join(parts), usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                       end.get("reason") or "stop", time.perf_counter() - t0)
+        self._account(shown_prompt, c)
+
+    def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+        """``POST /completions`` with ``"stream": true``: the text as the server sends it."""
+        return self._stream("/completions", {"prompt": prompt}, prompt, stop_sequences, max_new_tokens, temperature,
+                            constraint)
+
+    def chat_stream(self, messages, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+        """``POST /chat/completions`` with ``"stream": true``: the reply's content as it is sent."""
+        messages = list(messages)
+        return self._stream("/chat/completions", {"messages": messages}, json.dumps(messages, ensure_ascii=False),
+                            stop_sequences, max_new_tokens, temperature, constraint)
 
     def chat(self, messages, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
         messages = list(messages)

@@ -308,7 +308,7 @@ def _tool_names(tools) -> list[str] | None:
     return names
 
 
-def _scan_input(lines: list[str], row: int, col: int) -> tuple[str, int, int]:
+def _scan_input(lines: list[str], row: int, col: int, first_line: int = 0) -> tuple[str, int, int]:
     """Read a bracketed input that opens at ``lines[row][col] == '['``.
 
     Returns ``(input, end_row, end_col)`` where ``end_col`` is just past the closing ``]``.
@@ -329,7 +329,7 @@ def _scan_input(lines: list[str], row: int, col: int) -> tuple[str, int, int]:
                     return "\n".join(parts), row, i + 1
         parts.append(text[start:])
         row, col, start = row + 1, 0, 0
-    raise PlanError("the '[' that opens the tool input is never closed by a matching ']'", start_row + 1)
+    raise PlanError("the '[' that opens the tool input is never closed by a matching ']'", start_row + 1 + first_line)
 
 
 def parse_plan(text: str, tools: Iterable | Mapping | None = None, defined: Iterable[str] = ()) -> Plan:
@@ -344,18 +344,28 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None, defined: Iter
     if not isinstance(text, str):
         raise TypeError(f"parse_plan takes the planner's text (str), not {type(text).__name__}")
     known = _tool_names(tools)
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    steps = _parse(text, None if known is None else set(known), known, dict.fromkeys(defined, 0))
+    if not steps:
+        raise PlanError("no step found: a plan needs at least one 'Plan: <text>' followed by "
+                        "'#E1 = <tool>[<input>]'")
+    return Plan(tuple(steps))
 
+
+def _parse(text: str, known: set[str] | None, known_list: list[str] | None, defined: dict[str, int],
+           first_line: int = 0, ends: list[int] | None = None) -> list[Step]:
+    """The steps of ``text`` (maybe none), as :func:`parse_plan` reads them. ``defined``: var ->
+    line it is defined on (0: an earlier round), updated with the new steps; ``first_line``:
+    lines before ``text`` (added to every line number, for :class:`PlanStream`); ``ends`` gets
+    the 0-based row of ``text`` where each step's input closes."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     steps: list[Step] = []
-    earlier = set(defined)
-    defined: dict[str, int] = dict.fromkeys(earlier, 0)  # var -> line it is defined on (0: an earlier round)
     pending: list[str] | None = None  # description lines of a "Plan:" still waiting for its step
     pending_line = 0
     row = 0
     while row < len(lines):
         raw = lines[row]
         stripped = raw.strip()
-        lineno = row + 1
+        lineno = row + 1 + first_line
         call_at = None
         if _PLAN_RE.match(stripped):
             if pending is not None:
@@ -407,19 +417,19 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None, defined: Iter
             raise PlanError(f"{var}: expected '[' after the tool name '{tool}' "
                             f"(write {var} = {tool}[<input>])", lineno)
         bracket = tool_m.end() + (len(after_tool) - len(after_tool.lstrip()))
-        step_input, end_row, end_col = _scan_input(lines, row, bracket)
+        step_input, end_row, end_col = _scan_input(lines, row, bracket, first_line)
         trailing = lines[end_row][end_col:].strip()
         if trailing:
             raise PlanError(f"{var}: unexpected text {trailing[:40]!r} after the ']' that closes "
-                            "the tool input", end_row + 1)
+                            "the tool input", end_row + 1 + first_line)
         if var in defined:
             first = f"line {defined[var]}" if defined[var] else "an earlier round of the plan"
             raise PlanError(f"{var} is defined twice (first in {first})", lineno)
         if known is not None and tool not in known:
-            close = difflib.get_close_matches(tool, known, n=1)
+            close = difflib.get_close_matches(tool, known_list, n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise PlanError(f"{var}: unknown tool '{tool}'.{hint} Known tools: "
-                            f"{', '.join(known) if known else '(none)'}", lineno)
+                            f"{', '.join(known_list) if known_list else '(none)'}", lineno)
         step_input = step_input.strip()
         deps = references(step_input)
         for dep in deps:
@@ -428,20 +438,18 @@ def parse_plan(text: str, tools: Iterable | Mapping | None = None, defined: Iter
                                 "defined before it", lineno)
             if dep not in defined:
                 later = _defined_later(lines, end_row + 1, dep)
-                where = f"defined later (line {later})" if later else "never defined"
+                where = f"defined later (line {later + first_line})" if later else "never defined"
                 raise PlanError(f"{var} references {dep}, which is {where}; a step can only use "
                                 "variables defined before it", lineno)
         description = " ".join(p for p in (pending or []) if p)
         steps.append(Step(var=var, tool=tool, input=step_input, description=description,
                           deps=tuple(deps), line=lineno))
         defined[var] = lineno
+        if ends is not None:
+            ends.append(end_row)
         pending = None
         row = end_row + 1
-
-    if not steps:
-        raise PlanError("no step found: a plan needs at least one 'Plan: <text>' followed by "
-                        "'#E1 = <tool>[<input>]'")
-    return Plan(tuple(steps))
+    return steps
 
 
 def _defined_later(lines: list[str], start: int, var: str) -> int | None:
@@ -462,23 +470,34 @@ class PlanStream:
                 start(step)
         plan = stream.close()                 # the whole plan; PlanError as parse_plan raises
 
-    A step is complete when the line after its closing ``]`` has begun (or at ``close``). Each
-    feed parses the text up to its last newline with :func:`parse_plan`; a text that does not
-    parse yet (a bracket still open, no step so far) yields nothing until it does. ``close``
-    checks that the steps already handed out are the whole plan's first steps.
+    A step is complete when the line after its closing ``]`` has begun (or at ``close``). A
+    feed that ends a line holding ``#`` or ``]`` parses the text after the steps already handed
+    out, up to its last newline, as :func:`parse_plan` does (each line is parsed about once); a
+    text that does not parse yet (a bracket still open, no step so far) yields nothing until it
+    does. ``close`` parses the rest: the steps handed out are the plan's first steps by
+    construction, and the plan is what :func:`parse_plan` gives for the whole text.
     """
 
     def __init__(self, tools: Iterable | Mapping | None = None, defined: Iterable[str] = ()):
         self.tools = _tool_names(tools)
+        self._known = None if self.tools is None else set(self.tools)
         self.defined = tuple(defined)
+        self._defined: dict[str, int] = dict.fromkeys(self.defined, 0)  # and the handed-out steps' lines
         self.text = ""
         self.steps: list[Step] = []
         self._parsed_upto = 0
         self._start = 0  # where the text after the last handed-out step begins (a line start)
         self._start_line = 0  # lines before it
 
+    def _parse_rest(self, upto: int | None = None, ends: list[int] | None = None) -> list[Step]:
+        """The steps in the text after those handed out (up to ``upto``); PlanError as parse_plan."""
+        defined = dict(self._defined)  # updated only when the steps are handed out
+        return _parse(self.text[self._start:upto], self._known, self.tools, defined, self._start_line, ends)
+
     def feed(self, piece: str) -> list[Step]:
         self.text += piece
+        if "\n" not in piece:
+            return []
         upto = self.text.rfind("\n")
         if upto <= self._parsed_upto:
             return []
@@ -486,26 +505,32 @@ class PlanStream:
         self._parsed_upto = upto
         if "#" not in fresh and "]" not in fresh:  # no step line ended here (a description line)
             return []
-        chunk = self.text[self._start:upto]
+        ends: list[int] = []
         try:  # only the text after the steps already handed out: each line is parsed about once
-            plan = parse_plan(chunk, self.tools, self.defined + tuple(st.var for st in self.steps))
+            new = self._parse_rest(upto, ends)
         except PlanError:
             return []
-        new = [dataclasses.replace(st, line=st.line + self._start_line) for st in plan.steps]
-        lines = chunk.split("\n")
-        last = plan.steps[-1]
+        if not new:
+            return []
         # the step's input may span lines: the next text starts after the line holding its "]"
-        end_line = last.line - 1 + last.input.count("\n")
-        consumed = sum(len(ln) + 1 for ln in lines[:end_line + 1])
-        self._start += consumed
-        self._start_line += end_line + 1
-        self.steps += new
+        lines_used = ends[-1] + 1
+        cut = self._start
+        for _ in range(lines_used):
+            cut = self.text.index("\n", cut) + 1
+        self._start, self._start_line = cut, self._start_line + lines_used
+        self._hand_out(new)
         return new
 
+    def _hand_out(self, steps: list[Step]) -> None:
+        self.steps += steps
+        for st in steps:
+            self._defined[st.var] = st.line
+
     def close(self) -> Plan:
-        plan = parse_plan(self.text, self.tools, self.defined)
-        def key(st):
-            return st.var, st.tool, st.input, st.description
-        if [key(st) for st in plan.steps[:len(self.steps)]] != [key(st) for st in self.steps]:
-            raise PlanError("the finished plan changed steps that had already started")
-        return plan
+        """The whole plan: the steps handed out, then those of the rest of the text (the last
+        step's line may have had no newline after it). PlanError as :func:`parse_plan` raises."""
+        rest = self._parse_rest()
+        if not self.steps and not rest:
+            raise PlanError("no step found: a plan needs at least one 'Plan: <text>' followed by "
+                            "'#E1 = <tool>[<input>]'")
+        return Plan(tuple(self.steps + rest))

@@ -1,27 +1,84 @@
 """The planner: one model call writes the whole plan, before any tool runs (ReWOO).
 
-    from pipeline.planner import make_plan
+    from pipeline.planner import make_plan, planner_request
     plan, raw = make_plan("Who directed Oppenheimer?", toolbox, engine)
+    req = planner_request("Who directed Oppenheimer?", toolbox, engine)    # the same call, to stream:
+    for piece in req.stream(engine): ...
 
 The prompt comes from ``formats`` with the toolbox's ``name[input]: description`` lines. With
 ``constrain=True`` and an engine that enforces constraints, decoding follows the plan grammar
 compiled with the toolbox's tool names and bounded by ``max_new_tokens``, so the output always
 parses; otherwise an unparseable output raises ``PlanError`` carrying the raw text
-(``err.raw_output``).
+(``err.raw_output``). :func:`planner_request` builds that call once, for :func:`make_plan` and
+for streamed dispatch (``Pipeline._streamed_round``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline import formats
-from pipeline.engines import Constraint, Engine, role
+from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
 from pipeline.plan import Plan, PlanError
 
 
 def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6, first: int = 1) -> Constraint:
     return Constraint("grammar", constrain_mod.plan_grammar(tool_names, max_new_tokens, max_steps, first=first))
+
+
+@dataclass(frozen=True)
+class PlannerRequest:
+    """One planner call, built once: ``prompt`` is Alpaca text (``template="alpaca"``, sent as a
+    completion that stops at the next ``### Instruction:``) or chat messages (``"chat"``, sent as
+    a chat call); ``constraint`` is the plan grammar or None; ``specs`` are the toolbox's tool
+    specs; ``first`` is the number of the plan's first variable (``#E{first}``)."""
+
+    prompt: Any
+    template: str
+    max_new_tokens: int
+    constraint: Constraint | None
+    specs: tuple
+    first: int = 1
+
+    @property
+    def stop(self) -> list[str] | None:
+        return formats.ALPACA_STOP if self.template == "alpaca" else None
+
+    def complete(self, engine: Engine) -> Completion:
+        """The whole output at once (labelled ``planner`` in recordings)."""
+        with role("planner"):
+            if self.template == "alpaca":
+                return engine.complete(self.prompt, stop_sequences=self.stop, max_new_tokens=self.max_new_tokens,
+                                       constraint=self.constraint)
+            return engine.chat(self.prompt, max_new_tokens=self.max_new_tokens, constraint=self.constraint)
+
+    def stream(self, engine: Engine) -> Iterator[str]:
+        """The output in pieces as the engine writes it (one piece for engines that do not stream)."""
+        with role("planner"):
+            if self.template == "alpaca":
+                yield from engine.complete_stream(self.prompt, self.stop, self.max_new_tokens, None, self.constraint)
+            else:
+                yield from engine.chat_stream(self.prompt, None, self.max_new_tokens, None, self.constraint)
+
+
+def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
+                    max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None,
+                    history: tuple[Plan, dict[str, str]] | None = None) -> PlannerRequest:
+    """The planner call for ``task`` (see :func:`make_plan` for the arguments)."""
+    specs = formats.tool_specs(toolbox)
+    done, status = history if history is not None else (Plan(()), {})
+    first = len(done) + 1
+    constraint = None
+    if constrain and engine.supports_constraints:
+        constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first)
+    if history is not None:
+        prompt = formats.replan_prompt(task, specs, done.steps, status, template, examples)
+    else:
+        prompt = formats.planner_prompt(task, specs, template, examples)
+    return PlannerRequest(prompt, template, max_new_tokens, constraint, tuple(specs), first)
 
 
 def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
@@ -32,26 +89,13 @@ def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpac
     ``history``: ``(plan so far, {var: status})`` for a replanning round; the new steps are
     numbered after it and may use its variables (the prompt is :func:`formats.replan_prompt`).
     """
-    specs = formats.tool_specs(toolbox)
-    names = [s.name for s in specs]
-    done, status = history if history is not None else (Plan(()), {})
-    first = len(done) + 1
-    constraint = None
-    if constrain and engine.supports_constraints:
-        constraint = plan_constraint(names, max_new_tokens, max_steps, first)
-    if history is not None:
-        prompt = formats.replan_prompt(task, specs, done.steps, status, template, examples)
-    else:
-        prompt = formats.planner_prompt(task, specs, template, examples)
-    with role("planner"):
-        if template == "alpaca":
-            out = engine.complete(prompt, stop_sequences=formats.ALPACA_STOP, max_new_tokens=max_new_tokens,
-                                  constraint=constraint)
-        else:
-            out = engine.chat(prompt, max_new_tokens=max_new_tokens, constraint=constraint)
+    req = planner_request(task, toolbox, engine, template=template, constrain=constrain,
+                          max_new_tokens=max_new_tokens, max_steps=max_steps, examples=examples, history=history)
+    done = history[0] if history is not None else Plan(())
+    out = req.complete(engine)
     try:
-        plan = formats.parse_planner_output(out.text, specs, defined=done.vars)
-        want = [f"#E{first + i}" for i in range(len(plan))]
+        plan = formats.parse_planner_output(out.text, list(req.specs), defined=done.vars)
+        want = [f"#E{req.first + i}" for i in range(len(plan))]
         if history is not None and plan.vars != want:  # a round continues the numbering
             raise PlanError(f"steps must be numbered {', '.join(want)} in order, not {', '.join(plan.vars)}")
         return plan, out.text

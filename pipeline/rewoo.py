@@ -20,11 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import formats
 from pipeline.distributor import Call, distribute
-from pipeline.engines import Engine, as_engine, recording, role
+from pipeline.engines import Engine, as_engine, recording
 from pipeline.plan import Plan, PlanError, PlanStream
-from pipeline.planner import make_plan, plan_constraint
+from pipeline.planner import make_plan, planner_request
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -156,17 +155,12 @@ class Pipeline:
         """The first round with streamed dispatch: the planner's text is parsed as it arrives
         (:class:`PlanStream`), each complete step is distributed at once and handed to the
         workers, which start it as soon as its dependencies are filled. Events: ``("step",
-        Step)`` per step as planned, ``("calls", {var: Call})`` per step, then ``("plan", Plan)``."""
-        specs = formats.tool_specs(self.toolbox)
-        constraint = None
-        if self.constrain and self.planner.supports_constraints:
-            constraint = plan_constraint([sp.name for sp in specs], self.planner_max_new_tokens, self.max_steps)
-        if self.template == "alpaca":
-            prompt = formats.planner_prompt(task, specs, "alpaca")
-        else:
-            prompt = self.planner._render(formats.planner_prompt(task, specs, "chat"))
+        Step)`` per step as planned, ``("calls", {var: Call})`` per step, then ``("plan", Plan)``
+        as soon as the plan is written (from the planner's thread, while steps may still run)."""
+        req = planner_request(task, self.toolbox, self.planner, template=self.template, constrain=self.constrain,
+                              max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps)
         incoming: queue.Queue = queue.Queue()
-        stream = PlanStream(specs)
+        stream = PlanStream(list(req.specs))
         box: dict = {}
         calls: dict[str, Call] = {}
 
@@ -180,16 +174,14 @@ class Pipeline:
 
         def produce():
             try:
-                with role("planner"):
-                    pieces = self.planner.complete_stream(prompt, formats.ALPACA_STOP, self.planner_max_new_tokens,
-                                                          None, constraint)
-                    for piece in pieces:
-                        for step in stream.feed(piece):
-                            dispatch(step)
+                for piece in req.stream(self.planner):
+                    for step in stream.feed(piece):
+                        dispatch(step)
                 plan = stream.close()
                 for step in plan.steps[len(stream.steps):]:  # the last line had no newline after it
                     dispatch(step)
                 box["plan"] = plan
+                notify("plan", plan)  # the plan is written (some of its steps may still run)
             except BaseException as e:  # noqa: BLE001 - raised in the pipeline's thread below
                 box["error"] = e
             finally:
@@ -209,7 +201,6 @@ class Pipeline:
                 raise err from e
             raise e
         plan = box["plan"]
-        notify("plan", plan)
         return plan, stream.text, {st.var: calls[st.var] for st in plan}, evidence
 
     def _replan(self, task, plan, calls, evidence, notify, on_step):

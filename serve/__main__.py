@@ -4,7 +4,8 @@
                     [--host 127.0.0.1 --port 8000] [--api-key K] [--tools SPEC ...]
 
 Listening beyond loopback (``--host 0.0.0.0``) requires an API key (``--api-key`` or the
-``REWOO_API_KEY`` environment variable). ``python -m serve --help`` lists the limits.
+``REWOO_API_KEY`` environment variable). ``python -m serve --help`` lists the limits. The web
+playground is at ``http://HOST:PORT/ui``.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from serve.app import build_app
     from serve.pipeline_route import add_pipeline_routes
-    app = build_app(backend, cfg, routes=[add_pipeline_routes])
+    from serve.playground import add_playground_routes
+    app = build_app(backend, cfg, routes=[add_pipeline_routes, add_playground_routes])
     app.state.pipeline_toolbox = toolbox
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[listener])

@@ -48,7 +48,9 @@ log = logging.getLogger("serve")
 
 MAX_STOP_STRINGS = 16
 MAX_PROMPTS = 64  # prompts in one completions request (each is one choice)
-OPEN_PATHS = ("/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+OPEN_PATHS = ("/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+              # the playground's static files (serve.playground): what they do goes through /v1 with the key
+              "/ui", "/ui/", "/ui/app.js", "/ui/style.css")
 LOG_CHARS = 500  # of an exception message in the log: never a whole request body
 
 

@@ -1,15 +1,23 @@
-"""The pipeline over HTTP: our OpenAIEngine against our server, and POST /v1/pipeline/run.
+"""The pipeline over HTTP: our OpenAIEngine against our server (whole and streamed over SSE), and
+POST /v1/pipeline/run (whole and streamed as server-sent events), GET /v1/pipeline/tools.
 
-Both against a real uvicorn on 127.0.0.1 serving the tiny random Llama.
+All against a real uvicorn on 127.0.0.1 serving the tiny random Llama (one raw loopback server
+scripts a stream that fails half-way, which our server cannot be made to do on purpose).
 """
 
 from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import openai
 import pytest
 
-from pipeline.engines import EngineError, OpenAIEngine
+from pipeline.engines import Constraint, EngineError, OpenAIEngine, recording
 from pipeline.plan import parse_plan
 from pipeline.rewoo import Pipeline
 from serve.backends.hf import TransformersBackend, load_model
@@ -58,10 +66,83 @@ def test_constrained_pipeline_through_the_http_engine(server):
     result = Pipeline(eng, None, eng, box, planner_max_new_tokens=160, solver_max_new_tokens=8).run(
         "Who directed Oppenheimer?")
     assert all(s.tool in TOOLS for s in result.plan)  # guided_grammar reached the server
+    # streamed dispatch over SSE: the first step started while the planner was still writing
+    assert result.stats["streamed"] and len(result.plan) > 1
+    planner_end = next(c["t_end"] for c in result.trace if c["role"] == "planner")
+    assert min(c["t_start"] for c in result.trace if c["role"] == "tool") < planner_end
     parse_plan(result.plan.render(), TOOLS)
     # a planner call per round (a failing step is replanned once) and the solver's
     assert result.stats["llm_calls"] == result.stats["rounds"] + 1 and result.stats["prompt_tokens"] > 100
     assert set(result.evidence) == set(result.plan.vars)
+
+
+def test_http_engine_streams_over_sse(server):
+    eng = OpenAIEngine(server.base_url, api_key=KEY)
+    assert eng.streams
+    whole = eng.complete("Plan: find", max_new_tokens=12)
+    with recording() as calls:
+        pieces = list(eng.complete_stream("Plan: find", max_new_tokens=12))
+    assert len(pieces) > 1 and "".join(pieces) == whole.text
+    # usage from stream_options.include_usage, accounted and recorded as a whole call
+    assert calls[0]["completion_tokens"] == whole.completion_tokens and calls[0]["prompt_tokens"] == whole.prompt_tokens
+    assert calls[0]["output"] == whole.text and eng.usage.calls == 2
+    # the official client's stream of the same request gives the same text
+    client = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
+    ref = client.completions.create(model="tiny", prompt="Plan: find", max_tokens=12, temperature=0, stream=True)
+    assert "".join(c.choices[0].text for c in ref if c.choices) == whole.text
+    if len(whole.text) > 4:  # stop strings, as complete cuts them
+        stop = whole.text[3:5]
+        assert "".join(eng.complete_stream("Plan: find", [stop], 12)) == eng.complete("Plan: find", [stop], 12).text
+    hello = [{"role": "user", "content": "Hello"}]
+    assert "".join(eng.chat_stream(hello, max_new_tokens=5)) == eng.chat(hello, max_new_tokens=5).text
+    # the constraint fields go with the stream
+    assert re.fullmatch("[ab]{3}", "".join(eng.complete_stream("x", max_new_tokens=8,
+                                                               constraint=Constraint("regex", "[ab]{3}"))))
+
+
+def test_closing_an_http_stream_stops_its_generation(server):
+    eng = OpenAIEngine(server.base_url, api_key=KEY)
+    before = server.backend.stats.cancelled
+    pieces = eng.complete_stream("Plan: find", max_new_tokens=1500)
+    next(pieces)
+    pieces.close()  # closes the HTTP response: the server sees the client leave
+    deadline = time.monotonic() + 30
+    while server.backend.stats.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.backend.stats.cancelled == before + 1 and eng.usage.calls == 0
+
+
+class _BreakingStream(BaseHTTPRequestHandler):
+    """An OpenAI-style server whose stream sends one piece, then an error event."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b'data: {"choices": [{"index": 0, "text": "Plan:", "finish_reason": null}]}\n\n'
+                         b'data: {"error": {"message": "the constraint broke", "type": "invalid_request_error"}}\n\n'
+                         b"data: [DONE]\n\n")
+
+    def log_message(self, *a):
+        pass
+
+
+def test_http_engine_stream_errors_are_engine_errors(server):
+    eng = OpenAIEngine(server.base_url, api_key=KEY, model="no-such-model")
+    with pytest.raises(EngineError, match="answered 404"):
+        list(eng.complete_stream("x", max_new_tokens=2))
+    broken = ThreadingHTTPServer(("127.0.0.1", 0), _BreakingStream)
+    threading.Thread(target=broken.serve_forever, daemon=True).start()
+    try:
+        eng = OpenAIEngine(f"http://127.0.0.1:{broken.server_address[1]}/v1", model="m", api_key="k")
+        got = []
+        with pytest.raises(EngineError, match="failed after the stream began: the constraint broke"):
+            for piece in eng.complete_stream("x"):
+                got.append(piece)
+        assert got == ["Plan:"] and eng.usage.calls == 0
+    finally:
+        broken.shutdown()
 
 
 def test_http_engine_errors_are_clear(server):
@@ -101,12 +182,85 @@ def test_pipeline_run_route(server):
     ({"task": "x", "tools": TOOLS, "max_new_tokens": 32}, 400, "max_new_tokens"),
     ({"task": "x", "tools": TOOLS, "max_new_tokens": 40}, 400, "max_new_tokens"),
     ({"task": "word " * 790, "tools": TOOLS}, 400, "context"),
+    # streamed requests are validated before the stream starts: 4xx JSON, never an event
+    ({"task": "x", "tools": ["serch_web"], "stream": True}, 400, "unknown tools ['serch_web']"),
+    ({"task": "x", "tools": TOOLS, "max_new_tokens": 32, "stream": True}, 400, "max_new_tokens"),
+    ({"task": "x", "mode": "chat", "stream": True}, 400, "mode"),
 ])
 def test_pipeline_run_bad_requests_are_4xx(server, body, status, fragment):
     r = _post(server, body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert fragment in err["message"] + str(err.get("param"))
+
+
+def _events(server, body, key=KEY) -> list[dict]:
+    """The events of a streamed run, checked to end with ``data: [DONE]``."""
+    with httpx.stream("POST", f"{server.url}/v1/pipeline/run", json={**body, "stream": True}, timeout=300,
+                      headers={"Authorization": f"Bearer {key}"}) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: {") for line in lines[:-1])
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+def test_pipeline_run_streams_events(server):
+    events = _events(server, {"task": "What is 6 times 7?", "tools": TOOLS, "max_new_tokens": 160})
+    kinds = [e["event"] for e in events]
+    assert kinds[-2:] == ["answer", "result"] and "error" not in kinds
+    result = events[-1]
+    assert set(result) == {"event", "task", "plan", "evidence", "answer", "stats"}
+    assert events[-2] == {"event": "answer", "answer": result["answer"], "stats": result["stats"]}
+    steps = [e for e in events if e["event"] == "step"]
+    assert [{k: e[k] for k in ("var", "tool", "input", "description")} for e in steps] == result["plan"]
+    plans = [e for e in events if e["event"] == "plan"]
+    assert [p["round"] for p in plans] == list(range(1, result["stats"]["rounds"] + 1))
+    assert [s for p in plans for s in p["steps"]] == result["plan"]
+    at = {(e["event"], e.get("var")): i for i, e in enumerate(events)}
+    for e in events:
+        if e["event"] == "done":
+            assert e["status"] in ("ok", "error", "skipped") and e["evidence"] == result["evidence"][e["var"]]
+            assert at[("step", e["var"])] < at[("done", e["var"])]
+            if e["status"] != "skipped":
+                assert at[("step", e["var"])] < at[("start", e["var"])] < at[("done", e["var"])]
+    assert {e["var"] for e in events if e["event"] == "done"} == set(result["evidence"])
+    # streamed dispatch: a step started before the first round's plan was complete
+    assert min(i for (kind, _), i in at.items() if kind == "start") < kinds.index("plan")
+
+
+def test_pipeline_run_stream_reports_a_failure_as_an_event(server):
+    events = _events(server, {"task": "Who?", "tools": TOOLS, "constrain": False, "max_new_tokens": 32})
+    assert events[-1]["event"] == "error" and "answer" not in [e["event"] for e in events]
+    err = events[-1]["error"]
+    assert err["code"] == "invalid_plan" and "the planner wrote" in err["message"] and err["type"]
+
+
+def test_pipeline_run_streams_react_agent_steps(server):
+    """Each ReAct step is an event as it ends; the tiny model's malformed outputs are fed back as
+    errors. Its 2048-token context fills after a few steps (the memory grows by each error): the
+    run then ends with the refusal as an error event, else with the answer."""
+    events = _events(server, {"task": "What is 6 times 7?", "tools": TOOLS, "mode": "react", "max_new_tokens": 32})
+    steps = [e for e in events if e["event"] == "agent_step"]
+    assert steps and [e["n"] for e in steps] == list(range(1, len(steps) + 1))
+    assert all("error" in e or "observation" in e or "final_answer" in e for e in steps)
+    assert "Action:" in steps[0]["error"]  # what the model is told to write instead
+    assert events[:len(steps)] == steps  # streamed before the end, in order
+    if events[-1]["event"] == "error":
+        assert events[-1]["error"]["code"] == "pipeline_request_refused" and "context" in events[-1]["error"]["message"]
+    else:
+        assert [e["event"] for e in events[-2:]] == ["answer", "result"]
+        # one event per iteration, and one more for the answer written after the last iteration
+        assert len(steps) - events[-1]["stats"]["iterations"] in (0, 1)
+
+
+def test_pipeline_tools_lists_the_servers_toolbox(server):
+    r = httpx.get(f"{server.url}/v1/pipeline/tools", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200
+    body = r.json()
+    assert [t["name"] for t in body["data"]] == list(default_toolbox()) and body["modes"] == ["rewoo", "react", "code"]
+    assert all(t["description"] and t["parameters"]["type"] == "object" for t in body["data"])
+    assert httpx.get(f"{server.url}/v1/pipeline/tools").status_code == 401
 
 
 def test_pipeline_run_refuses_lone_surrogates(server):

@@ -148,6 +148,8 @@ class Agent(ReportMixin):
     ``sandbox``: the ``toolkit.sandbox.Sandbox`` (a pool of isolated workers) that runs the code
     agents' code; default: one shared per setting, from ``ToolkitConfig.from_env()`` (its
     ``workspace``/python, ``python_timeout``, ``python_memory_mb``) and the authorized imports.
+    ``step_callbacks``: functions called with each step's log as soon as the step ends (as the
+    transformers agents' ``step_callbacks``; the SSE route streams agent steps with them).
     """
 
     default_system_prompt = fmt.REACT_CODE_SYSTEM_PROMPT
@@ -159,7 +161,8 @@ class Agent(ReportMixin):
                  max_iterations: int = 6, add_base_tools: bool = False, verbose: int = 0, grammar: Any = None,
                  managed_agents: Iterable[ManagedAgent] | None = None,
                  additional_authorized_imports: Iterable[str] | None = None, max_new_tokens: int | None = None,
-                 log_stream: TextIO | None = None, sandbox: Any = None):
+                 log_stream: TextIO | None = None, sandbox: Any = None,
+                 step_callbacks: Iterable[Callable[[dict], None]] | None = None):
         if llm_engine is None:
             raise ValueError("give the agent an engine: llm_engine=<an engine, a callable (messages, "
                              "stop_sequences=None) -> str, a model path or an http://host:port/v1 URL>")
@@ -174,6 +177,7 @@ class Agent(ReportMixin):
         self.grammar = grammar
         self.max_new_tokens = max_new_tokens
         self.log_stream = log_stream
+        self.step_callbacks = list(step_callbacks or [])
         self.additional_authorized_imports = list(additional_authorized_imports or [])
         self._sandbox = sandbox
         self.toolbox = self._make_toolbox(tools, add_base_tools)
@@ -280,6 +284,8 @@ class Agent(ReportMixin):
             except AgentError as e:
                 log["error"] = e
                 self._say(1, f"Error: {e}")
+            for callback in self.step_callbacks:
+                callback(log)
             if "final_answer" in log:
                 self._say(1, f"Final answer: {log['final_answer']}")
                 return log["final_answer"]
@@ -289,6 +295,8 @@ class Agent(ReportMixin):
         self._say(1, f"Error: {error}")
         answer = self.provide_final_answer(self.task)
         log["final_answer"] = answer
+        for callback in self.step_callbacks:
+            callback(log)
         self._say(1, f"Final answer: {answer}")
         return answer
 
