@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -204,6 +206,11 @@ def _ui(argv: list[str]) -> int:
     shown = "127.0.0.1" if a.host in ("0.0.0.0", "::", "") else a.host
     base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{a.port}"
     proc = subprocess.Popen([sys.executable, "-m", "serve", *serve_argv])
+
+    def stop(signum, frame):  # SIGTERM to rewoo ui stops its server too (Ctrl-C reaches both)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
     try:
         deadline = time.monotonic() + a.startup_timeout
         while proc.poll() is None:
@@ -214,18 +221,26 @@ def _ui(argv: list[str]) -> int:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                proc.terminate()
-                proc.wait(timeout=30)
+                _stop(proc)
                 return _fail(f"ui: the server did not answer {base}/health within {a.startup_timeout:g} s")
             time.sleep(0.25)
         return proc.wait()
     except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop(proc)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        return 0
+            proc.wait()
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {

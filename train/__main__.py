@@ -21,7 +21,7 @@ def sft_parser() -> argparse.ArgumentParser:
     """The flags of ``python -m train sft``."""
     from toolkit.helpformat import HelpFormatter  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m train sft", description="LoRA / QLoRA / full SFT from a recipe",
+    p = argparse.ArgumentParser(prog="python -m train sft", description="LoRA / QLoRA / full SFT from a recipe.",
                                 formatter_class=HelpFormatter)
     p.add_argument("--config", help="YAML recipe (train/configs/*.yaml); default: every recipe key at its default")
     p.add_argument("--help-recipe", action="store_true", help="list every recipe key and exit")
