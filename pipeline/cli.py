@@ -133,6 +133,8 @@ def _train(argv: list[str]) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="recipe keys, e.g. model_name_or_path=PATH dataset=FILE max_steps=10 (model_name_or_path "
                         "is required)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show the libraries' notes that are hidden by default (as the scripts' -v)")
     a = p.parse_args(argv)
     bad = [o for o in a.overrides if "=" not in o]
     if bad:
@@ -144,13 +146,13 @@ def _train(argv: list[str]) -> int:
         env.setdefault("PYTHON", sys.executable)
         if a.recipe:
             env["RECIPE"] = str(Path(a.recipe).resolve()) if Path(a.recipe).exists() else a.recipe
-        return subprocess.call(["bash", str(script), *a.overrides], env=env)
+        return subprocess.call(["bash", str(script), *a.overrides, *(["-v"] if a.verbose else [])], env=env)
     if os.environ.get("NUM_GPUS", "1") not in ("", "1") or os.environ.get("HOSTFILE"):
         return _fail(f"NUM_GPUS / HOSTFILE need {script_rel} from the repository checkout; this install has none")
     import train
 
     recipe = a.recipe or str(Path(train.__file__).parent / Path(recipe_rel).relative_to("train"))
-    return _train_module(["sft", "--config", recipe, *a.overrides])
+    return _train_module(["sft", "--config", recipe, *a.overrides, *(["-v"] if a.verbose else [])])
 
 
 def _merge(argv: list[str]) -> int:
