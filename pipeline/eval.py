@@ -341,21 +341,30 @@ def evaluate_tasks(tasks: list[Task], toolbox, agent_factory, mode: str = "rewoo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.eval", description="Evaluate an agent on a task file.")
-    p.add_argument("--tasks", required=True, help="task file (JSONL)")
-    p.add_argument("--mode", choices=["rewoo", "react", "code"], default="rewoo")
-    p.add_argument("--planner", help="planner model: local path, model name or http://host:port/v1")
-    p.add_argument("--caller", help="function-caller model (same forms)")
+    from toolkit.helpformat import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.eval", description="Evaluate an agent on a task file.",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--tasks", required=True, help="task file (JSONL, one task per line: see the module docstring)")
+    p.add_argument("--mode", choices=["rewoo", "react", "code"], default="rewoo",
+                   help="the agent to evaluate: rewoo (plan, then work, then solve), or the ReAct / Code agents")
+    p.add_argument("--planner", help="planner model: local path, model name or http://host:port/v1 "
+                                     "(default: the demo models)")
+    p.add_argument("--caller", help="function-caller model (same forms); default: the default caller adapter "
+                                    "when the planner is the default, else none")
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
     p.add_argument("--tools", action="append", metavar="SPEC",
                    help="replace the toolbox (as pipeline.run --tools; repeat to combine)")
-    p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca")
+    p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
+                   help="prompt template the models were trained on")
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default: as pipeline.run)")
     p.add_argument("--threads", type=int, help="torch threads for local models (default: as pipeline.run)")
-    p.add_argument("--no-constrain", action="store_true")
-    p.add_argument("--limit", type=int, help="run only the first N tasks")
+    p.add_argument("--no-constrain", action="store_true",
+                   help="decode without the plan grammar / call schemas (a plan that does not parse lowers "
+                        "plan_parse_rate)")
+    p.add_argument("--limit", type=int, metavar="N", help="run only the first N tasks of the file (default: all)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (the exit code stays 2)")
     return p
 
 

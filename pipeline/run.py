@@ -5,13 +5,23 @@
     python -m pipeline.run "TASK" --planner http://127.0.0.1:8000/v1 --json --trace trace.json
     python -m pipeline.run "TASK" --tools my_tools.py:toolbox
     python -m pipeline.run "TASK" --tools builtin --tools "mcp:stdio:python my_mcp_server.py"
+    python -m pipeline.run "TASK" --mode react|code     (the ReAct / Code agents instead of ReWOO)
 
 ``--planner``, ``--caller``, ``--solver`` take a local model folder, a model name, or an
 OpenAI-compatible base URL (``http://host:port/v1``); the solver defaults to the planner's
 engine. With no model given, the demo models are used. ``--json`` prints one object: ``task``,
 ``plan`` (``[{var, tool, input, description}]``), ``evidence`` (``{var: text}``), ``answer``,
-``stats`` (``llm_calls``, ``prompt_tokens``, ``completion_tokens``, ``wall_s``, ...). Without it, a
-terminal view shows the plan as a table, the evidence as it fills and the answer.
+``stats``. Without it, a terminal view shows the plan as a table, the evidence as it fills and
+the answer.
+
+``stats`` always has ``llm_calls``, ``prompt_tokens``, ``completion_tokens``, ``wall_s``; the rest
+depends on ``--mode``:
+
+- ``rewoo``: ``steps`` (plan steps), ``caller_calls`` (function-caller calls), ``tool_errors``
+  (steps whose tool failed), ``rounds`` (planner rounds, replanning included), ``streamed``
+  (steps dispatched while the plan was written), and ``replan_error`` when a replanning round failed;
+- ``react`` and ``code``: ``iterations`` (agent steps), ``tool_calls``, ``errors`` (steps that
+  raised an error the agent saw); ``plan`` lists the tool calls the agent made.
 
 Bad input (an empty task, a flag out of range, an unreachable endpoint, a missing model path, a
 bad ``--tools`` spec, a plan that does not parse) prints one line and exits with code 2;
@@ -36,7 +46,14 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline.run", description="Run a ReWOO agent on one task.")
+    from toolkit.helpformat import HelpFormatter
+
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.run", formatter_class=HelpFormatter,
+        description="Run a ReWOO agent (or, with --mode, a ReAct / Code agent) on one task.",
+        epilog="--json stats: llm_calls, prompt_tokens, completion_tokens, wall_s; with --mode rewoo also steps, "
+               "caller_calls, tool_errors, rounds, streamed (replan_error when replanning failed); with --mode "
+               "react|code also iterations, tool_calls, errors.")
     p.add_argument("task", help="the task, in quotes")
     p.add_argument("--planner", help="planner model: local path, model name or http://host:port/v1")
     p.add_argument("--caller", help="function-caller model (same forms); default: the default caller adapter "
@@ -46,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the toolbox: FILE.py:NAME, module:NAME, builtin (the built-in tools) or "
                         "mcp:SERVER (mcp:stdio:COMMAND ARGS or mcp:http://host:port/mcp); repeat to combine")
     p.add_argument("--mode", choices=["rewoo", "react", "code"], default="rewoo",
-                   help="rewoo (plan, then work, then solve), or the ReAct / Code agents")
+                   help="rewoo (plan, then work, then solve), or the ReAct / Code agents (their --json stats "
+                        "keys differ: see below)")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
                    help="prompt template the models were trained on (default alpaca)")
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default 512; the demo's own "

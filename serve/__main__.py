@@ -22,7 +22,10 @@ from toolkit.quiet import quiet_libraries
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
+    from toolkit.helpformat import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
     help_ = {
         "max_request_bytes": "largest request body (413 above)",
         "max_tokens_limit": "largest max_tokens a request may ask (400 above)",
@@ -36,11 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     }
     defaults = ServeConfig(model="-")
     p.add_argument("--model", required=True, help="local model folder (transformers checkpoint or EXL2 folder)")
-    p.add_argument("--backend", default=defaults.backend, choices=["transformers", "exllamav2"])
+    p.add_argument("--backend", default=defaults.backend, choices=["transformers", "exllamav2"],
+                   help="transformers (CPU or GPU, continuous batching) or exllamav2 (GPU, EXL2 folder)")
     p.add_argument("--adapter", help="PEFT LoRA folder merged into --model at load (transformers backend)")
     p.add_argument("--served-model-name", help="model id for /v1/models and requests (default: folder name)")
-    p.add_argument("--host", default=defaults.host)
-    p.add_argument("--port", type=int, default=defaults.port)
+    p.add_argument("--host", default=defaults.host,
+                   help="address to listen on; beyond loopback (0.0.0.0) an API key is required")
+    p.add_argument("--port", type=int, default=defaults.port, help="port to listen on")
     p.add_argument("--api-key", default=os.environ.get("REWOO_API_KEY"),
                    help="required key (Bearer or x-api-key); default $REWOO_API_KEY")
     for name in ("max_request_bytes", "max_tokens_limit", "default_max_tokens", "context_length",
@@ -49,9 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", action="append", metavar="SPEC",
                    help="toolbox of /v1/pipeline/run, as pipeline.run --tools (FILE.py:NAME, module:NAME, builtin, "
                         "mcp:SERVER); repeat to combine; default: the built-in tools")
-    p.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"])
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights' dtype; auto: bf16 on a GPU, fp32 on a CPU")
+    p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"],
+                   help="auto: cuda when available")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="server log level")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also show the libraries' notes that are hidden by default (toolkit/quiet.py)")
     return p

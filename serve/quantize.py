@@ -158,12 +158,16 @@ def require_gpu(fmt: str) -> None:
                             f"pip install {package} on this GPU machine") from e
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serve.quantize", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from toolkit.helpformat import HelpFormatter, summary
+
+    p = argparse.ArgumentParser(prog="python -m serve.quantize", description=summary(__doc__),
+                                formatter_class=HelpFormatter)
     p.add_argument("src", metavar="IN", help="merged model folder (safetensors, config.json, tokenizer)")
     p.add_argument("out", metavar="OUT", help="output folder: a complete model folder for --backend exllamav2")
     p.add_argument("bpw", metavar="BPW", type=float, help="target bits per weight, e.g. 2.5 or 4.0")
-    p.add_argument("--format", choices=["exl2", "exl3"], default="exl2")
+    p.add_argument("--format", choices=["exl2", "exl3"], default="exl2",
+                   help="exl2 (exllamav2) or exl3 (exllamav3)")
     p.add_argument("--head-bits", type=int, default=6, choices=[2, 3, 4, 5, 6, 8],
                    help="bits of the output layer (6: ~6.3 mixed; 8 for the most accurate head)")
     p.add_argument("--calibration", type=Path, help="calibration set, Parquet (default: the converter's built-in mix)")
@@ -173,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      "(default OUT/../<IN name>.measurement.json)")
     p.add_argument("--work", type=Path, help="working folder (default OUT/../<OUT name>.work); reruns resume here")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming (and re-measure)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
 
     src, out = Path(a.src), Path(a.out)
     problems = []

@@ -17,18 +17,26 @@ import argparse
 import sys
 
 
-def _sft(argv: list[str]) -> int:
-    from train.recipe import RecipeError, describe, load_recipe  # noqa: PLC0415
+def sft_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m train sft``."""
+    from toolkit.helpformat import HelpFormatter  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m train sft", description="LoRA / QLoRA / full SFT from a recipe")
-    p.add_argument("--config", help="YAML recipe (train/configs/*.yaml)")
+    p = argparse.ArgumentParser(prog="python -m train sft", description="LoRA / QLoRA / full SFT from a recipe.",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--config", help="YAML recipe (train/configs/*.yaml); default: every recipe key at its default")
     p.add_argument("--help-recipe", action="store_true", help="list every recipe key and exit")
     p.add_argument("--check", action="store_true",
                    help="validate the recipe and the required keys (model_name_or_path, dataset), print "
                         "output_dir and exit: no model, no data, nothing written (the training scripts run "
                         "this before any work)")
     p.add_argument("overrides", nargs="*", help="key=value (e.g. max_steps=10 lora.r=16)")
-    a = p.parse_args(argv)
+    return p
+
+
+def _sft(argv: list[str]) -> int:
+    from train.recipe import RecipeError, describe, load_recipe  # noqa: PLC0415
+
+    a = sft_parser().parse_args(argv)
     if a.help_recipe:
         print(describe())
         return 0

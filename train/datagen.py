@@ -364,16 +364,39 @@ def write(out_dir: str | Path, sets: dict[str, list[dict]], catalog: Catalog, cf
     return manifest
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.datagen", description=__doc__.splitlines()[0])
+GEN_HELP = {
+    "planner": "planner rows in the train split",
+    "caller": "function-caller rows in the train split",
+    "eval": "rows of each kind in the eval split",
+    "test": "rows of each kind in each test split (test_tools, test_templates)",
+    "heldout_tools": "how many catalog tools to keep out of train and eval (never built-ins, never llm)",
+    "min_tools": "fewest tools listed in a planner prompt",
+    "max_tools": "most tools listed in a planner prompt",
+    "max_steps": "longest plan, in steps",
+    "seed": "random seed (the same catalog, flags and seed give byte-identical files)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from toolkit.helpformat import HelpFormatter, summary
+
+    p = argparse.ArgumentParser(prog="python -m train.datagen", description=summary(__doc__),
+                                formatter_class=HelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--catalog", default="data/catalog/tools.json", help="tool catalog (.json/.jsonl)")
     src.add_argument("--tools", help="a user toolbox instead: FILE.py:NAME or module:NAME")
     p.add_argument("--out", default="data/generated", help="output folder")
     d = GenConfig()
     for name in ("planner", "caller", "eval", "test", "heldout_tools", "min_tools", "max_tools", "max_steps", "seed"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    p.add_argument("--heldout", default="", help="comma-separated tools to hold out (overrides --heldout-tools)")
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name), metavar="N",
+                       help=GEN_HELP[name])
+    p.add_argument("--heldout", default="", metavar="TOOL,...",
+                   help="comma-separated tools to hold out (overrides --heldout-tools)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = build_parser()
     a = p.parse_args(argv)
     catalog = load_catalog(a.tools or a.catalog)
     cfg = GenConfig(a.planner, a.caller, a.eval, a.test, a.heldout_tools, a.min_tools, a.max_tools,

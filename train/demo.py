@@ -343,12 +343,19 @@ def check(out_dir: Path) -> dict:
     return {"showcase": shows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from toolkit.helpformat import HelpFormatter, summary
+
+    p = argparse.ArgumentParser(prog="python -m train.demo", description=summary(__doc__),
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", default=str(SHIPPED), help="folder for the adapters (default: data/demo, what ships)")
     p.add_argument("--force", action="store_true", help="start over instead of resuming")
     p.add_argument("--check", action="store_true", help="only run the showcase tasks on the adapters in --out")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     out = Path(a.out)
     if not a.check:
         build(out, force=a.force)

@@ -69,14 +69,21 @@ def _first_line(e: BaseException) -> str:
     return text[:300] if text else type(e).__name__
 
 
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(prog="python -m train merge", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from toolkit.helpformat import HelpFormatter, summary
+
+    p = argparse.ArgumentParser(prog="python -m train merge", description=summary(__doc__),
+                                formatter_class=HelpFormatter)
     p.add_argument("--base", required=True, help="base model folder or name")
     p.add_argument("--adapter", required=True, help="LoRA adapter folder (a training output_dir)")
     p.add_argument("--out", required=True, help="folder for the merged model")
     p.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
     p.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 2GB or 500MB")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    a = build_parser().parse_args(argv)
     out = merge(a.base, a.adapter, a.out, a.dtype, a.max_shard_size)
     print(f"merged model: {out}")
     return out
