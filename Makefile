@@ -8,6 +8,10 @@
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu   (a CPU machine whose pip has no local CPU wheel)
 #   make install EXTRAS=dev,gpu                                      (a CUDA machine: exllamav2, flash-attn)
 #
+# make install-llamacpp   adds llama.cpp (the llamacpp extra: builds llama-cpp-python from source, ~5 min on
+#                         2 cores, once) and llama.cpp's converter; then the default run, `serve --model X.gguf`
+#                         and `scripts/quantize.sh --format gguf` use it. make test includes it.
+#
 # make gpu-check-wheels    downloads into .whl/ (ignored) the wheels a bare GPU machine lacks, for
 #                          the device tool's carry (64 MiB with the tree); make gpu-check runs
 #                          bench/gpu_check.py there (one table; $OUT/gpu_check.json). README: "GPU check".
@@ -28,7 +32,7 @@ HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 # (grouped, so that under pipefail pip's own exit status decides.)
 QUIET_PIP    := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: install services run test clean gpu-check gpu-check-wheels
+.PHONY: install install-llamacpp services run test clean gpu-check gpu-check-wheels
 
 install: $(VENV)/.installed
 
@@ -47,6 +51,15 @@ endif
 	$(PY) -c "import torch, transformers, peft; print('installed: torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| cuda', torch.cuda.is_available())"
 	touch $@
 
+# llama.cpp (CPU inference and GGUF). Not part of `make run`: its build alone (~5 min) would pass the 3 minutes
+# the quick start allows; `make run` uses it once it is installed.
+install-llamacpp: $(VENV)/.llamacpp
+
+$(VENV)/.llamacpp: $(VENV)/.installed
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[llamacpp]" 2>&1 | $(QUIET_PIP)
+	$(PY) -m serve.gguf --fetch-converter
+	touch $@
+
 run: install
 	$(PY) -m pipeline.run "$(TASK)"
 
@@ -55,7 +68,7 @@ run: install
 services:
 	bash scripts/install_test_services.sh
 
-test: install services
+test: install install-llamacpp services
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # No install: the GPU machine has no registry; its python3 has torch, transformers and peft, the

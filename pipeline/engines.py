@@ -3,6 +3,7 @@
     from pipeline.engines import load_engine
     engine = load_engine("path/to/model")            # transformers, in process (CPU or GPU)
     engine = load_engine("http://127.0.0.1:8000/v1")  # any OpenAI-compatible server
+    engine = load_engine("planner-Q8_0.gguf")         # llama.cpp, in process (CPU)
     engine([{"role": "user", "content": "Hi"}], stop_sequences=["\\n"])   # -> str
     engine.complete("### Instruction:\\n...\\n\\n### Response:\\n")        # -> Completion
 
@@ -47,7 +48,7 @@ from typing import Any
 from pipeline import formats
 
 __all__ = ["Completion", "Constraint", "Engine", "EngineError", "FunctionEngine", "TransformersEngine",
-           "OpenAIEngine", "ExLlamaV2Engine", "as_engine", "load_engine", "recording", "Usage"]
+           "OpenAIEngine", "ExLlamaV2Engine", "LlamaCppEngine", "as_engine", "load_engine", "recording", "Usage"]
 
 
 class EngineError(RuntimeError):
@@ -725,6 +726,145 @@ class ExLlamaV2Engine(Engine):
         return outs
 
 
+
+# ------------------------------------------------------------------------------------------------
+# llama.cpp, in process
+# ------------------------------------------------------------------------------------------------
+
+class LlamaCppEngine(Engine):
+    """A GGUF file run by llama.cpp in this process (:class:`pipeline.llamacpp.LlamaCppModel`).
+
+    Prompts of one :meth:`complete_batch` decode together (``slots`` sequences share one
+    batch), and so do calls from several threads (the distributor's workers). Tokens are picked
+    by :class:`pipeline.sampling.RowControl` (temperature, a fixed ``seed``) and constraints are
+    the same llguidance grammars as on :class:`TransformersEngine`. ``template``: "auto" uses the
+    GGUF's chat template for chat calls, else Alpaca. :meth:`complete_stream` streams tokens as
+    they are decoded.
+    """
+
+    streams = True
+
+    def __init__(self, model: str | Path, max_new_tokens: int = 256, temperature: float = 0.0,
+                 template: str = "auto", seed: int | None = 0, slots: int = 4, context_length: int = 4096,
+                 threads: int | None = None, llama_model=None):
+        super().__init__(max_new_tokens, temperature)
+        from pipeline.llamacpp import LlamaCppError, LlamaCppModel
+
+        self.name = f"gguf:{Path(str(model)).name}"
+        self.template = template
+        self.seed = seed
+        if llama_model is None:
+            try:
+                llama_model = LlamaCppModel(model, slots=slots, cache_tokens=slots * context_length,
+                                            context_length=context_length, threads=threads)
+            except LlamaCppError as e:
+                raise EngineError(str(e)) from e
+        self.model = llama_model
+        self.tokenizer = llama_model.tokenizer
+        self.vocab_size = llama_model.vocab_size
+        self._tok_lock = threading.Lock()  # a fast tokenizer shared by threads ("Already borrowed")
+
+    def _decode(self, ids) -> str:
+        with self._tok_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    @property
+    def supports_constraints(self) -> bool:
+        return True
+
+    def _render(self, messages):
+        if self.template in ("auto", "chat") and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        if self.template == "chat":
+            raise EngineError(f"{self.name} has no chat template; use template='alpaca'")
+        return formats.messages_to_alpaca(messages)
+
+    def _job(self, prompt: str, stop, max_new_tokens, temperature, constraint, on_text=None):
+        """A submitted job for ``prompt`` and the box its result lands in."""
+        from pipeline.formats import constrain
+        from pipeline.llamacpp import Job, greedy
+        from pipeline.sampling import MIN_TEMPERATURE, RowControl
+
+        with self._tok_lock:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        proc = None
+        if constraint is not None:
+            proc = constrain.logits_processor(self.tokenizer, self.vocab_size, **{constraint.kind: constraint.value})
+        control = None
+        if proc is not None or (temperature or 0) >= MIN_TEMPERATURE:
+            control = RowControl(ids, temperature or 0.0, 1.0, self.seed, proc,
+                                 min(self.model.eos_ids))
+        import torch
+
+        box: dict = {"done": threading.Event(), "stopped": False}
+        text_so_far = [""]
+
+        def pick(logits):
+            return greedy(logits) if control is None else control.pick(torch.from_numpy(logits))
+
+        def on_token(_token) -> bool:
+            if not stop and on_text is None:
+                return True
+            text = self._decode(job.generated)
+            if on_text is not None and len(text) > len(text_so_far[0]) and not text.endswith("\ufffd"):
+                on_text(text[len(text_so_far[0]):])
+                text_so_far[0] = text
+            if stop and _cut(text, stop)[1]:
+                box["stopped"] = True
+                return False
+            return True
+
+        def on_end(reason, error):
+            box["reason"], box["error"] = reason, error
+            box["done"].set()
+
+        job = Job(ids, max_new_tokens, pick, on_token, on_end)
+        try:
+            self.model.submit(job)
+        except ValueError as e:
+            raise EngineError(f"{self.name}: {e}") from e
+        return job, box
+
+    def _result(self, job, box, stop) -> Completion:
+        box["done"].wait()
+        if box["error"] is not None:
+            raise EngineError(f"{self.name}: generation failed: {box['error']}") from box["error"]
+        text, stopped = _cut(self._decode(job.generated), stop)
+        reason = "length" if box["reason"] == "length" and not stopped else "stop"
+        return Completion(text, len(job.prompt_ids), len(job.generated) + (box["reason"] == "stop" and not stopped),
+                          reason)
+
+    def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+        jobs = [self._job(p, stop, max_new_tokens, temperature, c) for p, c in zip(prompts, constraints)]
+        return [self._result(job, box, stop) for job, box in jobs]
+
+    def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None):
+        """Text pieces as llama.cpp decodes them; the finished call is accounted like :meth:`complete`."""
+        import queue as queue_mod
+
+        pieces: queue_mod.Queue = queue_mod.Queue()
+        stop = list(stop_sequences or [])
+        t0 = time.perf_counter()
+        job, box = self._job(prompt, stop, max_new_tokens or self.max_new_tokens,
+                             self.temperature if temperature is None else temperature, constraint,
+                             on_text=pieces.put)
+
+        def drain():
+            while not (box["done"].is_set() and pieces.empty()):
+                try:
+                    yield pieces.get(timeout=0.05)
+                except queue_mod.Empty:
+                    continue
+
+        try:
+            yield from _stream_text(drain(), stop)
+        finally:
+            if not box["done"].is_set():
+                self.model.cancel(job)
+        c = self._result(job, box, stop)
+        c.seconds = time.perf_counter() - t0
+        self._account(prompt, c)
+
 # ------------------------------------------------------------------------------------------------
 
 def adapter_base(adapter: str | Path) -> str:
@@ -745,12 +885,21 @@ def adapter_base(adapter: str | Path) -> str:
 
 
 def load_engine(spec: str, max_new_tokens: int = 256, temperature: float = 0.0, **kw) -> Engine:
-    """An engine from a spec: an ``http(s)://host:port/v1`` base URL (OpenAI-compatible), an
-    EXL2 folder (has ``*.safetensors`` and an exllamav2 ``job_new.json`` or
-    ``quantization_config`` of type exl2), or a local model path / model name (transformers)."""
+    """An engine from a spec: an ``http(s)://host:port/v1`` base URL (OpenAI-compatible), a
+    ``.gguf`` file (llama.cpp), an EXL2 folder (has ``*.safetensors`` and an exllamav2
+    ``job_new.json`` or ``quantization_config`` of type exl2), or a local model path / model
+    name (transformers)."""
     if spec.startswith(("http://", "https://")):
         return OpenAIEngine(spec, max_new_tokens=max_new_tokens, temperature=temperature, **kw)
     path = Path(spec).expanduser()
+    if spec.endswith(".gguf") or path.is_file():
+        from pipeline.llamacpp import is_gguf
+        if not path.is_file():
+            raise EngineError(f"GGUF file {spec} does not exist")
+        if not is_gguf(path):
+            raise EngineError(f"{spec} is a file but not a GGUF model; give a model folder, a .gguf file or a URL")
+        allowed = {k: v for k, v in kw.items() if k in ("template", "seed", "threads", "slots", "context_length")}
+        return LlamaCppEngine(path, max_new_tokens=max_new_tokens, temperature=temperature, **allowed)
     if path.is_dir() and _is_exl2(path):
         return ExLlamaV2Engine(path, max_new_tokens=max_new_tokens, temperature=temperature)
     return TransformersEngine(spec, max_new_tokens=max_new_tokens, temperature=temperature, **kw)

@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caller", help="function-caller model (same forms); default: the default caller adapter "
                                     "when the planner is the default, else none")
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
+    p.add_argument("--backend", choices=["auto", "transformers", "llamacpp"], default=None,
+                   help="what runs the default models (as pipeline.run): auto is llamacpp when installed; "
+                        "default $REWOO_BACKEND or auto")
     p.add_argument("--tools", action="append", metavar="SPEC",
                    help="replace the toolbox (as pipeline.run --tools; repeat to combine)")
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caller", help="function-caller model (same forms); default: the default caller adapter "
                                     "when the planner is the default, else none")
     p.add_argument("--solver", help="solver model (same forms); default: the planner's engine")
+    p.add_argument("--backend", choices=["auto", "transformers", "llamacpp"], default=None,
+                   help="what runs the default models: llamacpp (their GGUF files, made once), transformers, or "
+                        "auto: llamacpp when installed (make install-llamacpp); default $REWOO_BACKEND or auto. "
+                        "A .gguf --planner always runs on llama.cpp")
     p.add_argument("--tools", action="append", metavar="SPEC",
                    help="replace the toolbox: FILE.py:NAME, module:NAME, builtin (the built-in tools) or "
                         "mcp:SERVER (mcp:stdio:COMMAND ARGS or mcp:http://host:port/mcp); repeat to combine")
@@ -137,6 +141,8 @@ def set_threads(threads: int | None) -> None:
     (there a second thread competes with the tools and the OS: see bench/bench_demo.py --speed)."""
     import os
 
+    if threads:  # llama.cpp models (pipeline.llamacpp) read it too
+        os.environ["REWOO_LLAMACPP_THREADS"] = str(threads)
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else None)
     if threads:
         import torch
@@ -149,6 +155,7 @@ def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
     run: one base in memory with the planner and caller adapters (``pipeline.defaults``); the
     solver is the planner's engine unless ``--solver`` names another. The toolbox's ``llm`` tool
     gets the solver's engine when it has none."""
+    from pipeline.defaults import DefaultModelError
     from pipeline.engines import EngineError
 
     toolbox = _toolbox(args) if args.tools else None
@@ -159,12 +166,13 @@ def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
     try:
         if demo is not None:
             from pipeline.defaults import default_engines
-            planner, default_caller = default_engines(demo, load_in_4bit=getattr(args, "load_in_4bit", False))
+            planner, default_caller = default_engines(demo, load_in_4bit=getattr(args, "load_in_4bit", False),
+                                                      backend=getattr(args, "backend", None))
         else:
             planner, default_caller = _engine(args.planner, args), None
         caller = _engine(args.caller, args) if args.caller else default_caller
         solver = _engine(args.solver, args) if args.solver else planner
-    except (EngineError, ValueError) as e:
+    except (EngineError, ValueError, DefaultModelError) as e:
         raise UsageError(str(e)) from e
     if "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
         toolbox["llm"].engine = solver

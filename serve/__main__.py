@@ -1,6 +1,6 @@
 """Serve a model over the OpenAI API.
 
-    python -m serve --model PATH [--backend transformers|exllamav2] [--adapter PATH]
+    python -m serve --model PATH [--backend transformers|exllamav2|llamacpp] [--adapter PATH]
                     [--host 127.0.0.1 --port 8000] [--api-key K] [--tools SPEC ...]
 
 Listening beyond loopback (``--host 0.0.0.0``) requires an API key (``--api-key`` or the
@@ -32,15 +32,17 @@ def _parser() -> argparse.ArgumentParser:
         "default_max_tokens": "max_tokens of a chat request that gives none",
         "context_length": "prompt + completion tokens per request (default: the model's)",
         "max_batch_size": "requests decoded together",
-        "cache_tokens": "KV-cache tokens shared by running requests (transformers)",
+        "cache_tokens": "KV-cache tokens shared by running requests (transformers, llamacpp)",
         "page_size": "tokens per KV-cache block (transformers)",
-        "max_batch_tokens": "tokens per forward pass (transformers)",
-        "threads": "torch CPU threads (default 1 on <= 2 cores)",
+        "max_batch_tokens": "tokens per forward pass (transformers, llamacpp)",
+        "threads": "CPU threads of torch or llama.cpp (default 1 on <= 2 cores)",
     }
     defaults = ServeConfig(model="-")
-    p.add_argument("--model", required=True, help="local model folder (transformers checkpoint or EXL2 folder)")
-    p.add_argument("--backend", default=defaults.backend, choices=["transformers", "exllamav2"],
-                   help="transformers (CPU or GPU, continuous batching) or exllamav2 (GPU, EXL2 folder)")
+    p.add_argument("--model", required=True,
+                   help="local model folder (transformers checkpoint or EXL2 folder) or a .gguf file (llamacpp)")
+    p.add_argument("--backend", default=None, choices=["transformers", "exllamav2", "llamacpp"],
+                   help="transformers (CPU or GPU, continuous batching), exllamav2 (GPU, EXL2 folder) or llamacpp "
+                        "(a GGUF file; batched); default: llamacpp for a GGUF file, else transformers")
     p.add_argument("--adapter", help="PEFT LoRA folder merged into --model at load (transformers backend)")
     p.add_argument("--served-model-name", help="model id for /v1/models and requests (default: folder name)")
     p.add_argument("--host", default=defaults.host,
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: list[str] | None = None) -> tuple[ServeConfig, str]:
     args = vars(_parser().parse_args(argv))
+    if args["backend"] is None:
+        from pipeline.llamacpp import is_gguf
+        args["backend"] = "llamacpp" if is_gguf(args["model"]) else ServeConfig.backend
     log_level = args.pop("log_level")
     args.pop("verbose")
     return ServeConfig(**args), log_level
@@ -93,6 +98,9 @@ def build_backend(cfg: ServeConfig):
     if cfg.backend == "exllamav2":
         from serve.backends.exl2 import ExLlamaV2Backend
         return ExLlamaV2Backend.from_config(cfg)
+    if cfg.backend == "llamacpp":
+        from serve.backends.llamacpp import LlamaCppBackend
+        return LlamaCppBackend.from_config(cfg)
     from serve.backends.hf import TransformersBackend
     return TransformersBackend.from_config(cfg)
 

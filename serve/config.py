@@ -27,9 +27,11 @@ class ServeConfig:
     """
 
     model: str
-    """Local model folder: a transformers checkpoint (merged) or, with ``backend="exllamav2"``, an EXL2 folder."""
+    """Local model folder: a transformers checkpoint (merged) or, with ``backend="exllamav2"``, an EXL2 folder;
+    with ``backend="llamacpp"``, a GGUF file."""
     backend: str = "transformers"
-    """``transformers`` (CPU or GPU, continuous batching) or ``exllamav2`` (GPU, dynamic generator)."""
+    """``transformers`` (CPU or GPU, continuous batching), ``exllamav2`` (GPU, dynamic generator) or
+    ``llamacpp`` (a GGUF file, batched in one llama.cpp context)."""
     adapter: str | None = None
     """A PEFT LoRA folder applied on top of ``model`` (transformers backend; merged at load)."""
     served_model_name: str | None = None
@@ -67,8 +69,8 @@ class ServeConfig:
 
     def __post_init__(self):
         problems = []
-        if self.backend not in ("transformers", "exllamav2"):
-            problems.append(f"--backend must be 'transformers' or 'exllamav2', not {self.backend!r}")
+        if self.backend not in ("transformers", "exllamav2", "llamacpp"):
+            problems.append(f"--backend must be 'transformers', 'exllamav2' or 'llamacpp', not {self.backend!r}")
         if self.adapter and self.backend != "transformers":
             problems.append("--adapter works with --backend transformers only; merge the LoRA before converting to EXL2")
         if not (0 < self.port < 65536):

@@ -1,9 +1,14 @@
-"""Quantize a merged model to EXL2 (exllamav2) or EXL3 (exllamav3) on a CUDA GPU.
+"""Quantize a merged model: EXL2 (exllamav2) or EXL3 (exllamav3) on a CUDA GPU, GGUF on any CPU.
 
     python -m serve.quantize IN OUT BPW [--head-bits 6] [--calibration FILE.parquet]
                              [--rows 100 --length 2048] [--measurement FILE] [--work DIR]
                              [--fresh] [--format exl2|exl3]
+    python -m serve.quantize IN OUT.gguf --format gguf --type Q4_K_M [--calibration FILE.txt|.jsonl]
     bash scripts/quantize.sh IN OUT BPW [same options]
+
+GGUF (llama.cpp's format, served with ``--backend llamacpp``) is :mod:`serve.gguf`: llama.cpp's own
+converter, then ``llama_model_quantize``; ``--type`` picks the quantization (Q8_0, Q4_K_M, Q2_K,
+IQ2_M, ...) and the 1-2 bit i-quants need ``--calibration`` text for their importance matrix.
 
 EXL2 runs exllamav2's converter in two passes. The measurement pass (how much error each layer
 takes at each bitrate) is the slow one; it is saved to ``--measurement`` (default
@@ -164,13 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serve.quantize", description=summary(__doc__),
                                 formatter_class=HelpFormatter)
     p.add_argument("src", metavar="IN", help="merged model folder (safetensors, config.json, tokenizer)")
-    p.add_argument("out", metavar="OUT", help="output folder: a complete model folder for --backend exllamav2")
-    p.add_argument("bpw", metavar="BPW", type=float, help="target bits per weight, e.g. 2.5 or 4.0")
-    p.add_argument("--format", choices=["exl2", "exl3"], default="exl2",
-                   help="exl2 (exllamav2) or exl3 (exllamav3)")
+    p.add_argument("out", metavar="OUT", help="output folder (a complete model folder for --backend exllamav2), "
+                                              "or a .gguf file with --format gguf")
+    p.add_argument("bpw", metavar="BPW", type=float, nargs="?",
+                   help="target bits per weight, e.g. 2.5 or 4.0 (exl2, exl3; gguf takes --type)")
+    p.add_argument("--format", choices=["exl2", "exl3", "gguf"], default="exl2",
+                   help="exl2 (exllamav2, GPU), exl3 (exllamav3, GPU) or gguf (llama.cpp, CPU)")
+    p.add_argument("--type", dest="gguf_type", metavar="TYPE",
+                   help="GGUF quantization type: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q3_K_M, Q2_K, IQ4_XS, IQ3_M, IQ2_M, "
+                        "... or BF16 (--format gguf)")
+    p.add_argument("--threads", type=int, help="quantization threads (--format gguf; default all cores)")
     p.add_argument("--head-bits", type=int, default=6, choices=[2, 3, 4, 5, 6, 8],
                    help="bits of the output layer (6: ~6.3 mixed; 8 for the most accurate head)")
-    p.add_argument("--calibration", type=Path, help="calibration set, Parquet (default: the converter's built-in mix)")
+    p.add_argument("--calibration", type=Path, help="calibration set: Parquet for exl2 (default: the converter's "
+                                                     "built-in mix); text or JSONL for gguf's importance matrix")
     p.add_argument("--rows", type=int, help="calibration rows (converter default 100)")
     p.add_argument("--length", type=int, help="tokens per calibration row (converter default 2048)")
     p.add_argument("--measurement", type=Path, help="measurement file to reuse or write "
@@ -184,7 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
 
     src, out = Path(a.src), Path(a.out)
+    if a.format == "gguf":
+        return _main_gguf(a, src, out)
     problems = []
+    if a.bpw is None:
+        print(f"python -m serve.quantize: BPW is required with --format {a.format} (e.g. 2.5)", file=sys.stderr)
+        return 2
+    if a.gguf_type or a.threads:
+        print("python -m serve.quantize: --type and --threads apply to --format gguf only", file=sys.stderr)
+        return 2
     if not (src / "config.json").is_file():
         problems.append(f"IN {src}: no config.json; give the merged model folder")
     if not 1.5 <= a.bpw <= 8.0:
@@ -225,6 +245,38 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if plan.measurement is not None:
         print(f"measurement (reuse for other bitrates): {plan.measurement}")
+    return 0
+
+
+def _main_gguf(a, src: Path, out: Path) -> int:
+    """``--format gguf``: on the CPU, no GPU needed (:mod:`serve.gguf`)."""
+    from serve import gguf
+
+    problems = []
+    if a.bpw is not None:
+        problems.append("--format gguf takes --type (Q4_K_M, Q2_K, ...), not BPW")
+    if not a.gguf_type:
+        problems.append(f"--format gguf needs --type, one of {', '.join(gguf.TYPES)}")
+    elif a.gguf_type.upper() not in gguf.TYPES:
+        problems.append(f"--type {a.gguf_type}: choose one of {', '.join(gguf.TYPES)}")
+    if not (src / "config.json").is_file():
+        problems.append(f"IN {src}: no config.json; give the merged model folder")
+    if a.measurement or a.rows or a.length or a.fresh or a.head_bits != 6:
+        problems.append("--measurement, --rows, --length, --fresh and --head-bits apply to exl2/exl3 only")
+    if out.suffix != ".gguf":
+        if out.exists() and not out.is_dir():
+            problems.append(f"OUT {out}: give a .gguf file name or a folder")
+        out = out / f"{src.name}-{(a.gguf_type or 'x').upper()}.gguf"
+    if problems:
+        print("python -m serve.quantize: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    try:
+        report = gguf.export(src, out, a.gguf_type.upper(), a.calibration, a.work, a.threads)
+    except gguf.GGUFError as e:
+        print(f"python -m serve.quantize: {e}", file=sys.stderr)
+        return 2
+    for line in report.lines():
+        print(line)
     return 0
 
 

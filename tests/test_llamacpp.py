@@ -1,0 +1,375 @@
+"""llama.cpp on the CPU: GGUF export and quantization (llama.cpp's own converter and quantizer),
+the batched runner, the server's ``--backend llamacpp`` and the pipeline's ``LlamaCppEngine``.
+
+Real parts throughout: ``llama-cpp-python`` built from source (``make install-llamacpp``, which
+``make test`` runs), its sdist's ``convert_hf_to_gguf.py``, a real uvicorn on loopback and the
+``openai`` client. The model is a random 2-layer Llama with SmolLM2's real tokenizer (the
+converter only knows published tokenizers).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="run `make install-llamacpp` (make test does)") \
+    if not __import__("os").environ.get("CI") else __import__("llama_cpp")  # never skipped under CI=true
+
+from pipeline import llamacpp as lc  # noqa: E402
+from serve import gguf  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPTS = ["Plan: find the director of the film", "Thought: I should compute 12 + 30",
+           "The capital of France is", "#E1 = search_wiki[Martin Scorsese]"]
+
+
+@pytest.fixture(scope="session")
+def smol_tiny_dir(tmp_path_factory):
+    """A random Llama (hidden 256, 2 layers: rows a multiple of the 256-wide k- and i-quant blocks,
+    else llama.cpp falls back to other types) with SmolLM2's tokenizer, saved in bf16."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pipeline.defaults import base_dir
+
+    tok = AutoTokenizer.from_pretrained(base_dir(progress=False))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # sharper logits than the init's, so greedy picks are far from ties
+        model.lm_head.weight.mul_(4)
+    out = tmp_path_factory.mktemp("smol-tiny")
+    model.to(torch.bfloat16).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ggufs(smol_tiny_dir, tmp_path_factory):
+    """BF16, Q8_0 and Q4_K_M exports of the tiny model (one BF16 conversion, reused)."""
+    out = tmp_path_factory.mktemp("gguf")
+    work = out / "work"
+    return {t: gguf.export(smol_tiny_dir, out / f"tiny-{t}.gguf", t, work=work, progress=False)
+            for t in ("BF16", "Q8_0", "Q4_K_M")}
+
+
+@pytest.fixture(scope="session")
+def runner(ggufs):
+    model = lc.LlamaCppModel(ggufs["BF16"].path, slots=4, cache_tokens=4096, context_length=1024, threads=1)
+    yield model
+    model.close()
+
+
+def _ids(model, text):
+    return model.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ------------------------------------------------------------------ export and quantization
+
+def test_export_writes_each_type_with_its_size_and_effective_bpw(ggufs):
+    import gguf as gguf_lib
+
+    want_ftype = {"BF16": 32, "Q8_0": 7, "Q4_K_M": 15}
+    for t, report in ggufs.items():
+        assert lc.is_gguf(report.path)
+        fields = gguf_lib.GGUFReader(str(report.path)).fields
+        assert int(fields["general.file_type"].parts[-1][0]) == want_ftype[t], t
+        assert report.bytes == report.path.stat().st_size
+        assert report.parameters == ggufs["BF16"].parameters
+        assert any(line.startswith("effective bits per weight") for line in report.lines())
+    assert ggufs["BF16"].bpw > ggufs["Q8_0"].bpw > ggufs["Q4_K_M"].bpw
+    assert 15 < ggufs["BF16"].bpw < 17.5  # bf16 weights, f32 norms
+
+
+def _quantize_cli(*args):
+    return subprocess.run([sys.executable, "-m", "serve.quantize", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+
+
+def test_quantize_cli_gguf_prints_the_report(smol_tiny_dir, tmp_path):
+    r = _quantize_cli(smol_tiny_dir, tmp_path / "m.gguf", "--format", "gguf", "--type", "q8_0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "effective bits per weight (whole model):" in r.stdout
+    assert "[gguf]" in r.stderr  # the progress line
+    assert lc.is_gguf(tmp_path / "m.gguf")
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--format", "gguf"], "needs --type"),
+    (["--format", "gguf", "--type", "Q9_X"], "--type Q9_X: choose one of"),
+    (["4.0", "--format", "gguf", "--type", "Q8_0"], "takes --type"),
+    (["--format", "gguf", "--type", "IQ2_M"], "needs an importance matrix"),
+    (["--format", "exl2", "--type", "Q8_0"], "BPW is required"),
+])
+def test_quantize_cli_gguf_refuses_bad_arguments_in_one_line(smol_tiny_dir, tmp_path, args, why):
+    r = _quantize_cli(smol_tiny_dir, tmp_path / "m.gguf", *args)
+    assert r.returncode == 2, r.stderr
+    assert why in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_an_architecture_llama_cpp_does_not_know_is_a_clear_error(smol_tiny_dir, tmp_path):
+    src = tmp_path / "odd"
+    src.mkdir()
+    for f in smol_tiny_dir.iterdir():
+        (src / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["architectures"] = ["NoSuchModelForCausalLM"]
+    (src / "config.json").write_text(json.dumps(cfg))
+    r = _quantize_cli(src, tmp_path / "odd.gguf", "--format", "gguf", "--type", "Q8_0")
+    assert r.returncode == 2
+    assert "llama.cpp's converter cannot convert" in r.stderr and "NoSuchModelForCausalLM" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2, r.stderr  # a progress line at most, then the reason
+
+
+def test_a_tokenizer_llama_cpp_does_not_know_is_a_clear_error(tiny_model_dir, tmp_path):
+    """The suite's own byte-level BPE is no published tokenizer: the converter refuses it, and
+    the user reads its reason, not a traceback."""
+    with pytest.raises(gguf.GGUFError, match="llama.cpp's converter cannot convert.*(pre-tokenizer|tokenizer)"):
+        gguf.export(tiny_model_dir, tmp_path / "t.gguf", "Q8_0", progress=False)
+
+
+def test_the_importance_matrix_reaches_the_quantizer(smol_tiny_dir, tmp_path):
+    """IQ2_M needs an importance matrix. It is computed from the calibration text for every
+    matmul weight (a tied head under token_embd) and changes what the quantizer writes."""
+    texts = ["\n\n".join(f"{p} number {i}" for i in range(60) for p in PROMPTS),
+             "\n\n".join(f"zebra {i} quantum {i * 7} lorem ipsum" for i in range(200))]
+    files = []
+    for n, text in enumerate(texts):
+        cal = tmp_path / f"cal{n}.txt"
+        cal.write_text(text)
+        if n == 0:
+            m = gguf.compute_imatrix(smol_tiny_dir, gguf.calibration_texts(cal), progress=False)
+            assert {"blk.0.attn_q.weight", "blk.1.ffn_down.weight", "token_embd.weight"} <= set(m)
+            assert len(m["blk.0.attn_q.weight"]) == 256 and len(m["blk.1.ffn_down.weight"]) == 512
+            assert all(v >= 0 for v in m["blk.0.attn_q.weight"])
+        out = tmp_path / f"iq{n}.gguf"
+        gguf.export(smol_tiny_dir, out, "IQ2_M", calibration=cal, work=tmp_path / "work", progress=False)
+        files.append(out.read_bytes())
+    assert files[0] != files[1]
+
+
+def test_a_missing_binding_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(gguf.GGUFError, match="make install-llamacpp"):
+        gguf.require_binding()
+    with pytest.raises(lc.LlamaCppError, match="make install-llamacpp"):
+        lc.import_binding()
+
+
+# ------------------------------------------------------------------ the runner
+
+def test_greedy_tokens_match_llama_cpp_pythons_own_generate(runner, ggufs):
+    ref_model = llama_cpp.Llama(model_path=str(ggufs["BF16"].path), n_ctx=512, n_threads=1, verbose=False)
+    for prompt in PROMPTS[:2]:
+        ids = _ids(runner, prompt)
+        ref = []
+        for t in ref_model.generate(ids, temp=0.0, top_k=1, reset=True):
+            ref.append(t)
+            if len(ref) == 16:
+                break
+        got, reason = runner.generate(ids, 16, ignore_eos=True)
+        assert got == ref
+        assert reason == "length"
+    ref_model.close()
+
+
+def test_requests_decoded_together_give_what_each_gives_alone(runner):
+    alone = [runner.generate(_ids(runner, p), 12, ignore_eos=True)[0] for p in PROMPTS]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: runner.generate(_ids(runner, p), 12, ignore_eos=True)[0], PROMPTS))
+    assert together == alone
+
+
+def test_a_shared_prompt_prefix_is_evaluated_once(runner):
+    """The next request goes to the slot holding the longest common prefix: its cache is kept."""
+    prefix = _ids(runner, "You are a planner. Tools: search_wiki, calculator, query_sql. " * 4)
+    first, _ = runner.generate(prefix + _ids(runner, " Task one"), 4, ignore_eos=True)
+    before = runner.prompt_tokens_evaluated
+    again, _ = runner.generate(prefix + _ids(runner, " Task two"), 4, ignore_eos=True)
+    assert runner.prompt_tokens_evaluated - before <= len(_ids(runner, " Task two")) + 1
+    before = runner.prompt_tokens_evaluated
+    same, _ = runner.generate(prefix + _ids(runner, " Task one"), 4, ignore_eos=True)
+    assert runner.prompt_tokens_evaluated - before <= len(_ids(runner, " Task one")) + 1
+    assert same == first  # decoding on the reused cache gives the same tokens
+
+
+def test_cancel_stops_a_request_and_on_token_false_stops_it(runner):
+    seen, done = [], threading.Event()
+    box = {}
+
+    def on_end(reason, error):
+        box["reason"] = reason
+        done.set()
+
+    job = runner.submit(lc.Job(_ids(runner, PROMPTS[0]), 500, on_token=lambda t: seen.append(t) or len(seen) < 5,
+                               on_end=on_end, ignore_eos=True))
+    assert done.wait(60)
+    assert box["reason"] == "stop" and len(job.generated) == 5
+    done.clear()
+    job = runner.submit(lc.Job(_ids(runner, PROMPTS[1]), 900, on_end=on_end, ignore_eos=True))
+    runner.cancel(job)
+    assert done.wait(60)
+    assert box["reason"] == "cancelled" and len(job.generated) < 900
+
+
+def test_a_prompt_past_the_context_is_refused_before_it_runs(runner):
+    with pytest.raises(ValueError, match="exceeds the context length 1024"):
+        runner.submit(lc.Job([1] * 1000, 100))
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path):
+    bad = tmp_path / "x.gguf"
+    bad.write_text("not a model")
+    with pytest.raises(lc.LlamaCppError, match="not a GGUF file"):
+        lc.LlamaCppModel(bad)
+
+
+# ------------------------------------------------------------------ the server
+
+@pytest.fixture(scope="module")
+def served(runner):
+    import openai
+
+    from serve.backends.llamacpp import LlamaCppBackend
+    from serve.config import ServeConfig
+    from serve.constraints import build_processor
+    from serve.local import LocalServer
+
+    cfg = ServeConfig(model=str(runner.path), backend="llamacpp", context_length=1024)
+    backend = LlamaCppBackend(runner, "tiny-gguf", constraint_factory=build_processor)
+    backend.stop = _no_close  # the session's runner outlives this server
+    with LocalServer(backend, cfg) as s:
+        yield s, openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=120), backend
+
+
+async def _no_close():
+    return None
+
+
+def test_server_completion_matches_the_runner_and_counts_tokens(served, runner):
+    _, client, _ = served
+    r = client.completions.create(model="tiny-gguf", prompt=PROMPTS[2], max_tokens=10, temperature=0)
+    ids, _ = runner.generate(_ids(runner, PROMPTS[2]), 10)
+    assert r.choices[0].text == runner.tokenizer.decode(ids, skip_special_tokens=True)
+    assert r.usage.prompt_tokens == len(_ids(runner, PROMPTS[2]))
+    assert r.usage.completion_tokens == len(ids)
+
+
+def test_server_seeds_stops_streams_and_constraints(served):
+    _, client, _ = served
+    kw = dict(model="tiny-gguf", prompt=PROMPTS[0], max_tokens=12, temperature=2.0)
+    a = client.completions.create(seed=7, **kw).choices[0].text
+    assert a == client.completions.create(seed=7, **kw).choices[0].text
+    assert {client.completions.create(seed=s, **kw).choices[0].text for s in (1, 2, 3, 4)} != {a}
+    full = client.completions.create(model="tiny-gguf", prompt=PROMPTS[3], max_tokens=20, temperature=0).choices[0].text
+    stop = full[3:5]
+    if stop.strip():
+        cut = client.completions.create(model="tiny-gguf", prompt=PROMPTS[3], max_tokens=20, temperature=0,
+                                        stop=[stop]).choices[0].text
+        assert cut == full[:full.index(stop)]
+    pieces = [c.choices[0].text for c in client.completions.create(model="tiny-gguf", prompt=PROMPTS[3],
+                                                                    max_tokens=20, temperature=0, stream=True)]
+    assert "".join(pieces) == full and len([p for p in pieces if p]) > 1
+    r = client.completions.create(model="tiny-gguf", prompt="Answer:", max_tokens=8, temperature=0,
+                                  extra_body={"guided_regex": "(yes|no)"})
+    assert r.choices[0].text in ("yes", "no")
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    r = client.chat.completions.create(model="tiny-gguf", messages=[{"role": "user", "content": "n?"}],
+                                       max_tokens=40, temperature=0,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"name": "n", "schema": schema}})
+    assert isinstance(json.loads(r.choices[0].message.content)["n"], int)
+
+
+def test_server_plan_constraint_parses(served):
+    from pipeline.plan import parse_plan
+
+    _, client, _ = served
+    r = client.completions.create(model="tiny-gguf", prompt="Plan:\n", max_tokens=120, temperature=0,
+                                  extra_body={"rewoo_plan": {"tools": ["calculator", "search_wiki"]}})
+    steps = parse_plan(r.choices[0].text)
+    assert steps and all(s.tool in ("calculator", "search_wiki") for s in steps)
+
+
+def test_server_serves_eight_clients_at_once_and_counts_a_cancel(served):
+    server, client, backend = served
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda i: client.completions.create(
+            model="tiny-gguf", prompt=f"{PROMPTS[i % 4]} {i}", max_tokens=8, temperature=0).choices[0].text, range(8)))
+    assert len(texts) == 8
+    before = backend.stats.cancelled
+    stream = client.completions.create(model="tiny-gguf", prompt=PROMPTS[0], max_tokens=900, temperature=0,
+                                       stream=True, extra_body={"ignore_eos": True})
+    next(iter(stream))
+    stream.close()
+    import time
+    deadline = time.monotonic() + 30
+    while backend.stats.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert backend.stats.cancelled == before + 1
+    assert backend.stats.last_cancelled_tokens[-1] < 900
+
+
+def test_serve_picks_llamacpp_for_a_gguf_and_refuses_a_bad_one_in_one_line(ggufs, tmp_path):
+    from serve.__main__ import config_from_args
+
+    cfg, _ = config_from_args(["--model", str(ggufs["Q8_0"].path)])
+    assert cfg.backend == "llamacpp"
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("nope")
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "serve", "--model", str(bad), "--backend", "llamacpp", "--port", str(port)],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2
+    assert "not a GGUF file" in r.stderr and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------ the pipeline's engine
+
+def test_engine_streams_constrains_and_runs_the_pipeline(ggufs):
+    from pipeline.engines import LlamaCppEngine, load_engine
+    from pipeline.formats import constrain
+    from pipeline.plan import parse_plan
+
+    engine = load_engine(str(ggufs["Q8_0"].path), max_new_tokens=24)
+    assert isinstance(engine, LlamaCppEngine)
+    whole = engine.complete(PROMPTS[3], max_new_tokens=24)
+    pieces = list(engine.complete_stream(PROMPTS[3], max_new_tokens=24))
+    assert "".join(pieces) == whole.text and len(pieces) > 1
+    grammar = constrain.plan_grammar(["calculator"], max_new_tokens=120)
+    from pipeline.engines import Constraint
+    plan = engine.complete("Plan:\n", max_new_tokens=120, constraint=Constraint("grammar", grammar))
+    assert parse_plan(plan.text)
+    batch = engine.complete_batch(PROMPTS, max_new_tokens=6)
+    assert [c.text for c in batch] == [engine.complete(p, max_new_tokens=6).text for p in PROMPTS]
+    assert engine.usage.calls >= 2 + 2 * len(PROMPTS)
+
+
+def test_pipeline_run_takes_a_gguf_planner(ggufs):
+    r = subprocess.run([sys.executable, "-m", "pipeline.run", "What is 2 + 3?", "--planner", str(ggufs["Q8_0"].path),
+                        "--tools", "builtin", "--json", "--max-new-tokens", "64"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode in (0, 1), r.stderr[-2000:]  # the random model may plan nothing useful ...
+    out = json.loads(r.stdout)
+    assert "answer" in out and out["stats"]["steps"] >= 1  # ... but its plan ran through llama.cpp
+    assert "Traceback" not in r.stderr
+
+
+def test_a_missing_gguf_planner_is_one_line_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipeline.run", "x", "--planner", str(tmp_path / "none.gguf")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
