@@ -18,7 +18,10 @@ low-level API (its model, context and batch objects), not ``Llama.generate``, fo
   sampler, whatever the backend.
 
 A finished request leaves its tokens' KV in its slot; the next request goes to the free slot
-sharing the longest prefix with its prompt (the planner's long tool list is evaluated once).
+sharing the longest prefix with its prompt, and when another slot (running or not) holds a longer
+prefix, its cells are shared into the new slot (``llama_memory_seq_cp``); a request whose prefix is
+still being evaluated for another waits for it. The planner's long tool list is evaluated once,
+however many requests carry it.
 A request is admitted only when the cache can hold its prompt plus ``max_tokens`` next to the
 running ones, so a decode never runs out of cache mid-way.
 
@@ -41,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger("rewoo.llamacpp")
+
+SHARE_MIN = 16  # a shared prefix shorter than this is evaluated again rather than copied or waited for
 
 INSTALL_HINT = ("the llama.cpp backend needs the binding: run `make install-llamacpp` (or `pip install "
                 "llama-cpp-python==0.3.36 sentencepiece`; it builds llama.cpp from source, about 5 min on 2 cores)")
@@ -174,8 +179,15 @@ class LlamaCppModel:
         cparams.n_batch = cparams.n_ubatch = n_batch
         cparams.n_seq_max = self.slots_n
         cparams.kv_unified = True
+        # As the binding's own Llama (measured on this CPU: 41.0 tok/s disabled, 38.1 with "auto").
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.n_threads = cparams.n_threads_batch = threads
-        self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=verbose)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        # A unified cache larger than the training context draws a warning per context
+        # ("n_ctx_seq > n_ctx_train"); each request stays within context_length <= n_ctx_train.
+        with suppress_stdout_stderr(disable=verbose):
+            self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=verbose)
         self._batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=verbose)
         self.n_batch = n_batch
         self.threads = threads
@@ -186,6 +198,7 @@ class LlamaCppModel:
         self.eos_ids = eos
         self._slots = [_Slot(i) for i in range(self.slots_n)]
         self.prompt_tokens_evaluated = 0  # prompt tokens decoded (not found in a slot's cache)
+        self.prompt_tokens_shared = 0     # prompt tokens whose cache was copied from another slot
         self.steps = 0                    # llama_decode calls
         self._inbox: queue.Queue[Job] = queue.Queue()
         self._waiting: list[Job] = []
@@ -242,9 +255,29 @@ class LlamaCppModel:
             if not free or self._used() + need > self.cache_tokens:
                 still.append(job)
                 continue
+            # Where the longest prefix of this prompt lies: in a slot's evaluated cache (shared by a
+            # copy of its cells), or still pending in a running slot's prompt (wait a step or two
+            # for it rather than evaluate the same tokens twice).
+            best, best_n, waiting_for = None, 0, 0
+            for s in self._slots:
+                n_cached = _common_prefix(s.cached, job.prompt_ids)
+                if n_cached > best_n:
+                    best, best_n = s, n_cached
+                if s.job is not None and s.pending:
+                    waiting_for = max(waiting_for, _common_prefix(s.cached + s.pending, job.prompt_ids))
+            if waiting_for >= max(best_n + SHARE_MIN, SHARE_MIN):
+                still.append(job)
+                continue
             slot = max(free, key=lambda s: _common_prefix(s.cached, job.prompt_ids))
             keep = min(_common_prefix(slot.cached, job.prompt_ids), len(job.prompt_ids) - 1)
-            if not self._ctx.kv_cache_seq_rm(slot.seq, keep, -1):
+            share = min(best_n, len(job.prompt_ids) - 1)
+            if best is not None and best is not slot and share >= keep + SHARE_MIN:
+                self._ctx.kv_cache_seq_rm(slot.seq, 0, -1)
+                self._ctx.kv_cache_seq_cp(best.seq, slot.seq, 0, share)
+                slot.cached = best.cached[:share]
+                self.prompt_tokens_shared += share
+                keep = share
+            elif not self._ctx.kv_cache_seq_rm(slot.seq, keep, -1):
                 self._ctx.kv_cache_seq_rm(slot.seq, 0, -1)
                 keep = 0
             slot.cached = slot.cached[:keep]

@@ -61,6 +61,27 @@ def _say(progress: bool, text: str, end: str = "\n") -> None:
         print(text, end=end, file=sys.stderr, flush=True)
 
 
+class _Progress:
+    """One line that counts up: rewritten in place on a terminal (at most 10 times a second),
+    printed once at the end when stderr is a file or a pipe."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.last, self.text = 0.0, ""
+
+    def update(self, text: str) -> None:
+        self.text = text
+        now = time.monotonic()
+        if self.tty and now - self.last >= 0.1:
+            self.last = now
+            print("\r" + text, end="", file=sys.stderr, flush=True)
+
+    def close(self, suffix: str = "") -> None:
+        if self.enabled and self.text:
+            print(("\r" if self.tty else "") + self.text + suffix, file=sys.stderr, flush=True)
+
+
 # --------------------------------------------------------------------------------------------
 # llama.cpp's converter, as distributed
 # --------------------------------------------------------------------------------------------
@@ -189,6 +210,8 @@ def hf_to_gguf(src: Path, out: Path, outtype: str = "bf16", progress: bool = Tru
            "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
     lines: list[str] = []
     seen = 0
+    bar = _Progress(progress)
+    t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             errors="replace")
     assert proc.stdout is not None
@@ -196,9 +219,9 @@ def hf_to_gguf(src: Path, out: Path, outtype: str = "bf16", progress: bool = Tru
         lines.append(line.rstrip("\n"))
         if re.match(r"INFO:hf-to-gguf:(blk\.|token_embd|output)", line):
             seen += 1
-            _say(progress, f"\r[gguf] {src.name} -> GGUF {outtype}: {seen}/{total} tensors", end="")
+            bar.update(f"[gguf] {src.name} -> GGUF {outtype}: {seen}/{total} tensors")
     rc = proc.wait()
-    _say(progress and seen > 0, "")
+    bar.close(f" ({time.perf_counter() - t0:.0f} s)")
     if rc != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
         raise GGUFError(f"llama.cpp's converter cannot convert {src}: {_converter_failure(lines)}")
@@ -282,11 +305,12 @@ def compute_imatrix(src: Path, texts: Iterable[str], max_tokens: int = 50_000, c
         raise GGUFError(f"the calibration text holds {len(ids)} tokens; give at least {chunk // 4} "
                         "(llama.cpp's own tool uses ~100k)")
     t0 = time.perf_counter()
+    bar = _Progress(progress)
     with torch.no_grad():
         for start in range(0, len(ids), chunk):
             model(torch.tensor([ids[start:start + chunk]]))
-            _say(progress, f"\r[gguf] importance matrix: {min(start + chunk, len(ids))}/{len(ids)} tokens", end="")
-    _say(progress, f" ({time.perf_counter() - t0:.0f} s)")
+            bar.update(f"[gguf] importance matrix: {min(start + chunk, len(ids))}/{len(ids)} tokens")
+    bar.close(f" ({time.perf_counter() - t0:.0f} s)")
     for h in hooks:
         h.remove()
     if not sums:
@@ -339,13 +363,15 @@ def quantize(src: Path, out: Path, type_name: str, imatrix: dict[str, list[float
                                 cwd=str(Path(__file__).resolve().parent.parent))
         assert proc.stdout is not None
         lines: list[str] = []
+        bar = _Progress(progress)
+        t0 = time.perf_counter()
         for line in proc.stdout:
             lines.append(line.rstrip("\n"))
             m = re.search(r"\[\s*(\d+)/\s*(\d+)\]", line)
             if m:
-                _say(progress, f"\r[gguf] quantizing to {type_name}: {m.group(1)}/{m.group(2)} tensors", end="")
+                bar.update(f"[gguf] quantizing to {type_name}: {m.group(1)}/{m.group(2)} tensors")
         rc = proc.wait()
-        _say(progress, "")
+        bar.close(f" ({time.perf_counter() - t0:.1f} s)")
     partial = Path(args["out"])
     if rc != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)

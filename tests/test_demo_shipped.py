@@ -20,13 +20,16 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def test_the_readme_command_answers_through_the_cli(tmp_path):
-    """`make run`'s default task, through the real CLI: plan, evidence, answer, two model calls.
-    (The first wave's showcase, a film by the director of 'Killers of the Flower Moon', is planned
-    as search_web by the shipped adapters: see the README's list of what they cannot do.)"""
+@pytest.mark.parametrize("backend", ["transformers", "auto"])
+def test_the_readme_command_answers_through_the_cli(tmp_path, backend):
+    """`make run`'s default task, through the real CLI: plan, evidence, answer, two model calls,
+    on the transformers path and on what ``auto`` picks (llama.cpp where installed, as under
+    `make test`). (The first wave's showcase, a film by the director of 'Killers of the Flower
+    Moon', is planned as search_web by the shipped adapters: see the README's list of what they
+    cannot do.)"""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json"], capture_output=True,
-                          text=True, timeout=600, env=env, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json", "--backend", backend],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [s["tool"] for s in out["plan"]] == ["calculator"] and out["evidence"]["#E1"] == "42"
@@ -44,6 +47,18 @@ def pipe(tmp_path_factory):
     p = default_pipeline(models, toolbox=default_toolbox(tools=models["tools"], workspace=str(ws)))
     p.workspace = ws
     return p
+
+
+def test_auto_runs_the_default_models_on_llama_cpp_where_it_is_installed(pipe):
+    """Under `make test` llama.cpp is installed: the default models run from their GGUF files
+    (made once from base + adapter), planner and caller each in its own llama.cpp engine."""
+    from pipeline.engines import LlamaCppEngine
+    from pipeline.llamacpp import available
+
+    if not available():
+        pytest.fail("llama-cpp-python is not installed: `make install-llamacpp` (make test runs it)")
+    assert isinstance(pipe.planner, LlamaCppEngine) and isinstance(pipe.caller, LlamaCppEngine)
+    assert pipe.planner.name.startswith("gguf:planner-") and pipe.caller.name.startswith("gguf:caller-")
 
 
 def test_compute_12_plus_30(pipe):

@@ -204,6 +204,24 @@ def test_a_shared_prompt_prefix_is_evaluated_once(runner):
     assert same == first  # decoding on the reused cache gives the same tokens
 
 
+def test_concurrent_requests_share_a_common_prefix_instead_of_evaluating_it_again(runner):
+    """Eight requests that carry one long prefix (a planner's tool list) arrive together: the
+    prefix is evaluated once and its cache cells shared into the other slots; each answer is
+    what that request gives alone."""
+    prefix = _ids(runner, "Tools: calculator[expr], search_wiki[query], query_sql[sql]. Plan the task. " * 6)
+    tails = [_ids(runner, f" Task number {i}.") for i in range(8)]
+    alone = [runner.generate(prefix + t, 6, ignore_eos=True)[0] for t in tails]
+    for s in runner._slots:  # forget every cached prefix: only sharing can avoid re-evaluation now
+        runner._ctx.kv_cache_seq_rm(s.seq, 0, -1)
+        s.cached = []
+    evaluated, shared = runner.prompt_tokens_evaluated, runner.prompt_tokens_shared
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda t: runner.generate(prefix + t, 6, ignore_eos=True)[0], tails))
+    assert together == alone
+    assert runner.prompt_tokens_shared - shared >= (runner.slots_n - 1) * (len(prefix) - 16)
+    assert runner.prompt_tokens_evaluated - evaluated < 2 * len(prefix) + sum(map(len, tails))
+
+
 def test_cancel_stops_a_request_and_on_token_false_stops_it(runner):
     seen, done = [], threading.Event()
     box = {}
