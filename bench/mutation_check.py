@@ -14,7 +14,8 @@ The list is curated rather than generated: each entry breaks a promise the READM
 sandbox's OS layer and interpreter guards, the SQL read-only paths, the server's validation, the
 plan parser, evidence binding in code, the caller's JSON spacing, packing, stop strings, the escape
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
-reaches, the server's quiet start and exit codes, the installed wheel's data).
+reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
+runner, prefix sharing, seeds and constraints, and the GGUF export's importance matrix and errors).
 """
 
 from __future__ import annotations
@@ -126,6 +127,26 @@ MUTATIONS = [
              ("tests/test_serve_cli.py", "-k", "bad_model")),
     Mutation("wheel: data/ found beside the checkout only", "toolkit/config.py",
              '    spec = importlib.util.find_spec("rewoo_data")', "    spec = None", ("tests/test_wheel.py",)),
+    # -- llama.cpp: the runner, the backend, the GGUF export ------------------------------------------
+    Mutation("llamacpp: a request samples another row's logits", "pipeline/llamacpp.py",
+             "                    rows.append((slot, n - 1))", "                    rows.append((slot, 0))",
+             ("tests/test_llamacpp.py", "-k", "together")),
+    Mutation("llamacpp: a common prefix never shared", "pipeline/llamacpp.py",
+             "if best is not None and best is not slot and share >= keep + SHARE_MIN:", "if False:",
+             ("tests/test_llamacpp.py", "-k", "share_a_common_prefix")),
+    Mutation("llamacpp: the request's seed ignored", "serve/backends/llamacpp.py",
+             "RowControl(request.prompt_ids, s.temperature, s.top_p, s.seed, constraint,",
+             "RowControl(request.prompt_ids, s.temperature, s.top_p, None, constraint,",
+             ("tests/test_llamacpp.py", "-k", "seeds_stops")),
+    Mutation("llamacpp: a greedy request's constraint dropped", "serve/backends/llamacpp.py",
+             "if constraint is not None or s.temperature >= MIN_TEMPERATURE:", "if s.temperature >= MIN_TEMPERATURE:",
+             ("tests/test_llamacpp.py", "-k", "seeds_stops or plan_constraint")),
+    Mutation("gguf: the importance matrix never reaches the quantizer", "serve/gguf.py",
+             "        params.imatrix = entries", "        pass",
+             ("tests/test_llamacpp.py", "-k", "importance_matrix")),
+    Mutation("gguf: the converter's reason hidden", "serve/gguf.py",
+             "            return m.group(2)", "            return \"it failed\"",
+             ("tests/test_llamacpp.py", "-k", "does_not_know")),
 ]
 
 

@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "evidence of steps that worked (default 1; 0 for the default models, which were "
                         "not trained to replan; 0: off)")
     p.add_argument("--load-in-4bit", action="store_true", help="load local models in 4-bit NF4 (bitsandbytes)")
-    p.add_argument("--threads", type=int, help="torch threads for local models (default: 1 on machines with at "
-                                               "most 2 cores, measured faster there; else torch's own)")
+    p.add_argument("--threads", type=int, help="threads for local models (default: torch 1 on machines with at "
+                                               "most 2 cores, measured faster there, else torch's own; llama.cpp "
+                                               "every core)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the terminal view")
     p.add_argument("--trace", metavar="FILE", help="write every model and tool call to FILE (JSON)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -141,7 +142,7 @@ def set_threads(threads: int | None) -> None:
     (there a second thread competes with the tools and the OS: see bench/bench_demo.py --speed)."""
     import os
 
-    if threads:  # llama.cpp models (pipeline.llamacpp) read it too
+    if threads:  # llama.cpp models (pipeline.llamacpp) take it too; their own default is every core
         os.environ["REWOO_LLAMACPP_THREADS"] = str(threads)
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else None)
     if threads:

@@ -111,3 +111,42 @@ def test_a_half_written_cache_is_detected_and_redone(tmp_path, monkeypatch):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576 and cfg["tie_word_embeddings"]
     assert not list(tmp_path.glob("base/*.partial"))
+
+
+def test_auto_backend_falls_back_to_transformers_with_one_line_and_explicit_llamacpp_fails(monkeypatch, capsys):
+    """``auto`` picks llama.cpp where the binding imports; when the default GGUF cannot be made
+    (no converter reachable, say) it runs the transformers path and says why in one line. Asked
+    for by name, llama.cpp's failure is the user's error."""
+    from pipeline import defaults, engines, llamacpp
+
+    made = []
+
+    class Recorder:
+        def __init__(self, model, **kw):
+            made.append((str(model), kw.get("adapter_name")))
+
+        def with_adapter(self, adapter, name):
+            made.append((str(adapter), name))
+            return self
+
+    def no_gguf(role, models=None, type_name=None, progress=True):
+        raise defaults.DefaultModelError("cannot fetch llama.cpp's converter with pip (offline)")
+
+    monkeypatch.setattr(engines, "TransformersEngine", Recorder)
+    monkeypatch.setattr(defaults, "default_gguf", no_gguf)
+    monkeypatch.setattr(llamacpp, "available", lambda: True)
+    monkeypatch.delenv("REWOO_BACKEND", raising=False)
+    models = {"base": "/base", "adapters": {"planner": "/p", "caller": "/c"}}
+    assert defaults.resolve_backend() == "llamacpp"
+    defaults.default_engines(models)
+    assert made == [("/base", "planner"), ("/c", "caller")]
+    assert "llama.cpp unavailable (cannot fetch llama.cpp's converter" in capsys.readouterr().err
+    with pytest.raises(defaults.DefaultModelError, match="offline"):
+        defaults.default_engines(models, backend="llamacpp")
+    monkeypatch.setenv("REWOO_BACKEND", "transformers")
+    assert defaults.resolve_backend() == "transformers"
+    monkeypatch.setattr(llamacpp, "available", lambda: False)
+    monkeypatch.delenv("REWOO_BACKEND")
+    assert defaults.resolve_backend() == "transformers"
+    with pytest.raises(defaults.DefaultModelError, match="choose one of auto, transformers, llamacpp"):
+        defaults.resolve_backend("vllm")
