@@ -59,6 +59,7 @@ endif
 install-llamacpp: $(VENV)/.llamacpp
 
 $(VENV)/.llamacpp: $(VENV)/.installed
+	@echo "[install-llamacpp] llama-cpp-python: building llama.cpp from source (about 5 min on 2 cores; once, pip keeps the wheel)"
 	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[llamacpp]" 2>&1 | $(QUIET_PIP) | $(QUIET_LLM)
 	$(PY) -m serve.gguf --fetch-converter
 	touch $@

@@ -153,7 +153,8 @@ def accuracy(planner: str, caller: str | None, limit: int | None, backend: str |
         cmd += ["--backend", backend]
     if limit:
         cmd += ["--limit", str(limit)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {k: v for k, v in os.environ.items() if k != "REWOO_LLAMACPP_THREADS"}  # default threads: faster
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**env, "OMP_NUM_THREADS": "1"})
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"rc {r.returncode}"}
     m = json.loads(r.stdout)["metrics"]
