@@ -228,9 +228,15 @@ class LlamaCppModel:
         self._wake.set()
 
     def close(self) -> None:
+        """Stop the decoding thread (running requests end as cancelled) and free the model."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._wake.set()
         self._thread.join(30)
+        if not self._thread.is_alive():
+            for part in (self._batch, self._ctx, self._model):
+                part.close()
 
     @property
     def running(self) -> int:

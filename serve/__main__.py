@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "cache_tokens": "KV-cache tokens shared by running requests (transformers, llamacpp)",
         "page_size": "tokens per KV-cache block (transformers)",
         "max_batch_tokens": "tokens per forward pass (transformers, llamacpp)",
-        "threads": "CPU threads of torch or llama.cpp (default 1 on <= 2 cores)",
+        "threads": "CPU threads: torch (default 1 on <= 2 cores) or llama.cpp (default every core)",
     }
     defaults = ServeConfig(model="-")
     p.add_argument("--model", required=True,

@@ -62,7 +62,8 @@ class ServeConfig:
     device: str = "auto"
     """``auto`` (``cuda`` when available), ``cpu`` or ``cuda``."""
     threads: int | None = None
-    """torch threads on a CPU; default 1 on machines with at most 2 cores (steadier, same speed)."""
+    """CPU threads: torch's (default 1 on machines with at most 2 cores: steadier, same speed) or, with
+    ``backend="llamacpp"``, llama.cpp's (default every core: it scales here, pipeline.llamacpp)."""
     tools: list[str] | None = None
     """The toolbox of ``POST /v1/pipeline/run``: specs as ``pipeline.run --tools`` takes them
     (``FILE.py:NAME``, ``module:NAME``, ``builtin``, ``mcp:SERVER``), combined; default the built-in tools."""
