@@ -7,11 +7,12 @@ EXL2 stays the GPU format; GGUF (llama.cpp) is the CPU one, and runs on Apple an
 steps, both maintained code of llama.cpp:
 
 1. ``convert_hf_to_gguf.py``, llama.cpp's own converter, as the ``llama-cpp-python`` sdist
-   distributes it (with its ``gguf-py``): the folder becomes a BF16 GGUF. The converter is
+   distributes it (with its ``gguf-py``): the folder becomes a GGUF at the source's precision
+   (F32, F16 or BF16). The converter is
    extracted once into ``<cache>/llama.cpp/<version>/`` (``make install-llamacpp`` does it; else
    the first export fetches the sdist with pip). ``$REWOO_LLAMACPP_SRC`` may name a llama.cpp
    checkout instead. It needs ``sentencepiece`` (the ``llamacpp`` extra installs it).
-2. ``llama_model_quantize`` from the ``llama-cpp-python`` binding: BF16 -> ``--type``.
+2. ``llama_model_quantize`` from the ``llama-cpp-python`` binding: that file -> ``--type``.
 
 The i-quants of 1-2 bits (``IQ2_M``, ``IQ2_XS``, ``IQ2_XXS``, ``IQ2_S``, ``IQ1_S``, ``IQ1_M``,
 ``Q2_K_S``) need an importance matrix, and any type takes one: the mean of each input column's
@@ -45,7 +46,7 @@ from pathlib import Path
 LLAMA_CPP_PYTHON = "0.3.36"  # the binding (and vendored llama.cpp) this module was written against
 
 # The quantization types offered, by llama.cpp's names (``LLAMA_FTYPE_MOSTLY_<name>``).
-TYPES = ("BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M",
+TYPES = ("F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_0", "Q3_K_M",
          "Q3_K_S", "Q2_K", "Q2_K_S", "IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ3_XXS", "IQ2_M", "IQ2_S",
          "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S")
 # llama.cpp refuses these without an importance matrix ("this quantization requires an imatrix!").
@@ -338,7 +339,7 @@ def _gguf_arch(arch_name: str):
 
 def ftype(name: str) -> int:
     llama_cpp = require_binding()
-    value = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}", None)
+    value = getattr(llama_cpp, "LLAMA_FTYPE_ALL_F32" if name == "F32" else f"LLAMA_FTYPE_MOSTLY_{name}", None)
     if name not in TYPES or value is None:
         raise GGUFError(f"--type {name}: choose one of {', '.join(TYPES)}")
     return int(value)
@@ -439,8 +440,8 @@ def gguf_parameters(path: Path) -> int:
 def export(src: Path, out: Path, type_name: str, calibration: Path | None = None, work: Path | None = None,
            threads: int | None = None, progress: bool = True, imatrix_tokens: int = 50_000) -> GGUFReport:
     """The whole path: ``src`` (merged transformers folder) -> ``out`` (a .gguf at ``type_name``).
-    The BF16 GGUF is kept in ``work`` (default ``OUT.work/``) and reused for other types while the
-    source's weights are unchanged."""
+    The full-precision GGUF is kept in ``work`` (default ``OUT.work/``) and reused for other types
+    while the source's weights are unchanged."""
     t0 = time.perf_counter()
     src, out = Path(src), Path(out)
     ftype(type_name)  # the binding is there and the type is known, before any work
@@ -452,18 +453,31 @@ def export(src: Path, out: Path, type_name: str, calibration: Path | None = None
     work.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp = _source_stamp(src)
-    bf16 = work / "model-bf16.gguf"
-    stamp_file = work / "model-bf16.source.json"
-    if not (bf16.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp):
-        bf16.unlink(missing_ok=True)
-        hf_to_gguf(src, bf16, "bf16", progress)
+    outtype = source_outtype(src)
+    full = work / f"model-{outtype}.gguf"
+    stamp_file = work / f"model-{outtype}.source.json"
+    if not (full.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp):
+        full.unlink(missing_ok=True)
+        hf_to_gguf(src, full, outtype, progress)
         stamp_file.write_text(json.dumps(stamp))
-    if type_name == "BF16":
-        shutil.copyfile(bf16, out)
+    if type_name == outtype.upper():
+        shutil.copyfile(full, out)
     else:
         imatrix = compute_imatrix(src, texts, imatrix_tokens, progress=progress) if texts is not None else None
-        quantize(bf16, out, type_name, imatrix, threads, progress)
+        quantize(full, out, type_name, imatrix, threads, progress)
     return GGUFReport(out, type_name, out.stat().st_size, gguf_parameters(out), time.perf_counter() - t0)
+
+
+def source_outtype(src: Path) -> str:
+    """The intermediate GGUF keeps the source's precision: ``f32`` for a float32 folder (a LoRA
+    merged in fp32 keeps its small deltas, which bf16 rounds away), ``f16`` for float16, else
+    ``bf16``."""
+    try:
+        cfg = json.loads((src / "config.json").read_text())
+    except (OSError, ValueError):
+        return "bf16"
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    return {"float32": "f32", "float16": "f16"}.get(dtype, "bf16")
 
 
 def _source_stamp(src: Path) -> dict:
