@@ -470,8 +470,7 @@ def export(src: Path, out: Path, type_name: str, calibration: Path | None = None
 
 def source_outtype(src: Path) -> str:
     """The intermediate GGUF keeps the source's precision: ``f32`` for a float32 folder (a LoRA
-    merged in fp32 keeps its small deltas, which bf16 rounds away), ``f16`` for float16, else
-    ``bf16``."""
+    merged in fp32 is then rounded once, by the quantizer), ``f16`` for float16, else ``bf16``."""
     try:
         cfg = json.loads((src / "config.json").read_text())
     except (OSError, ValueError):

@@ -395,7 +395,7 @@ def test_a_missing_gguf_planner_is_one_line_exit_2(tmp_path):
 
 def test_the_intermediate_gguf_keeps_the_sources_precision(tmp_path):
     """A float32 folder (a LoRA merged in fp32) converts to F32 first, so that quantizing starts
-    from the exact merged weights; bf16 would round much of a LoRA's delta away."""
+    from the exact merged weights (one rounding, not two)."""
     for dtype, want in (("float32", "f32"), ("float16", "f16"), ("bfloat16", "bf16"), (None, "bf16")):
         (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": dtype} if dtype else {}))
         assert gguf.source_outtype(tmp_path) == want
