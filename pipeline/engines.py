@@ -153,6 +153,16 @@ def role(name: str) -> Iterator[None]:
         _ROLE.reset(token)
 
 
+def _render_with_template(engine, messages: Sequence[dict]) -> str:
+    """Chat messages as one prompt for an in-process engine with a tokenizer: its chat template
+    when ``engine.template`` is "auto" or "chat" and it has one, else Alpaca."""
+    if engine.template in ("auto", "chat") and getattr(engine.tokenizer, "chat_template", None):
+        return engine.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    if engine.template == "chat":
+        raise EngineError(f"{engine.name} has no chat template; use template='alpaca'")
+    return formats.messages_to_alpaca(messages)
+
+
 def _cut(text: str, stops: Sequence[str] | None) -> tuple[str, bool]:
     cut = len(text)
     for s in stops or ():
@@ -420,11 +430,7 @@ class TransformersEngine(Engine):
         return other
 
     def _render(self, messages):
-        if self.template in ("auto", "chat") and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        if self.template == "chat":
-            raise EngineError(f"{self.name} has no chat template; use template='alpaca'")
-        return formats.messages_to_alpaca(messages)
+        return _render_with_template(self, messages)
 
     def _processor(self, constraints):
         from pipeline.formats import constrain
@@ -773,11 +779,7 @@ class LlamaCppEngine(Engine):
         return True
 
     def _render(self, messages):
-        if self.template in ("auto", "chat") and getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        if self.template == "chat":
-            raise EngineError(f"{self.name} has no chat template; use template='alpaca'")
-        return formats.messages_to_alpaca(messages)
+        return _render_with_template(self, messages)
 
     def _job(self, prompt: str, stop, max_new_tokens, temperature, constraint, on_text=None):
         """A submitted job for ``prompt`` and the box its result lands in."""

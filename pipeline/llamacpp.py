@@ -36,7 +36,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,10 +237,6 @@ class LlamaCppModel:
             for part in (self._batch, self._ctx, self._model):
                 part.close()
 
-    @property
-    def running(self) -> int:
-        return sum(s.job is not None for s in self._slots)
-
     # ------------------------------------------------------------------ the decoding thread
 
     def _used(self) -> int:
@@ -437,10 +432,3 @@ def _default_threads() -> int:
     if env and env.isdigit() and int(env) > 0:
         return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def timed_decode(model: LlamaCppModel, prompt_ids: list[int], max_tokens: int) -> tuple[float, int]:
-    """``(seconds, tokens)`` of one greedy generation that ignores EOS (for benches)."""
-    t0 = time.perf_counter()
-    ids, _ = model.generate(prompt_ids, max_tokens, ignore_eos=True)
-    return time.perf_counter() - t0, len(ids)

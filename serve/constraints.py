@@ -287,3 +287,13 @@ def build_processor(constraint: Constraint, tokenizer, vocab_size: int, max_toke
         raise BackendError(f"the {what} constraint fails at its first token ({e}); simplify it",
                            code="invalid_constraint") from e
     return processor
+
+
+def warm_up(constraint_factory, tokenizer, vocab_size: int, log) -> None:
+    """Build llguidance's view of the tokenizer now (about a second, cached), not inside the first
+    constrained request on the event loop. Unavailable constrained decoding is logged; such
+    requests get its 501."""
+    try:
+        constraint_factory(Constraint("regex", "a"), tokenizer, vocab_size, 1)
+    except BackendError as e:
+        log.warning("constrained decoding unavailable: %s", e)

@@ -141,12 +141,8 @@ class TransformersBackend:
             await asyncio.to_thread(self._warm_constraints)
 
     def _warm_constraints(self) -> None:
-        """Build llguidance's view of the tokenizer now (about a second, cached), not inside the
-        first constrained request on the event loop."""
-        try:
-            self.constraint_factory(Constraint("regex", "a"), self.tokenizer, self.vocab_size, 1)
-        except BackendError as e:  # constrained decoding unavailable: such requests get its 501
-            log.warning("constrained decoding unavailable: %s", e)
+        from serve.constraints import warm_up
+        warm_up(self.constraint_factory, self.tokenizer, self.vocab_size, log)
 
     async def stop(self) -> None:
         if self._manager is None:

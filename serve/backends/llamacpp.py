@@ -58,10 +58,8 @@ class LlamaCppBackend:
             await asyncio.to_thread(self._warm_constraints)
 
     def _warm_constraints(self) -> None:
-        try:
-            self.constraint_factory(Constraint("regex", "a"), self.tokenizer, self.vocab_size, 1)
-        except BackendError as e:
-            log.warning("constrained decoding unavailable: %s", e)
+        from serve.constraints import warm_up
+        warm_up(self.constraint_factory, self.tokenizer, self.vocab_size, log)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.model.close)
