@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import random
 import re
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def test_adapters_come_from_the_shipped_recipes(tmp_path):
 @pytest.mark.slow
 def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, tiny_model_dir, capsys):
     cfg = demo.DemoConfig(base=str(tiny_model_dir), planner_rows=12, solver_rows=4, caller_rows=4,
-                          catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768)
+                          catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768, extra_planner_rows=4)
     out = tmp_path / "demo"
     manifest = demo.build(out, cfg, progress=False)
     assert manifest["key"] == cfg.key() and manifest["adapters"] == {"planner": "planner", "caller": "caller"}
@@ -198,3 +199,29 @@ def test_the_planner_weighs_its_decision_tokens():
     assert caller.data.loss_weight_pattern == ""
     assert "loss_weight_pattern" not in " ".join(demo.sft_command("planner", demo.DemoConfig(decision_weight=1.0),
                                                                   "B", Path("/w")))
+
+
+def test_extra_planner_rows_leave_the_solver_and_caller_rows_and_the_callers_key_alone(tmp_path):
+    """The planner can get more rows (and whole-toolbox tool lists, a bigger batch, shared
+    prefixes) without retraining the caller: its rows and its recipe key stay the same."""
+    from train.recipe import load_recipe
+
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=40, solver=12, caller=6)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=40, solver=12, caller=6, extra_planner=20, full_share=1.0)
+    assert (a["solver"], a["caller"]) == (b["solver"], b["caller"]) and len(b["planner"]) == 60
+    assert [r["output"] for r in a["planner"]] == [r["output"] for r in b["planner"][:40]]
+    from toolkit import default_toolbox
+
+    box = default_toolbox(workspace=str(tmp_path / "w"), search_url=None)
+    whole = formats.planner_instruction("T", demo_data.planner_tools(box, [], random.Random(0), 1.0))
+    head = whole.split("Task:")[0]
+    assert all(r["instruction"].startswith(head) for r in b["planner"])  # every row: one shared prefix
+    base = demo.DemoConfig(extra_planner_rows=0, planner_full_share=0.35, planner_batch=0, share_prefix=0)
+    for change in ({"extra_planner_rows": 7}, {"planner_full_share": 1.0}, {"planner_batch": 16}, {"share_prefix": 32}):
+        cfg = demo.DemoConfig(**{**base.__dict__, **change})
+        assert cfg.role_key("caller") == base.role_key("caller") and cfg.role_key("planner") != base.role_key("planner")
+    cmd = demo.sft_command("planner", demo.DemoConfig(planner_batch=8, share_prefix=64), "BASE", tmp_path)
+    recipe = load_recipe(cmd[5], cmd[6:])
+    assert (recipe.train.per_device_train_batch_size, recipe.data.share_prefix, recipe.data.packing) == (8, 64, False)
+    caller = demo.sft_command("caller", demo.DemoConfig(planner_batch=8, share_prefix=64), "BASE", tmp_path)
+    assert "share_prefix=0" in caller and f"per_device_train_batch_size={demo.DemoConfig().batch}" in caller

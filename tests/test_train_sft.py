@@ -174,6 +174,75 @@ def test_weighted_loss_is_the_models_own_at_weight_1_and_weighs_the_marked_token
         load_recipe(None, ["loss_weight_pattern=("])
 
 
+def _lora_grads(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_shared_prefix_loss_and_gradients_equal_the_plain_batch(tiny_model_dir, tmp_path):
+    """Rows that share a prompt prefix (a tool list) run it once: loss and LoRA gradients must equal
+    the plain padded batch's, with loss weights, a row in no group, and padding."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from train.data import PaddedCollator, prefix_groups
+    from train.sft import make_trainer, shared_prefix_loss, weighted_token_loss
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    head = torch.randint(5, 200, (30,)).tolist()
+    rows = []
+    for n_task, n_resp in [(3, 5), (6, 2), (1, 7), (4, 4)]:
+        task, resp = torch.randint(5, 200, (n_task,)).tolist(), torch.randint(5, 200, (n_resp,)).tolist()
+        rows.append({"input_ids": head + task + resp, "labels": [-100] * (30 + n_task) + resp,
+                     "weights": [1.0] * (30 + n_task) + [2.0] + [1.0] * (n_resp - 1)})
+    other = torch.randint(5, 200, (12,)).tolist()
+    rows.append({"input_ids": other, "labels": [-100] * 8 + other[8:], "weights": [1.0] * 12})
+    group, prefix_len = prefix_groups(rows, 16)
+    # the prefix stops before the token that precedes the first label of the shortest prompt
+    assert group == [0, 0, 0, 0, -1] and prefix_len == [30]
+    batch = PaddedCollator(0, share_prefix=16)(rows)
+    assert batch["prefix_group"].tolist() == group and batch["prefix_len"].tolist() == [30]
+    plain = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+
+    model.train()
+    want = weighted_token_loss(model(**plain), plain["labels"], None, batch["loss_weights"])
+    want.backward()
+    want_grads = _lora_grads(model)
+    model.zero_grad()
+    got = shared_prefix_loss(model, batch, None, batch["loss_weights"])
+    got.backward()
+    got_grads = _lora_grads(model)
+    assert torch.allclose(got, want, atol=1e-5), (got, want)
+    assert want_grads and all(torch.allclose(got_grads[n], g, atol=1e-5) for n, g in want_grads.items())
+    assert any(g.abs().sum() > 0 for n, g in got_grads.items() if "v_proj" in n)
+    model.zero_grad()
+
+    # two rows with one prompt and two responses: the prefix stops one token before the first label
+    same = head + [7, 8, 9]
+    twins = [{"input_ids": same + [11, 12, 13], "labels": [-100] * 33 + [11, 12, 13]},
+             {"input_ids": same + [14, 15], "labels": [-100] * 33 + [14, 15]}]
+    twin_batch = PaddedCollator(0, share_prefix=16)(twins)
+    assert twin_batch["prefix_len"].tolist() == [32]
+    twin_plain = {k: twin_batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    assert torch.allclose(shared_prefix_loss(model, twin_batch),
+                          weighted_token_loss(model(**twin_plain), twin_plain["labels"]), atol=1e-5)
+    model.zero_grad()
+
+    # through the Trainer, over an accumulated token count
+    trainer = make_trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    n_items = torch.tensor(40)
+    got = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+    n_labels = (plain["labels"][:, 1:] != -100).sum()
+    assert torch.allclose(got, want * n_labels / 40, atol=1e-5) and trainer.compute_loss_func is not None
+    with pytest.raises(RecipeError, match="gradient checkpointing turns off"):
+        load_recipe(None, ["share_prefix=64", "packing=false"])
+    with pytest.raises(RecipeError, match="set packing=false"):
+        load_recipe(None, ["share_prefix=64", "gradient_checkpointing=false"])
+    assert load_recipe(None, ["share_prefix=64", "packing=false", "gradient_checkpointing=false"]).data.share_prefix == 64
+
+
 def test_resume_continues_from_the_last_checkpoint(lora_run, tiny_model_dir, gen_dir, capsys):
     from train.sft import run_sft
 

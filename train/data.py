@@ -307,13 +307,53 @@ def split_eval(rows: list, fraction: float, seed: int) -> tuple[list, list]:
 # Batches
 # --------------------------------------------------------------------------------------------
 
+def prefix_groups(features: Sequence[Mapping], min_shared: int) -> tuple[list[int], list[int]]:
+    """Which rows of a batch share a prompt prefix of at least ``min_shared`` tokens:
+    ``(group, prefix_len)``, ``group[i]`` the group of row ``i`` (``-1``: none) and
+    ``prefix_len[g]`` the tokens group ``g`` shares. A shared prefix ends before the token that
+    precedes a row's first label, so every label is predicted from a position after the prefix
+    (planner rows that list the same tools share all but the task and the response)."""
+    limits = []
+    for f in features:
+        first = next((i for i, y in enumerate(f["labels"]) if y != IGNORE), len(f["input_ids"]))
+        limits.append(max(0, min(first, len(f["input_ids"])) - 1))
+    ids = [list(f["input_ids"]) for f in features]
+    order = sorted(range(len(features)), key=lambda i: ids[i][:limits[i]])
+    group, prefix_len = [-1] * len(features), []
+    clusters: list[tuple[list[int], int]] = []
+    for i in order:
+        if clusters:
+            rows, shared = clusters[-1]
+            head = ids[rows[0]]
+            n, cap = 0, min(shared, limits[i])
+            while n < cap and head[n] == ids[i][n]:
+                n += 1
+            if n >= min_shared:
+                clusters[-1] = (rows + [i], n)
+                continue
+        clusters.append(([i], limits[i]))
+    for rows, shared in clusters:
+        if len(rows) > 1 and shared >= min_shared:
+            for i in rows:
+                group[i] = len(prefix_len)
+            prefix_len.append(shared)
+    return group, prefix_len
+
+
 class PaddedCollator:
     """Right-pads a batch: ``input_ids``, ``attention_mask``, ``labels`` (``-100`` on padding),
-    each ``(B, longest)``."""
+    each ``(B, longest)``.
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    With ``share_prefix=N`` (> 0) it also marks the rows that share at least N prompt tokens
+    (:func:`prefix_groups`): ``prefix_group`` ``(B,)`` and ``prefix_len`` ``(G,)``. The trainer
+    then runs each group's prefix once and its rows' remainders on that prefix's KV cache
+    (``train.sft.shared_prefix_loss``): the same loss and gradients, a fraction of the compute
+    when a long tool list heads every row."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, share_prefix: int = 0):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.share_prefix = share_prefix
 
     def __call__(self, features: Sequence[Mapping]) -> dict:
         import torch  # noqa: PLC0415
@@ -332,6 +372,11 @@ class PaddedCollator:
         batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
         if any("weights" in f for f in features):
             batch["loss_weights"] = torch.tensor(weights)
+        if self.share_prefix > 0:
+            group, prefix_len = prefix_groups(features, self.share_prefix)
+            if prefix_len:
+                batch["prefix_group"] = torch.tensor(group)
+                batch["prefix_len"] = torch.tensor(prefix_len)
         return batch
 
 

@@ -91,6 +91,15 @@ class DemoConfig:
     # planned query_sql, the director lookup upper-cased the title): not shipped.
     decision_weight: float = 1.0
     max_seq_len: int = 1024
+    # Planner-only data and speed (neutral at these values, so earlier keys still name their builds):
+    # drafts beyond planner_rows that make planner rows only (the solver and caller rows stay the
+    # same), the share of planner rows listing the whole toolbox in its own order (as the pipeline
+    # does at run time), the planner's batch (0: batch), and share_prefix (train.data: rows that
+    # list the same toolbox run it once; measured 3.8x faster per batch of 8 on this CPU).
+    extra_planner_rows: int = 0
+    planner_full_share: float = 0.35
+    planner_batch: int = 0
+    share_prefix: int = 0
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -111,7 +120,8 @@ class DemoConfig:
         """A digest of what one adapter's training depends on: the data's fields (both adapters'
         rows come from one generator) and ``role``'s own training fields."""
         other = ROLE_FIELDS["caller" if role == "planner" else "planner"]
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_SETTINGS and k not in other}
+        fields = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
         blob = json.dumps(fields, sort_keys=True) + f"{role}/d{DATA_VERSION}"
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -119,8 +129,13 @@ class DemoConfig:
 RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 # Fields added after a shipped build, at the value that trains exactly as before they existed: left
 # out of the key then, so the key of that build still names it.
-NEUTRAL = {"decision_weight": 1.0}
-ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight"), "caller": ("caller_lr", "caller_epochs")}
+NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
+           "share_prefix": 0}
+# role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
+ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
+ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
+                           "planner_full_share", "planner_batch", "share_prefix"),
+               "caller": ("caller_lr", "caller_epochs")}
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -145,7 +160,8 @@ def build_data(cfg: DemoConfig, work: Path) -> dict:
     """Write ``planner.jsonl`` and ``caller.jsonl`` (Alpaca rows) into ``work``; returns counts."""
     from train.demo_data import demo_rows
 
-    rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows)
+    rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
+                     cfg.extra_planner_rows, cfg.planner_full_share)
     cat = catalog_rows(cfg)
     planner = rows["planner"] + rows["solver"] + cat["planner"]
     caller = rows["caller"] + cat["caller"]
@@ -166,11 +182,13 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     recipe = {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml"}[role]
     lr = cfg.planner_lr if role == "planner" else cfg.caller_lr
     epochs = cfg.planner_epochs if role == "planner" else cfg.caller_epochs
+    batch = cfg.planner_batch or cfg.batch if role == "planner" else cfg.batch
+    share = cfg.share_prefix if role == "planner" else 0
     return [sys.executable, "-m", "train", "sft", "--config", str(REPO / "train" / "configs" / recipe),
             f"model_name_or_path={base}", f"dataset={work / (role + '.jsonl')}", "eval_dataset=",
             "eval_fraction=0", f"output_dir={work / role}", "dtype=auto", "attn_implementation=sdpa",
             "gradient_checkpointing=false", "packing=false", "group_by_length=true",
-            f"per_device_train_batch_size={cfg.batch}", "gradient_accumulation_steps=1",
+            f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"share_prefix={share}",
             f"num_train_epochs={epochs}", f"learning_rate={lr}", "warmup_ratio=0.03",
             f"max_seq_len={cfg.max_seq_len}", "logging_steps=5", "save_steps=10", "save_total_limit=1",
             "resume=true", "use_cpu=true"] + (

@@ -732,23 +732,29 @@ def planner_tools(box, used: Sequence[str], rng: random.Random, full_share: floa
     return [box[n] for n in chosen]
 
 
-def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int) -> dict[str, list[dict]]:
+def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
+              full_share: float = 0.35) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
-    ``pipeline.eval``'s format) from ``planner`` grounded drafts."""
+    ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
+    drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
+    ``full_share``: the share of planner rows that list the whole toolbox (:func:`planner_tools`)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
     box = default_toolbox(workspace=str(workspace), search_url=None)
     rng = random.Random(seed + 3)
-    grounded = ground(draw(planner, seed), box, seed)
+    grounded = ground(draw(planner + extra_planner, seed), box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list[dict]] = {"planner": [], "solver": [], "caller": [], "tasks": []}
-    for g in grounded:
+    for i, g in enumerate(grounded):
         d, plan = g["draft"], g["plan"]
         tools = [s.tool for s in plan]
         meta = {"intent": d.intent, "phrasing": d.template, "tools": tools}
-        rows["planner"].append({"instruction": formats.planner_instruction(d.text, planner_tools(box, tools, rng)),
+        rows["planner"].append({"instruction": formats.planner_instruction(d.text,
+                                                                           planner_tools(box, tools, rng, full_share)),
                                 "output": plan.render(), "meta": meta})
+        if i >= planner:
+            continue
         if g["answer"] and len(rows["solver"]) < solver:
             evidence = {k: v.replace(str(workspace.resolve()), "workspace") for k, v in g["evidence"].items()}
             rows["solver"].append({"instruction": formats.solver_instruction(d.text, plan.steps, evidence),

@@ -95,6 +95,10 @@ class DataArgs:
                                       "it has groups) weigh loss_weight in the loss; e.g. a plan's decisions "
                                       "'(?m)^(?:Plan: (\\S+)|#E\\d+ = (\\w+))' (empty: every token weighs 1)")
     loss_weight: float = _f(1.0, "the weight of loss_weight_pattern's tokens (> 0)")
+    share_prefix: int = _f(0, "rows of a padded batch that share at least this many prompt tokens (a tool "
+                              "list) run that prefix once and the rest on its KV cache: same loss and "
+                              "gradients, less compute; needs packing=false and gradient_checkpointing=false "
+                              "(0: off)")
 
     def __post_init__(self):
         _choice("template", self.template, ["alpaca", "chat"])
@@ -111,6 +115,10 @@ class DataArgs:
             raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.max_seq_len < 8:
             raise RecipeError(f"max_seq_len must be >= 8, got {self.max_seq_len}")
+        if self.share_prefix < 0:
+            raise RecipeError(f"share_prefix must be >= 0 (0: off), got {self.share_prefix}")
+        if self.share_prefix and self.packing:
+            raise RecipeError("share_prefix needs padded batches: set packing=false")
 
 
 @dataclass
@@ -168,6 +176,12 @@ class Recipe:
     lora: LoraArgs = field(default_factory=LoraArgs)
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
+
+    def __post_init__(self):
+        if self.data.share_prefix and self.model.gradient_checkpointing:
+            # Gradient checkpointing turns the KV cache off, and the shared prefix lives in it.
+            raise RecipeError("share_prefix needs the prefix's KV cache, which gradient checkpointing turns off: "
+                              "set gradient_checkpointing=false (or share_prefix=0)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -203,19 +203,94 @@ def weighted_token_loss(outputs, labels, num_items_in_batch=None, weights=None):
     return total / (n.to(total.device) if torch.is_tensor(n) else n)
 
 
+def _nll_sum(logits, labels, weights=None):
+    """``sum(w * nll)`` of next-token prediction over the label tokens of ``(B, T)`` rows."""
+    import torch  # noqa: PLC0415
+
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                            ignore_index=-100, reduction="none")
+    keep = (target.reshape(-1) != -100).to(nll.dtype)
+    w = weights[:, 1:].reshape(-1).to(nll.dtype) if weights is not None else 1.0
+    return (nll * w * keep).sum()
+
+
+def _cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.24) or
+    ``past_key_values``; looked up on the model inside PEFT's and DeepSpeed's wrappers."""
+    import inspect  # noqa: PLC0415
+
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def shared_prefix_loss(model, inputs, num_items_in_batch=None, weights=None):
+    """:func:`weighted_token_loss` of a padded batch whose rows share prompt prefixes
+    (``prefix_group``/``prefix_len`` from ``PaddedCollator(share_prefix=N)``), computed with each
+    group's prefix run once: the prefix goes through the model alone (``logits_to_keep=1``: no
+    vocabulary projection over it), its KV cache is repeated for the group's rows, and their
+    remainders run on it at positions ``P..``. Gradients flow through the cache into the prefix,
+    so LoRA on ``v_proj`` still learns from the tool list. Rows in no group run as a plain batch.
+    A planner batch of 8 rows that list the same ~420-token toolbox then costs about
+    ``420 + 8 x 80`` tokens instead of ``8 x 500``."""
+    import torch  # noqa: PLC0415
+
+    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+    group, prefix_len = inputs["prefix_group"], inputs["prefix_len"]
+    lengths = mask.sum(dim=1)
+    total = None
+
+    def add(part):
+        nonlocal total
+        total = part if total is None else total + part
+
+    cache_kw = _cache_kwarg(model)
+    for g, p in enumerate(prefix_len.tolist()):
+        rows = (group == g).nonzero().flatten()
+        pre = model(input_ids=ids[rows[:1], :p], use_cache=True, logits_to_keep=1)
+        cache = getattr(pre, "cache", None) or pre.past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        end = int(lengths[rows].max())
+        positions = torch.arange(p, end, device=ids.device).expand(len(rows), -1)
+        out = model(input_ids=ids[rows, p:end], attention_mask=mask[rows, :end], position_ids=positions,
+                    use_cache=True, **{cache_kw: cache})
+        add(_nll_sum(out.logits, labels[rows, p:end], None if weights is None else weights[rows, p:end]))
+    rest = (group < 0).nonzero().flatten()
+    if len(rest):
+        end = int(lengths[rest].max())
+        out = model(input_ids=ids[rest, :end], attention_mask=mask[rest, :end], use_cache=False)
+        add(_nll_sum(out.logits, labels[rest, :end], None if weights is None else weights[rest, :end]))
+    n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
+    return total / (n.to(total.device) if torch.is_tensor(n) else n)
+
+
 def make_trainer(**kwargs):
     """A transformers ``Trainer``; batches with ``loss_weights`` get :func:`weighted_token_loss`
     (through ``compute_loss_func``, so gradient accumulation and multi-device scaling stay the
-    Trainer's)."""
+    Trainer's); training batches with shared prefixes (``prefix_group``) get
+    :func:`shared_prefix_loss`, scaled as the Trainer scales its own token-averaged loss."""
     from transformers import Trainer  # noqa: PLC0415
 
     class WeightedTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weights = inputs.pop("loss_weights", None)
+            group, prefix_len = inputs.pop("prefix_group", None), inputs.pop("prefix_len", None)
             self.compute_loss_func = (None if weights is None else
                                       lambda o, y, num_items_in_batch=None: weighted_token_loss(o, y, num_items_in_batch,
                                                                                                 weights))
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if group is None or return_outputs or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # A plain loss the Trainer must not divide by the accumulation steps again: it is
+            # already over the whole accumulated batch's token count, as compute_loss_func's is.
+            self.compute_loss_func = weighted_token_loss if num_items_in_batch is not None else None
+            loss = shared_prefix_loss(model, {**inputs, "prefix_group": group, "prefix_len": prefix_len},
+                                      num_items_in_batch, weights)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size()
+                               if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return loss
 
     return WeightedTrainer(**kwargs)
 
@@ -382,7 +457,8 @@ def run_sft(recipe: Recipe) -> SFTResult:
         model = apply_lora(model, recipe)
         if m.gradient_checkpointing:
             model.enable_input_require_grads()
-    collator = PackedCollator() if recipe.data.packing else PaddedCollator(tokenizer.pad_token_id)
+    collator = (PackedCollator() if recipe.data.packing
+                else PaddedCollator(tokenizer.pad_token_id, share_prefix=recipe.data.share_prefix))
     trainer = make_trainer(model=model, args=args, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(eval_rows) if eval_rows else None, data_collator=collator,
                       processing_class=tokenizer, callbacks=[mark_complete_callback()])
