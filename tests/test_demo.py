@@ -225,3 +225,16 @@ def test_extra_planner_rows_leave_the_solver_and_caller_rows_and_the_callers_key
     assert (recipe.train.per_device_train_batch_size, recipe.data.share_prefix, recipe.data.packing) == (8, 64, False)
     caller = demo.sft_command("caller", demo.DemoConfig(planner_batch=8, share_prefix=64), "BASE", tmp_path)
     assert "share_prefix=0" in caller and f"per_device_train_batch_size={demo.DemoConfig().batch}" in caller
+
+
+def test_tool_first_plans_open_each_step_on_its_tool_and_leave_the_caller_rows_alone(tmp_path):
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=30, solver=10, caller=6)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=30, solver=10, caller=6, tool_first_plans=True)
+    assert a["caller"] == b["caller"] and len(a["solver"]) == len(b["solver"])
+    for row_a, row_b in zip(a["planner"], b["planner"]):
+        plan_a, plan_b = parse_plan(row_a["output"], BUILTINS), parse_plan(row_b["output"], BUILTINS)
+        assert [(s.var, s.tool, s.input) for s in plan_a] == [(s.var, s.tool, s.input) for s in plan_b]
+        for sa, sb in zip(plan_a, plan_b):
+            assert sb.description == f"Use {sa.tool} to {sa.description[0].lower()}{sa.description[1:]}"
+    assert all("Plan: Use " in r["instruction"] for r in b["solver"])
+    assert demo.DemoConfig(tool_first=False).role_key("caller") == demo.DemoConfig().role_key("caller")

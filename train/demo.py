@@ -100,6 +100,8 @@ class DemoConfig:
     planner_full_share: float = 0.9
     planner_batch: int = 8
     share_prefix: int = 64
+    # Plans whose step descriptions open on the tool ("Use query_sql to ..."): train.demo_data.tool_first.
+    tool_first: bool = True
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -130,11 +132,11 @@ RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 # Fields added after a shipped build, at the value that trains exactly as before they existed: left
 # out of the key then, so the key of that build still names it.
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
-           "share_prefix": 0}
+           "share_prefix": 0, "tool_first": False}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
-                           "planner_full_share", "planner_batch", "share_prefix"),
+                           "planner_full_share", "planner_batch", "share_prefix", "tool_first"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -161,7 +163,7 @@ def build_data(cfg: DemoConfig, work: Path) -> dict:
     from train.demo_data import demo_rows
 
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
-                     cfg.extra_planner_rows, cfg.planner_full_share)
+                     cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first)
     cat = catalog_rows(cfg)
     planner = rows["planner"] + rows["solver"] + cat["planner"]
     caller = rows["caller"] + cat["caller"]

@@ -732,12 +732,31 @@ def planner_tools(box, used: Sequence[str], rng: random.Random, full_share: floa
     return [box[n] for n in chosen]
 
 
+def tool_first(plan):
+    """``plan`` with each description opening on its tool: "Use query_sql to look up ...". The
+    tool is decided by a plan's first words, and a pretrained model copies a name from the tool
+    list more readily than it learns which paraphrase ("Look up", "Read", "Search") goes with which
+    tool (measured on v7 and v10: 1-4 nats on that first word of their own training rows, under
+    0.1 on the rest)."""
+    from dataclasses import replace
+
+    from pipeline.plan import Plan
+
+    def said(step):
+        d = step.description
+        return replace(step, description=f"Use {step.tool} to {d[:1].lower()}{d[1:]}")
+
+    return Plan(tuple(said(s) for s in plan.steps))
+
+
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
-              full_share: float = 0.35) -> dict[str, list[dict]]:
+              full_share: float = 0.35, tool_first_plans: bool = False) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
-    ``full_share``: the share of planner rows that list the whole toolbox (:func:`planner_tools`)."""
+    ``full_share``: the share of planner rows that list the whole toolbox (:func:`planner_tools`);
+    ``tool_first_plans``: the planner and solver rows' plans open each step on its tool
+    (:func:`tool_first`; the caller rows stay as they were)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -748,16 +767,17 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     rows: dict[str, list[dict]] = {"planner": [], "solver": [], "caller": [], "tasks": []}
     for i, g in enumerate(grounded):
         d, plan = g["draft"], g["plan"]
+        shown = tool_first(plan) if tool_first_plans else plan
         tools = [s.tool for s in plan]
         meta = {"intent": d.intent, "phrasing": d.template, "tools": tools}
         rows["planner"].append({"instruction": formats.planner_instruction(d.text,
                                                                            planner_tools(box, tools, rng, full_share)),
-                                "output": plan.render(), "meta": meta})
+                                "output": shown.render(), "meta": meta})
         if i >= planner:
             continue
         if g["answer"] and len(rows["solver"]) < solver:
             evidence = {k: v.replace(str(workspace.resolve()), "workspace") for k, v in g["evidence"].items()}
-            rows["solver"].append({"instruction": formats.solver_instruction(d.text, plan.steps, evidence),
+            rows["solver"].append({"instruction": formats.solver_instruction(d.text, shown.steps, evidence),
                                    "output": g["answer"], "meta": meta})
         for step in plan:
             if step.tool == "save_file" and len(rows["caller"]) < caller:
