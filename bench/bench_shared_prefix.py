@@ -28,15 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def planner_rows(path: str, n: int, seed: int) -> list[dict]:
     if path:
         return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()][:n]
-    import train.demo_data as dd
+    from train.demo_data import demo_rows
 
-    full = dd.planner_tools
-    dd.planner_tools = lambda box, used, rng, full_share=1.0: full(box, used, rng, 1.0)
-    try:
-        with tempfile.TemporaryDirectory() as work:
-            return dd.demo_rows(seed, Path(work), n, 0, 0)["planner"]
-    finally:
-        dd.planner_tools = full
+    with tempfile.TemporaryDirectory() as work:
+        return demo_rows(seed, Path(work), n, 0, 0, full_share=1.0)["planner"]
 
 
 def main() -> None:

@@ -316,7 +316,7 @@ def prefix_groups(features: Sequence[Mapping], min_shared: int) -> tuple[list[in
     limits = []
     for f in features:
         first = next((i for i, y in enumerate(f["labels"]) if y != IGNORE), len(f["input_ids"]))
-        limits.append(max(0, min(first, len(f["input_ids"])) - 1))
+        limits.append(max(0, first - 1))
     ids = [list(f["input_ids"]) for f in features]
     order = sorted(range(len(features)), key=lambda i: ids[i][:limits[i]])
     group, prefix_len = [-1] * len(features), []

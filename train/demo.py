@@ -184,7 +184,7 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     recipe = {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml"}[role]
     lr = cfg.planner_lr if role == "planner" else cfg.caller_lr
     epochs = cfg.planner_epochs if role == "planner" else cfg.caller_epochs
-    batch = cfg.planner_batch or cfg.batch if role == "planner" else cfg.batch
+    batch = (cfg.planner_batch or cfg.batch) if role == "planner" else cfg.batch
     share = cfg.share_prefix if role == "planner" else 0
     return [sys.executable, "-m", "train", "sft", "--config", str(REPO / "train" / "configs" / recipe),
             f"model_name_or_path={base}", f"dataset={work / (role + '.jsonl')}", "eval_dataset=",

@@ -184,25 +184,6 @@ def build_datasets(recipe: Recipe, tokenizer) -> tuple[list[dict], list[dict], i
 # Launch details
 # --------------------------------------------------------------------------------------------
 
-def weighted_token_loss(outputs, labels, num_items_in_batch=None, weights=None):
-    """Causal-LM cross-entropy with a weight per token: ``sum(w * nll) / n`` over the label
-    tokens, ``n`` the Trainer's token count of the whole (accumulated) batch, as its own loss
-    divides by. With every weight 1 it is transformers' loss; the weights come from the batch's
-    ``loss_weights`` (:class:`train.data.LossWeights`)."""
-    import torch  # noqa: PLC0415
-
-    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-    logits = logits[:, :-1].float()
-    target = labels[:, 1:].to(logits.device)
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                            ignore_index=-100, reduction="none")
-    keep = target.reshape(-1) != -100
-    w = weights[:, 1:].reshape(-1).to(nll.dtype).to(nll.device) if weights is not None else torch.ones_like(nll)
-    total = (nll * w * keep).sum()
-    n = num_items_in_batch if num_items_in_batch is not None else keep.sum()
-    return total / (n.to(total.device) if torch.is_tensor(n) else n)
-
-
 def _nll_sum(logits, labels, weights=None):
     """``sum(w * nll)`` of next-token prediction over the label tokens of ``(B, T)`` rows."""
     import torch  # noqa: PLC0415
@@ -214,6 +195,20 @@ def _nll_sum(logits, labels, weights=None):
     keep = (target.reshape(-1) != -100).to(nll.dtype)
     w = weights[:, 1:].reshape(-1).to(nll.dtype) if weights is not None else 1.0
     return (nll * w * keep).sum()
+
+
+def weighted_token_loss(outputs, labels, num_items_in_batch=None, weights=None):
+    """Causal-LM cross-entropy with a weight per token: ``sum(w * nll) / n`` over the label
+    tokens, ``n`` the Trainer's token count of the whole (accumulated) batch, as its own loss
+    divides by. With every weight 1 it is transformers' loss; the weights come from the batch's
+    ``loss_weights`` (:class:`train.data.LossWeights`)."""
+    import torch  # noqa: PLC0415
+
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    labels = labels.to(logits.device)
+    total = _nll_sum(logits, labels, None if weights is None else weights.to(logits.device))
+    n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
+    return total / (n.to(total.device) if torch.is_tensor(n) else n)
 
 
 def _cache_kwarg(model) -> str:
