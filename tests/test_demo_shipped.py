@@ -25,8 +25,8 @@ def test_the_readme_command_answers_through_the_cli(tmp_path, backend):
     """`make run`'s default task, through the real CLI: plan, evidence, answer, two model calls,
     on the transformers path and on what ``auto`` picks (llama.cpp where installed, as under
     `make test`). (The first wave's showcase, a film by the director of 'Killers of the Flower
-    Moon', is planned as search_web by the shipped adapters: see the README's list of what they
-    cannot do.)"""
+    Moon', is planned with query_sql by the shipped adapters but with the wrong SQL: see the
+    README's list of what they cannot do.)"""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json", "--backend", backend],
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
@@ -71,3 +71,10 @@ def test_save_hello(pipe):
     r = pipe.run("Save the text 'hello' to hello.txt")
     assert [s.tool for s in r.plan] == ["save_file"]
     assert (pipe.workspace / "hello.txt").read_text() == "hello"
+
+
+def test_what_time_is_it_now(pipe):
+    """Issue 11 quoted ``calculator[5 - 15]`` -> 394; v7 and v10 planned query_sql or search_web."""
+    r = pipe.run("What time is it now?")
+    assert [s.tool for s in r.plan] == ["get_current_time"]
+    assert re.search(r"\d{1,2}:\d{2}", r.evidence["#E1"].text), r.evidence["#E1"].text
