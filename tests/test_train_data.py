@@ -42,7 +42,8 @@ def test_readers_accept_alpaca_chat_json_and_parquet(tmp_path, tiny_tokenizer):
     rows = [{"instruction": "Add 2 and 2", "input": "", "output": "4", "meta": {"ignored": True}},
             {"instruction": "Translate", "input": "bonjour", "output": "hello"},
             {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                          {"role": "assistant", "content": "Hello!"}]}]
+                          {"role": "assistant", "content": "Hello!"}]},
+            {"prompt": "<|im_start|>user\nHi<|im_end|>\n", "completion": "Hey", "meta": {"mode": "react"}}]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "d.json").write_text(json.dumps(rows, indent=2))
     import pyarrow as pa
@@ -52,6 +53,9 @@ def test_readers_accept_alpaca_chat_json_and_parquet(tmp_path, tiny_tokenizer):
     assert a[0] == Example(formats.alpaca("Add 2 and 2"), "4", f"{tmp_path / 'd.jsonl'}:1")
     assert a[1].prompt == formats.alpaca("Translate\n\nbonjour")
     assert a[2].prompt == formats.messages_to_alpaca(rows[2]["messages"][:2]) and a[2].response == "Hello!"
+    assert (a[3].prompt, a[3].response) == (rows[3]["prompt"], "Hey")  # rendered already: no template over it
+    (tmp_path / "pc.jsonl").write_text(json.dumps(rows[3]) + "\n")
+    assert load_examples(tmp_path / "pc.jsonl", template="chat")[0].prompt == rows[3]["prompt"]
     b = load_examples(tmp_path / "d.json")
     assert [(e.prompt, e.response) for e in b] == [(e.prompt, e.response) for e in a]
     assert b[1].where.endswith("d.json:10")  # the line where the second row opens
@@ -92,6 +96,7 @@ def test_invalid_utf8_names_file_and_line(tmp_path, suffix):
     ({"instruction": "a", "output": ["x"]}, "'output' is list, not text"),
     ({"instruction": ["a"], "output": {"k": 1}}, "'instruction' is list and 'output' is dict, not text"),
     ({"instruction": "a", "input": 3, "output": "b"}, "'input' is int, not text"),
+    ({"prompt": "a", "completion": 3}, "'completion' is int, not text"),
 ])
 def test_wrong_typed_fields_are_reported_as_wrong_typed_not_missing(tmp_path, row, fragment):
     p = tmp_path / "typed.jsonl"

@@ -1,15 +1,18 @@
 """Training data: read rows, render prompts, tokenize with the prompt-loss mask, pack or pad.
 
 Rows come from JSONL, JSON or parquet files (or a folder of them), or from ``datasets`` by name.
-A row is Alpaca (``instruction``, optional ``input``, ``output``) or chat (``messages``: a list
-of ``{"role", "content"}`` ending with the assistant's turn). Other keys (``meta``) are ignored.
+A row is Alpaca (``instruction``, optional ``input``, ``output``), chat (``messages``: a list
+of ``{"role", "content"}`` ending with the assistant's turn) or prompt-completion (``prompt``,
+``completion``: text rendered already, as an engine renders it at run time). Other keys
+(``meta``) are ignored.
 A bad row is a :class:`DataError` naming ``file:line`` and what is missing.
 
 Every row becomes an :class:`Example` ``(prompt, response)``:
 
 - Alpaca: ``prompt = formats.alpaca(instruction [+ "\\n\\n" + input])``, ``response = output``;
 - chat: the last assistant message is the response, everything before it the prompt (rendered
-  by ``formats.messages_to_alpaca``, or the tokenizer's chat template with ``template=chat``).
+  by ``formats.messages_to_alpaca``, or the tokenizer's chat template with ``template=chat``);
+- prompt-completion: ``prompt`` and ``completion`` as they are (no template).
 
 Tokens (:func:`tokenize`): ``prompt_ids`` (with the tokenizer's BOS) then ``response_ids`` and
 EOS. They are tokenized apart, as at inference time, where the prompt is encoded alone and the
@@ -151,7 +154,8 @@ def read_rows(source: str | Path) -> Iterator[tuple[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 def to_example(row: Any, where: str, template: str = "alpaca", tokenizer=None) -> Example:
-    """An :class:`Example` from an Alpaca or chat row; :class:`DataError` naming ``where`` otherwise."""
+    """An :class:`Example` from an Alpaca, chat or prompt-completion row (``prompt``: text already
+    rendered, used as it is, whatever ``template``); :class:`DataError` naming ``where`` otherwise."""
     if not isinstance(row, Mapping):
         raise DataError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
     if "messages" in row:
@@ -173,6 +177,11 @@ def to_example(row: Any, where: str, template: str = "alpaca", tokenizer=None) -
             except ValueError as e:
                 raise DataError(f"{where}: {e}") from e
         return Example(prompt, response, where)
+    if "prompt" in row and "completion" in row:  # TRL's prompt-completion rows: the prompt as it is
+        wrong = [f"{k!r} is {type(row[k]).__name__}" for k in ("prompt", "completion") if not isinstance(row[k], str)]
+        if wrong:
+            raise DataError(f"{where}: {' and '.join(wrong)}, not text; 'prompt' and 'completion' must be strings")
+        return Example(row["prompt"], row["completion"], where)
     wrong = [f"{k!r} is {type(row[k]).__name__}" for k in ("instruction", "output", "input")
              if k in row and row[k] is not None and not isinstance(row[k], str)]
     if wrong:
@@ -181,7 +190,8 @@ def to_example(row: Any, where: str, template: str = "alpaca", tokenizer=None) -
     missing = [k for k in ("instruction", "output") if not isinstance(row.get(k), str)]
     if missing:
         raise DataError(f"{where}: row lacks {' and '.join(repr(k) for k in missing)} (text); a row needs "
-                        f"Alpaca fields 'instruction', 'output' (and optional 'input') or chat 'messages'. "
+                        f"Alpaca fields 'instruction', 'output' (and optional 'input'), chat 'messages' or 'prompt' "
+                        f"and 'completion'. "
                         f"Found keys: {sorted(row)}")
     instruction = row["instruction"]
     extra = row.get("input") or ""
