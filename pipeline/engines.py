@@ -153,14 +153,19 @@ def role(name: str) -> Iterator[None]:
         _ROLE.reset(token)
 
 
-def _render_with_template(engine, messages: Sequence[dict]) -> str:
-    """Chat messages as one prompt for an in-process engine with a tokenizer: its chat template
-    when ``engine.template`` is "auto" or "chat" and it has one, else Alpaca."""
-    if engine.template in ("auto", "chat") and getattr(engine.tokenizer, "chat_template", None):
-        return engine.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    if engine.template == "chat":
-        raise EngineError(f"{engine.name} has no chat template; use template='alpaca'")
+def render_messages(messages: Sequence[dict], tokenizer=None, template: str = "auto", name: str = "the model") -> str:
+    """Chat messages as one prompt, as an in-process engine renders a chat call: the tokenizer's
+    chat template when ``template`` is "auto" or "chat" and it has one, else Alpaca. (Training
+    rows recorded from an agent render with this too, so they are the prompts of run time.)"""
+    if template in ("auto", "chat") and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    if template == "chat":
+        raise EngineError(f"{name} has no chat template; use template='alpaca'")
     return formats.messages_to_alpaca(messages)
+
+
+def _render_with_template(engine, messages: Sequence[dict]) -> str:
+    return render_messages(messages, engine.tokenizer, engine.template, engine.name)
 
 
 def _cut(text: str, stops: Sequence[str] | None) -> tuple[str, bool]:
