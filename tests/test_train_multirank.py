@@ -163,7 +163,10 @@ def _assert_losses_match(got: dict[int, float], want: dict[int, float]) -> None:
 def test_zero2_two_ranks_train_once_write_once_and_match_one_rank(tmp_path, launch_env, tiny_model_dir, gen_dir,
                                                                   one_rank_losses):
     out = tmp_path / "run"
+    before = set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*"))
     proc = _train(launch_env, _args(tiny_model_dir, gen_dir, out), tmp_path, NUM_GPUS="2")
+    # DeepSpeed's CPU all-reduce leaves a 66 MB shared-memory buffer per rank in RAM; train.sft unlinks them
+    assert sorted(set(Path("/dev/shm").glob("deepspeed_allreduce_buffer_*")) - before) == []
     assert "--num_gpus 2" in proc.stdout and "deepspeed=train/configs/deepspeed/zero2.json" in proc.stdout
     for rank in (0, 1):
         assert f"[train] rank {rank} of 2: 2 optimiser steps" in proc.stdout

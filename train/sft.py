@@ -302,6 +302,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def release_shm_buffer(deepspeed: str) -> None:
+    """Unlink this rank's DeepSpeed CPU all-reduce buffer (``/dev/shm/deepspeed_allreduce_buffer_
+    <uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``, ~66 MB of RAM each). DeepSpeed's CPU accelerator
+    creates one per rank when all ranks are local and never unlinks it, so every multi-rank CPU
+    run left them behind in RAM (found: 120 of them, 7.8 GB, after a few days of test runs). The
+    other ranks mapped it when the process group started, so unlinking at the end is safe."""
+    if not deepspeed or "MASTER_PORT" not in os.environ:
+        return
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ['MASTER_PORT']}_{os.environ.get('RANK', '0')}")
+    Path("/dev/shm", name).unlink(missing_ok=True)
+
+
 def prepare_distributed_env(deepspeed: str, use_cpu: bool) -> None:
     """DeepSpeed needs a process group even for one process: set the variables a launcher would
     (rank 0 of 1, a free local port) when no launcher did, and the CPU accelerator without CUDA."""
@@ -475,8 +488,11 @@ def run_sft(recipe: Recipe) -> SFTResult:
     rank0 = trainer.is_world_process_zero()
     if rank0:
         (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the adapter's shards; rank 0 writes it
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model(str(out))  # every rank: ZeRO-3 gathers the adapter's shards; rank 0 writes it
+    finally:
+        release_shm_buffer(t.deepspeed)
 
     history = trainer.state.log_history
     log_path = out / "log_history.json"
