@@ -15,7 +15,8 @@ sandbox's OS layer and interpreter guards, the SQL read-only paths, the server's
 plan parser, evidence binding in code, the caller's JSON spacing, packing, stop strings, the escape
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
 reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
-runner, prefix sharing, seeds and constraints, and the GGUF export's importance matrix and errors).
+runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, and the
+agents' training trajectories).
 """
 
 from __future__ import annotations
@@ -121,6 +122,19 @@ MUTATIONS = [
     Mutation("demo: extra planner rows also make caller rows", "train/demo_data.py",
              "        if i >= planner:\n            continue\n", "",
              ("tests/test_demo.py", "-k", "extra_planner")),
+    Mutation("trajectories: rendered as Alpaca, not as the engine renders chat calls", "train/trajectories.py",
+             'tokenizer, template: str = "auto")', 'tokenizer, template: str = "alpaca")',
+             ("tests/test_trajectories.py", "-k", "run_time")),
+    Mutation("trajectories: a replay that leaves its script is kept", "train/trajectories.py",
+             "            or observed != grounded):", "            and observed != grounded):",
+             ("tests/test_trajectories.py", "-k", "leaves_its_script")),
+    Mutation("trajectories: the replay's clock not pinned to the grounded moment", "train/trajectories.py",
+             'if name == "get_current_time" and clock is not None:', 'if False:',
+             ("tests/test_trajectories.py", "-k", "finished_by_the_real_agent")),
+    Mutation("demo: agent rows reshuffle the caller's file", "train/demo.py",
+             "    planner = rows[\"planner\"] + rows[\"solver\"] + cat[\"planner\"]\n",
+             "    planner = rows[\"planner\"] + rows[\"solver\"] + cat[\"planner\"] + agents\n    agents = []\n",
+             ("tests/test_demo.py", "-k", "agent_trajectories")),
     Mutation("train: report_to hard-coded none", "train/sft.py",
              "report_to=t.report_to,", 'report_to="none",', ("tests/test_train_sft.py", "-k", "report_to")),
     Mutation("serve: a 500 when a request has exactly two stop strings", "serve/app.py",

@@ -238,3 +238,34 @@ def test_tool_first_plans_open_each_step_on_its_tool_and_leave_the_caller_rows_a
             assert sb.description == f"Use {sa.tool} to {sa.description[0].lower()}{sa.description[1:]}"
     assert all("Plan: Use " in r["instruction"] for r in b["solver"])
     assert demo.DemoConfig(tool_first=False).role_key("caller") == demo.DemoConfig().role_key("caller")
+
+
+def test_agent_trajectories_join_the_planners_data_only(tmp_path, tiny_model_dir):
+    """ReAct and code trajectories (train.trajectories) go into planner.jsonl as prompt-completion
+    rows rendered with the base's tokenizer, over the planner's tasks; the caller's rows and key,
+    and the planner's other rows, stay as they were; the planner trains them at its own max_seq_len."""
+    from train.recipe import load_recipe
+
+    small = dict(planner_rows=16, solver_rows=6, caller_rows=4, catalog_planner_rows=2, catalog_caller_rows=4,
+                 extra_planner_rows=4)
+    plain = demo.DemoConfig(**small, react_rows=0, code_rows=0, planner_max_seq_len=0)
+    agents = demo.DemoConfig(**small, react_rows=3, code_rows=2, planner_max_seq_len=2048)
+    counts = {}
+    for name, cfg in (("plain", plain), ("agents", agents)):
+        (tmp_path / name).mkdir()
+        counts[name] = demo.build_data(cfg, tmp_path / name, str(tiny_model_dir))
+    read = lambda name, f: [json.loads(line) for line in (tmp_path / name / f).read_text().splitlines()]  # noqa: E731
+    assert read("plain", "caller.jsonl") == read("agents", "caller.jsonl")
+    rows = read("agents", "planner.jsonl")
+    trajectories = [r for r in rows if "prompt" in r]
+    assert [r for r in rows if "prompt" not in r] == read("plain", "planner.jsonl")
+    assert len(trajectories) == counts["agents"]["agent_rows"] > 5 and counts["agents"]["agent_replays_dropped"] == 0
+    assert {r["meta"]["mode"] for r in trajectories} == {"react", "code"}
+    assert len({r["meta"]["phrasing"] for r in trajectories if r["meta"]["mode"] == "react"}) == 3
+    assert all(r["prompt"].startswith("### Instruction:\nYou solve a task step by step") and r["completion"].startswith("Thought: ")
+               for r in trajectories)  # the tiny tokenizer has no chat template: the engine renders Alpaca
+    assert agents.role_key("caller") == plain.role_key("caller") != None  # noqa: E711
+    assert agents.role_key("planner") != plain.role_key("planner")
+    for role, want in (("planner", 2048), ("caller", agents.max_seq_len)):
+        cmd = demo.sft_command(role, agents, "BASE", tmp_path)
+        assert load_recipe(cmd[5], cmd[6:]).data.max_seq_len == want

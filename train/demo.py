@@ -102,6 +102,17 @@ class DemoConfig:
     share_prefix: int = 64
     # Plans whose step descriptions open on the tool ("Use query_sql to ..."): train.demo_data.tool_first.
     tool_first: bool = True
+    # ReAct-JSON and code-agent trajectories of as many grounded tasks (train.trajectories: the
+    # real agents replayed, one row per model call, rendered as the default engines render them),
+    # for --mode react|code on the planner adapter. Their ~1,300-token system prompt needs the
+    # planner's max_seq_len (0: max_seq_len) raised; the caller keeps max_seq_len.
+    # Tried 2026-12-01 (v12: 30 + 30 trajectories, 130 rows, planner_max_seq_len 2048; planner 84
+    # min): ReAct picked the right tools (in-distribution tool-set 0.90 on 20 tasks) but its final
+    # answers were rarely right (0.05), the code agent did not learn its format (tool-set 0.00),
+    # and ReWOO fell (in-distribution tool-set 0.50 vs 0.73, hand-written 0.43 vs 0.49): not shipped.
+    react_rows: int = 0
+    code_rows: int = 0
+    planner_max_seq_len: int = 0
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -132,11 +143,12 @@ RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 # Fields added after a shipped build, at the value that trains exactly as before they existed: left
 # out of the key then, so the key of that build still names it.
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
-           "share_prefix": 0, "tool_first": False}
+           "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
-                           "planner_full_share", "planner_batch", "share_prefix", "tool_first"),
+                           "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
+                           "code_rows", "planner_max_seq_len"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -158,25 +170,37 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
             "tasks": eval_tasks(sets["planner_test_tools"]), "heldout": sets["_heldout"][0]["tools"]}
 
 
-def build_data(cfg: DemoConfig, work: Path) -> dict:
-    """Write ``planner.jsonl`` and ``caller.jsonl`` (Alpaca rows) into ``work``; returns counts."""
+def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
+    """Write ``planner.jsonl`` and ``caller.jsonl`` (Alpaca rows; the agents' trajectories as
+    prompt-completion rows rendered with ``base``'s tokenizer) into ``work``; returns counts."""
     from train.demo_data import demo_rows
+    from train.trajectories import as_prompts
 
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
-                     cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first)
+                     cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows)
+    agents = []
+    if rows["agents"]:
+        from transformers import AutoTokenizer
+
+        agents = as_prompts(rows["agents"], AutoTokenizer.from_pretrained(base))
     cat = catalog_rows(cfg)
     planner = rows["planner"] + rows["solver"] + cat["planner"]
     caller = rows["caller"] + cat["caller"]
     rng = random.Random(cfg.seed)
     rng.shuffle(planner)
     rng.shuffle(caller)
+    if agents:  # after the caller's shuffle, with their own generator: the caller's file stays the same
+        mix = random.Random(cfg.seed + 1)
+        for row in agents:
+            planner.insert(mix.randint(0, len(planner)), row)
     _write_jsonl(work / "planner.jsonl", planner)
     _write_jsonl(work / "caller.jsonl", caller)
     _write_jsonl(work / "unseen_tools.jsonl", cat["tasks"])
     shutil.rmtree(work / "workspace", ignore_errors=True)
     return {"planner_rows": len(rows["planner"]), "solver_rows": len(rows["solver"]),
             "catalog_planner_rows": len(cat["planner"]), "caller_rows": len(rows["caller"]),
-            "catalog_caller_rows": len(cat["caller"]), "heldout_catalog_tools": cat["heldout"]}
+            "catalog_caller_rows": len(cat["caller"]), "heldout_catalog_tools": cat["heldout"],
+            **({"agent_rows": len(agents), "agent_replays_dropped": sum(rows["dropped"])} if agents else {})}
 
 
 def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
@@ -192,7 +216,8 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
             "gradient_checkpointing=false", "packing=false", "group_by_length=true",
             f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"share_prefix={share}",
             f"num_train_epochs={epochs}", f"learning_rate={lr}", "warmup_ratio=0.03",
-            f"max_seq_len={cfg.max_seq_len}", "logging_steps=5", "save_steps=10", "save_total_limit=1",
+            f"max_seq_len={(cfg.planner_max_seq_len or cfg.max_seq_len) if role == 'planner' else cfg.max_seq_len}",
+            "logging_steps=5", "save_steps=10", "save_total_limit=1",
             "resume=true", "use_cpu=true"] + (
         [f"loss_weight_pattern={DECISION_PATTERN}", f"loss_weight={cfg.decision_weight}"]
         if role == "planner" and cfg.decision_weight != 1.0 else [])
@@ -314,7 +339,7 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
 
     if not (work / "data.json").is_file():
         say("generating the training data (real offline tools for the evidence) ...")
-        counts = build_data(cfg, work)
+        counts = build_data(cfg, work, base)
         (work / "data.json").write_text(json.dumps(counts, indent=1))
     counts = json.loads((work / "data.json").read_text())
     say(f"data: {counts}")

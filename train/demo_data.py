@@ -750,13 +750,16 @@ def tool_first(plan):
 
 
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
-              full_share: float = 0.35, tool_first_plans: bool = False) -> dict[str, list[dict]]:
+              full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
+              code: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
     ``full_share``: the share of planner rows that list the whole toolbox (:func:`planner_tools`);
     ``tool_first_plans``: the planner and solver rows' plans open each step on its tool
-    (:func:`tool_first`; the caller rows stay as they were)."""
+    (:func:`tool_first`; the caller rows stay as they were). ``react``/``code``: trajectories of the
+    ReAct-JSON and code agents over the same tasks (:mod:`train.trajectories`), as chat rows in
+    ``"agents"`` (``"dropped"`` counts replays that left their script)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -764,7 +767,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     rng = random.Random(seed + 3)
     grounded = ground(draw(planner + extra_planner, seed), box, seed)
     save = formats.tool_spec(box["save_file"])
-    rows: dict[str, list[dict]] = {"planner": [], "solver": [], "caller": [], "tasks": []}
+    rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
     for i, g in enumerate(grounded):
         d, plan = g["draft"], g["plan"]
         shown = tool_first(plan) if tool_first_plans else plan
@@ -783,4 +786,11 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
             if step.tool == "save_file" and len(rows["caller"]) < caller:
                 rows["caller"].append({"instruction": formats.caller_instruction(step, [save]),
                                        "output": formats.render_call("save_file", call_arguments(step)), "meta": meta})
+    if react or code:
+        from train.trajectories import agent_rows
+
+        for mode, limit in (("react", react), ("code", code)):
+            got, dropped = agent_rows(grounded, box, mode, limit)
+            rows["agents"] += got
+            rows["dropped"].append(dropped)
     return rows
