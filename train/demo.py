@@ -210,14 +210,14 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     epochs = cfg.planner_epochs if role == "planner" else cfg.caller_epochs
     batch = (cfg.planner_batch or cfg.batch) if role == "planner" else cfg.batch
     share = cfg.share_prefix if role == "planner" else 0
+    max_len = (cfg.planner_max_seq_len or cfg.max_seq_len) if role == "planner" else cfg.max_seq_len
     return [sys.executable, "-m", "train", "sft", "--config", str(REPO / "train" / "configs" / recipe),
             f"model_name_or_path={base}", f"dataset={work / (role + '.jsonl')}", "eval_dataset=",
             "eval_fraction=0", f"output_dir={work / role}", "dtype=auto", "attn_implementation=sdpa",
             "gradient_checkpointing=false", "packing=false", "group_by_length=true",
             f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"share_prefix={share}",
             f"num_train_epochs={epochs}", f"learning_rate={lr}", "warmup_ratio=0.03",
-            f"max_seq_len={(cfg.planner_max_seq_len or cfg.max_seq_len) if role == 'planner' else cfg.max_seq_len}",
-            "logging_steps=5", "save_steps=10", "save_total_limit=1",
+            f"max_seq_len={max_len}", "logging_steps=5", "save_steps=10", "save_total_limit=1",
             "resume=true", "use_cpu=true"] + (
         [f"loss_weight_pattern={DECISION_PATTERN}", f"loss_weight={cfg.decision_weight}"]
         if role == "planner" and cfg.decision_weight != 1.0 else [])

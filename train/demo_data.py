@@ -673,6 +673,11 @@ def _llm_answer(prompt: str, evidence_hint: str = "") -> str:
     raise KeyError(f"no stand-in llm answer for {prompt!r}")
 
 
+def llm_stand_in(messages, stop_sequences=None, **kw) -> str:
+    """An engine for the ``llm`` tool that answers from :data:`LLM_ANSWERS` (deterministic data)."""
+    return _llm_answer(messages[-1]["content"])
+
+
 def ground(drafts: Sequence[Draft], box, seed: int) -> list[dict]:
     """Run each draft's plan through the pipeline's own worker (``pipeline.worker.run_steps``:
     real substitution, real error evidence); returns ``{"draft", "plan", "evidence", "answer"}``.
@@ -687,7 +692,7 @@ def ground(drafts: Sequence[Draft], box, seed: int) -> list[dict]:
     rng = random.Random(seed + 7)
     tools = dict(box.items()) if hasattr(box, "items") else {t.name: t for t in box}
     tools["get_current_time"] = _SeededClock(tools["get_current_time"], rng)
-    tools["llm"].engine = lambda messages, stop_sequences=None, **kw: _llm_answer(messages[-1]["content"])
+    tools["llm"].engine = llm_stand_in
     out = []
     for d in drafts:
         text = "\n".join(f"Plan: {desc}\n#E{i + 1} = {tool}[{inp}]" for i, (desc, tool, inp) in enumerate(d.steps))

@@ -1,7 +1,8 @@
 """ReAct-JSON and code-action trajectories of the demo's grounded tasks, recorded from the real agents.
 
-    rows = agent_rows(grounded, box, "react")   # {"messages": [...]} chat rows, one per model call
-    rows = agent_rows(grounded, box, "code")
+    rows, dropped = agent_rows(grounded, box, "react", limit=30)  # {"messages": [...]} rows, one per model call
+    rows, dropped = agent_rows(grounded, box, "code", limit=30)
+    prompts = as_prompts(rows, tokenizer)                           # {"prompt", "completion"}, as the engine renders
 
 Each grounded task (:func:`train.demo_data.ground`: a plan, its real evidence, the answer) is
 turned into what a good model would write at each step of a ReAct agent: one tool call per step
@@ -30,6 +31,11 @@ __all__ = ["MODES", "script", "replay", "agent_rows", "as_prompts"]
 
 MODES = ("react", "code")
 _VAR = re.compile(r"#E(\d+)")
+
+
+def _failed(evidence: str) -> bool:
+    """Whether a step's grounded evidence is its tool's error (the worker records it so)."""
+    return evidence.startswith("Error")
 
 
 def _thought(description: str, tool: str) -> str:
@@ -88,10 +94,10 @@ def script(g: dict, mode: str) -> list[str]:
 
     if mode not in MODES:
         raise ValueError(f"unknown agent mode {mode!r}; use one of {', '.join(MODES)}")
+    evidence_of = g["evidence"]
     outputs, failed, computed = [], False, set()
     for i, step in enumerate(g["plan"]):
         n = i + 1
-        evidence_of = g["evidence"]
         arguments = call_arguments(step)
         thought = "Thought: " + _thought(step.description, step.tool)
         if mode == "react":
@@ -105,7 +111,7 @@ def script(g: dict, mode: str) -> list[str]:
         else:
             call = _code_call(f"e{n}", step.tool, arguments, computed)
             outputs.append(f"{thought}\nCode:\n```py\n{call}\nprint(e{n})\n```")
-        failed = failed or evidence_of[step.var].startswith("Error")
+        failed = failed or _failed(evidence_of[step.var])
     answer = g["answer"]
     final = "Thought: " + _final_thought(failed)
     if mode == "react":
@@ -118,7 +124,7 @@ def script(g: dict, mode: str) -> list[str]:
 def _replay_tools(box, g: dict) -> list:
     """The toolbox for one replay: the real tools, the clock at the task's grounded moment, the
     ``llm`` tool answering as in the grounded evidence."""
-    from train.demo_data import _llm_answer
+    from train.demo_data import llm_stand_in
 
     tools = []
     clock = next((g["evidence"][s.var] for s in g["plan"] if s.tool == "get_current_time"), None)
@@ -129,7 +135,7 @@ def _replay_tools(box, g: dict) -> list:
             tool.forward = lambda clock=clock: clock
         elif name == "llm":
             tool = copy.copy(tool)
-            tool.engine = lambda messages, stop_sequences=None, **kw: _llm_answer(messages[-1]["content"])
+            tool.engine = llm_stand_in
         tools.append(tool)
     return tools
 
@@ -150,9 +156,9 @@ def replay(g: dict, box, mode: str) -> list[dict] | None:
     agent = make_agent(mode, engine, _replay_tools(box, g), max_iterations=len(outputs))
     answer = agent.run(g["draft"].text)
     errors = [log["error"] for log in agent.logs if "iteration" in log and "error" in log]
-    expected_errors = sum(1 for s in g["plan"] if g["evidence"][s.var].startswith("Error"))
+    expected_errors = sum(1 for s in g["plan"] if _failed(g["evidence"][s.var]))
     observed = [a.output.strip() for a in agent.actions if a.status == "ok"]
-    grounded = [g["evidence"][s.var].strip() for s in g["plan"] if not g["evidence"][s.var].startswith("Error")
+    grounded = [g["evidence"][s.var].strip() for s in g["plan"] if not _failed(g["evidence"][s.var])
                 and not (mode == "code" and s.tool == "python_interpreter")]
     if (len(sent) != len(outputs) or len(errors) != expected_errors or str(answer) != str(g["answer"])
             or observed != grounded):
@@ -161,10 +167,10 @@ def replay(g: dict, box, mode: str) -> list[dict] | None:
             for messages, out in zip(sent, outputs)]
 
 
-def agent_rows(grounded: Sequence[dict], box, mode: str, limit: int, meta: bool = True) -> tuple[list[dict], int]:
+def agent_rows(grounded: Sequence[dict], box, mode: str, limit: int) -> tuple[list[dict], int]:
     """Chat rows of up to ``limit`` trajectories of ``mode`` over ``grounded`` tasks that have an
     answer (in order); returns ``(rows, dropped)``, ``dropped`` counting replays that left their
-    script."""
+    script. Each row's ``meta`` names the task's intent, phrasing, tools and the mode."""
     rows: list[dict] = []
     done = dropped = 0
     for g in grounded:
@@ -177,12 +183,9 @@ def agent_rows(grounded: Sequence[dict], box, mode: str, limit: int, meta: bool 
             dropped += 1
             continue
         done += 1
-        if meta:
-            info: dict[str, Any] = {"intent": g["draft"].intent, "phrasing": g["draft"].template,
-                                    "tools": [s.tool for s in g["plan"]], "mode": mode}
-            for r in got:
-                r["meta"] = info
-        rows += got
+        info: dict[str, Any] = {"intent": g["draft"].intent, "phrasing": g["draft"].template,
+                                "tools": [s.tool for s in g["plan"]], "mode": mode}
+        rows += [dict(r, meta=info) for r in got]
     return rows, dropped
 
 
