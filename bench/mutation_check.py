@@ -15,8 +15,8 @@ sandbox's OS layer and interpreter guards, the SQL read-only paths, the server's
 plan parser, evidence binding in code, the caller's JSON spacing, packing, stop strings, the escape
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
 reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
-runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, and the
-agents' training trajectories).
+runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, the
+agents' training trajectories, and typed chains in generated data).
 """
 
 from __future__ import annotations
@@ -135,6 +135,20 @@ MUTATIONS = [
              "    planner = rows[\"planner\"] + rows[\"solver\"] + cat[\"planner\"]\n",
              "    planner = rows[\"planner\"] + rows[\"solver\"] + cat[\"planner\"] + agents\n    agents = []\n",
              ("tests/test_demo.py", "-k", "agent_trajectories")),
+    Mutation("datagen: chained steps ignore what the evidence is", "train/datagen.py",
+             "and not (on_ref and self.cfg.typed and not fits(ex.takes, gives))]", "]",
+             ("tests/test_datagen.py", "-k", "fits")),
+    Mutation("catalog: an example's types not read", "train/catalog.py",
+             "        example = Example(ex[\"goal\"], dict(ex.get(\"args\", {})), **types)",
+             "        example = Example(ex[\"goal\"], dict(ex.get(\"args\", {})))",
+             ("tests/test_datagen.py", "-k", "fits or types")),
+    Mutation("demo: chain drafts replace the others' draw", "train/demo_data.py",
+             "        drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})",
+             "        drafts = draw(chains, seed + 7, mix=CHAIN_MIX) + drafts",
+             ("tests/test_demo.py", "-k", "chain_rows")),
+    Mutation("demo: typed_chains not passed to the catalog's generator", "train/demo.py",
+             "                    typed=cfg.typed_chains)", "                    typed=False)",
+             ("tests/test_demo.py", "-k", "typed_chains")),
     Mutation("train: report_to hard-coded none", "train/sft.py",
              "report_to=t.report_to,", 'report_to="none",', ("tests/test_train_sft.py", "-k", "report_to")),
     Mutation("serve: a 500 when a request has exactly two stop strings", "serve/app.py",

@@ -194,3 +194,74 @@ def test_bad_catalogs_name_the_place(tmp_path):
         load_catalog(extra)
     with pytest.raises(CatalogError, match="does not exist"):
         load_catalog(tmp_path / "missing.json")
+
+
+def _typed_catalog(tmp_path):
+    """Two sources (a city, a number) and two tools that take one of them as earlier evidence."""
+    one = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    tools = [
+        {"name": "find_capital", "description": "capital of a country", "parameters": one,
+         "examples": [{"goal": "find the capital of {country}", "args": {"q": "{country}"}, "gives": "city"}]},
+        {"name": "count_rows", "description": "count rows", "parameters": one,
+         "examples": [{"goal": "count the rows of {table}", "args": {"q": "{table}"}, "gives": "number"}]},
+        {"name": "weather", "description": "weather in a city", "parameters": one,
+         "examples": [{"goal": "check the weather in {city}", "args": {"q": "{city}"}},
+                      {"goal": "check the weather in {ref}", "args": {"q": "{ref}"}, "takes": "city"}]},
+        {"name": "add_one", "description": "add one", "parameters": one,
+         "examples": [{"goal": "add 1 to {n}", "args": {"q": "{n}"}, "gives": "number"},
+                      {"goal": "add 1 to {ref}", "args": {"q": "{ref}"}, "takes": "number", "gives": "number"}]},
+    ]
+    path = tmp_path / "typed.json"
+    path.write_text(json.dumps({"slots": {"table": ["films"], "n": ["3", "4"]}, "tools": tools}))
+    return load_catalog(path)
+
+
+def _chained_pairs(catalog, typed: bool) -> list[tuple[str, str, str]]:
+    """(source tool, its evidence type, the tool that used it) for every use of earlier evidence."""
+    from train.datagen import Generator
+
+    gen = Generator(catalog, GenConfig(max_steps=3, heldout_tools=0, seed=5, typed=typed))
+    pairs = []
+    for _ in range(300):
+        _, steps = gen.draft_plan(catalog.tools)
+        for s in steps:
+            for ref in {v for v in s.args.values() if isinstance(v, str) and v.startswith("#E")}:
+                src = steps[int(ref[2:]) - 1]
+                pairs.append((src.tool.name, src.gives, s.tool.name))
+    return pairs
+
+
+def test_chained_steps_take_evidence_that_fits(tmp_path):
+    """A step uses earlier evidence only when the catalog says it fits: the weather of a city, one
+    added to a number; never "the weather in 12" (what the untyped generator wrote)."""
+    from train.catalog import fits
+
+    catalog = _typed_catalog(tmp_path)
+    takes = {t.name: ex.takes for t in catalog.tools for ex in t.examples if ex.uses_ref}
+    pairs = _chained_pairs(catalog, typed=True)
+    assert {(src, user) for src, _, user in pairs} == {("find_capital", "weather"), ("count_rows", "add_one"),
+                                                       ("add_one", "add_one")}
+    assert all(fits(takes[user], gives) for _, gives, user in pairs)
+    untyped = _chained_pairs(catalog, typed=False)
+    assert any(not fits(takes[user], gives) for _, gives, user in untyped)  # what typing prevents
+    assert fits("text", "list") and fits("place", "city") and fits("any", "number") and not fits("city", "number")
+
+
+def test_the_shipped_catalog_types_every_use_of_earlier_evidence(catalog, sets):
+    untyped = [(t.name, ex.goal) for t in catalog.tools for ex in t.examples
+               if ex.uses_ref and ex.takes == "any" and t.name != "save_file"]
+    assert untyped == []  # save_file alone stores whatever it is given
+    # Nothing gives a sports team, so "get the latest results of the result" is never asked for.
+    tasks = [r["meta"]["task"] for name, rows in sets.items() if name.startswith("planner_") for r in rows]
+    assert tasks and not [t for t in tasks if "latest results of" in t and
+                          any(f"latest results of {w}" in t for w in ("it", "the result", "that", "what you found"))]
+
+
+def test_catalog_types_must_be_words_and_takes_needs_a_ref(tmp_path):
+    one = {"type": "object", "properties": {"q": {"type": "string"}}}
+    for example, message in (({"goal": "g {city}", "args": {"q": "{city}"}, "takes": "city"}, r"'takes' but uses no \{ref\}"),
+                             ({"goal": "g", "args": {}, "gives": "A City"}, r"lower-case word")):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps([{"name": "t", "description": "d", "parameters": one, "examples": [example]}]))
+        with pytest.raises(CatalogError, match=r"bad\.json tool #1 \(t\): example #1 .*" + message):
+            load_catalog(path)

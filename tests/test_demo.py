@@ -269,3 +269,41 @@ def test_agent_trajectories_join_the_planners_data_only(tmp_path, tiny_model_dir
     for role, want in (("planner", 2048), ("caller", agents.max_seq_len)):
         cmd = demo.sft_command(role, agents, "BASE", tmp_path)
         assert load_recipe(cmd[5], cmd[6:]).data.max_seq_len == want
+
+
+def test_chain_rows_add_two_step_plans_for_the_planner_only(tmp_path):
+    """chain_rows draws more two-step tasks (a lookup saved to a file, an entry summarised) after
+    the others: they make planner rows only, every one a plan of two or more steps (the new intents'
+    last step uses the evidence before it), and the other rows (solver, caller) stay the same."""
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, chains=24)
+    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:20] == a["planner"]
+    extra = b["planner"][20:]
+    assert len(extra) == 24 and {r["meta"]["intent"] for r in extra} >= {"save_chain", "summary_chain"}
+    banned = demo_data.eval_texts()
+    texts = [r["instruction"].rsplit("Task: ", 1)[1] for r in b["planner"]]
+    assert len({demo_data.normalise(t) for t in texts}) == len(texts)  # no task twice
+    assert not {demo_data.normalise(t) for t in texts} & banned
+    for row in extra:
+        plan = parse_plan(row["output"], BUILTINS)
+        assert len(plan) >= 2, row["output"]
+        if row["meta"]["intent"] in ("save_chain", "summary_chain"):
+            assert f"#E{len(plan) - 1}" in plan.steps[-1].input, row["output"]
+            assert plan.steps[-1].tool == {"save_chain": "save_file", "summary_chain": "llm"}[row["meta"]["intent"]]
+    plain, chained = demo.DemoConfig(), demo.DemoConfig(chain_rows=80)
+    assert plain.key() == demo.DemoConfig(chain_rows=0).key() and chained.key() != plain.key()
+    assert chained.role_key("caller") == plain.role_key("caller") != chained.role_key("planner")
+
+
+def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
+    """typed_chains makes the catalog's chains typed (train.datagen): both adapters' rows come from
+    that generator, so both keys change; at False the shipped recipe's key still names it."""
+    assert demo.DemoConfig(typed_chains=False).key() == demo.DemoConfig().key()
+    typed = demo.DemoConfig(typed_chains=True)
+    assert typed.role_key("caller") != demo.DemoConfig().role_key("caller")
+    assert typed.role_key("planner") != demo.DemoConfig().role_key("planner")
+    small = dict(catalog_planner_rows=40, catalog_caller_rows=4, heldout_catalog_tools=8)
+    random_tasks = demo.catalog_rows(demo.DemoConfig(**small))["tasks"]
+    typed_tasks = demo.catalog_rows(demo.DemoConfig(**small, typed_chains=True))["tasks"]
+    loose = [t["task"] for t in random_tasks if re.search(r"latest results of (it|the result|that|what you found)", t["task"])]
+    assert loose and not [t for t in typed_tasks if re.search(r"latest results of (it|the result|that|what you found)", t["task"])]

@@ -5,8 +5,12 @@ A catalog is what the generator knows about a toolbox: each tool's :class:`~pipe
 arguments that carry it out, with ``{slot}`` placeholders drawn from the catalog's ``slots`` and
 ``{ref}`` where the step uses the evidence of an earlier step::
 
-    {"goal": "translate {ref} into {language}",
+    {"goal": "translate {ref} into {language}", "takes": "text", "gives": "text",
      "args": {"text": "{ref}", "target_language": "{language}"}}
+
+``gives`` names what the example's evidence is (``text`` when absent) and ``takes`` what its
+``{ref}`` must be (``any`` when absent), so the generator chains a step only onto evidence that
+fits it (:func:`fits`): the coordinates of *a city*, never "the latest results of the current time".
 
 Sources (``load_catalog``):
 
@@ -62,6 +66,22 @@ _NAME_HINTS = [
 ]
 
 
+# What evidence fits an input that asks for a type, beyond the type itself: a ``text`` input takes a
+# list too (a summary of search results), a ``place`` a city, a country or an address, a
+# ``subject`` (something to look up or search for) any named thing. ``any`` takes everything.
+ACCEPTS: dict[str, frozenset] = {
+    "text": frozenset({"list"}),
+    "place": frozenset({"city", "country", "address"}),
+    "subject": frozenset({"person", "city", "country", "company", "film", "topic"}),
+}
+TYPE_RE = re.compile(r"[a-z][a-z_]*")
+
+
+def fits(takes: str, gives: str) -> bool:
+    """True when evidence of type ``gives`` can be the ``{ref}`` of an input that ``takes``."""
+    return takes == "any" or takes == gives or gives in ACCEPTS.get(takes, ())
+
+
 class CatalogError(ValueError):
     """A catalog that cannot be used; the message names the source and the tool."""
 
@@ -72,6 +92,8 @@ class Example:
 
     goal: str
     args: dict
+    gives: str = "text"  # the type of the evidence this use returns
+    takes: str = "any"   # the type its {ref} must be (examples that use earlier evidence)
 
     @property
     def uses_ref(self) -> bool:
@@ -187,7 +209,16 @@ def _catalog_tool(entry: Any, where: str) -> CatalogTool:
             raise CatalogError(f"{where} ({spec.name}): example #{j + 1} has arguments "
                                f"{sorted(unknown)} that the schema lacks; valid: "
                                f"{sorted(spec.parameters.get('properties', {}))}")
-        examples.append(Example(ex["goal"], dict(ex.get("args", {}))))
+        types = {k: ex.get(k, d) for k, d in (("gives", "text"), ("takes", "any"))}
+        bad = {k: v for k, v in types.items() if not (isinstance(v, str) and TYPE_RE.fullmatch(v))}
+        if bad:
+            raise CatalogError(f"{where} ({spec.name}): example #{j + 1} has type {bad} that is not a "
+                               "lower-case word (such as 'city', 'number', 'text')")
+        example = Example(ex["goal"], dict(ex.get("args", {})), **types)
+        if "takes" in ex and not example.uses_ref:
+            raise CatalogError(f"{where} ({spec.name}): example #{j + 1} says what it 'takes' but "
+                               "uses no {ref}")
+        examples.append(example)
     if not examples:
         examples = schema_examples(spec)
     builtin = bool(entry.get("builtin"))

@@ -34,7 +34,7 @@ import jsonschema
 
 from pipeline import formats
 from pipeline.plan import render_step
-from train.catalog import Catalog, CatalogTool, load_catalog, fill_example
+from train.catalog import Catalog, CatalogTool, fill_example, fits, load_catalog
 
 SPLITS = ("train", "eval", "test_tools", "test_templates")
 
@@ -74,6 +74,7 @@ class DraftStep:
     description: str   # the Plan: line, earlier evidence named by its variable
     args: dict
     parallel: bool = False  # shares no dependency with the step before it
+    gives: str = "text"     # the type of its evidence (its example's ``gives``)
 
 
 @dataclass
@@ -90,6 +91,10 @@ class GenConfig:
     max_steps: int = 6           # longest plan
     seed: int = 0
     heldout: list[str] = field(default_factory=list)  # explicit held-out tools (overrides the count)
+    # Chain a step onto earlier evidence only when the evidence fits what the step takes (the
+    # catalog's ``gives``/``takes``, :func:`train.catalog.fits`); False pairs them at random (the
+    # generator before 2026-12-01: "get the latest results of the current time").
+    typed: bool = True
 
 
 def _join(parts: Sequence[str], joiners: Sequence[str], rng: random.Random) -> str:
@@ -146,10 +151,12 @@ class Generator:
 
     # -- plans ------------------------------------------------------------------------------
 
-    def _pick(self, pool: list[CatalogTool], on_ref: bool, must: CatalogTool | None = None):
-        """A (tool, example) whose example does / does not consume earlier evidence."""
+    def _pick(self, pool: list[CatalogTool], on_ref: bool, must: CatalogTool | None = None, gives: str = "text"):
+        """A (tool, example) whose example does / does not consume earlier evidence (of type
+        ``gives``, which the example must take when the generator is typed)."""
         tools = [must] if must else pool
-        options = [(t, ex) for t in tools for ex in t.examples if ex.uses_ref == on_ref]
+        options = [(t, ex) for t in tools for ex in t.examples if ex.uses_ref == on_ref
+                   and not (on_ref and self.cfg.typed and not fits(ex.takes, gives))]
         if not options and must is not None:
             return None
         return self.rng.choice(options) if options else None
@@ -162,7 +169,7 @@ class Generator:
         self.rng.setstate(state)  # the description repeats the same draw, with variables shown
         desc, again = fill_example(example, tool.spec, self.catalog.slots, self.rng, ref_args, ref_args or "")
         assert again == args, (again, args)
-        return DraftStep(f"#E{n}", tool, goal, desc[0].upper() + desc[1:] + ".", args, parallel)
+        return DraftStep(f"#E{n}", tool, goal, desc[0].upper() + desc[1:] + ".", args, parallel, example.gives)
 
     def _combine_step(self, n: int, ref_vars: Sequence[str]) -> DraftStep:
         goal, prompt = self.rng.choice(COMBINE)
@@ -189,15 +196,18 @@ class Generator:
         steps: list[DraftStep] = []
         must_at = rng.randrange(n) if must else -1
 
-        def add(on_ref: bool, ref_vars: Sequence[str], parallel: bool) -> bool:
+        def add(on_ref: bool, ref_vars: Sequence[str], parallel: bool, source: DraftStep | None = None) -> bool:
             i = len(steps)
             forced = must if i == must_at else None
-            picked = self._pick(pool, on_ref, forced)
+            gives = source.gives if source else "text"
+            picked = self._pick(pool, on_ref, forced, gives)
             if picked is None and forced is not None:  # the held-out tool lacks this kind of example
-                picked = self._pick(pool, not on_ref, forced)
+                picked = self._pick(pool, not on_ref, forced, gives)
                 if picked is not None and picked[1].uses_ref and not ref_vars:
                     return False
-                ref_vars = ref_vars if picked and picked[1].uses_ref else []
+                if picked and not picked[1].uses_ref:  # it cannot use the evidence: a step of its own
+                    parallel = parallel or (self.cfg.typed and bool(ref_vars))
+                    ref_vars = []
             if picked is None:
                 return False
             steps.append(self._make_step(i + 1, picked[0], picked[1], ref_vars, parallel))
@@ -208,7 +218,7 @@ class Generator:
         elif shape == "chain":
             ok = add(False, [], False)
             while ok and len(steps) < n:
-                ok = add(True, [steps[-1].var], False)
+                ok = add(True, [steps[-1].var], False, steps[-1])
         elif shape == "parallel":
             combine = can_combine and n >= 3 and must_at != n - 1
             k = n - 1 if combine else n
@@ -222,7 +232,7 @@ class Generator:
             k = n - 1 if combine else n
             ok = add(False, [], False)
             while ok and len(steps) < k:
-                ok = add(True, [steps[0].var], len(steps) > 1)
+                ok = add(True, [steps[0].var], len(steps) > 1, steps[0])
             if ok and combine:
                 steps.append(self._combine_step(n, [s.var for s in steps[1:]]))
         if not ok or (must is not None and must not in [s.tool for s in steps]):

@@ -113,6 +113,12 @@ class DemoConfig:
     react_rows: int = 0
     code_rows: int = 0
     planner_max_seq_len: int = 0
+    # Catalog chains typed (train.datagen.GenConfig.typed): a step uses earlier evidence only when
+    # it fits (a city for the weather, a number for the calculator). False: paired at random.
+    typed_chains: bool = False
+    # Extra two-step tasks (train.demo_data.CHAIN_MIX: a lookup saved to a file, an entry summarised,
+    # in many phrasings), planner rows only, drawn after the others (which stay the same).
+    chain_rows: int = 0
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -143,12 +149,13 @@ RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 # Fields added after a shipped build, at the value that trains exactly as before they existed: left
 # out of the key then, so the key of that build still names it.
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
-           "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0}
+           "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0,
+           "typed_chains": False, "chain_rows": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
-                           "code_rows", "planner_max_seq_len"),
+                           "code_rows", "planner_max_seq_len", "chain_rows"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -164,7 +171,8 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
 
     catalog = load_catalog(REPO / "data" / "catalog" / "tools.json")
     gen = GenConfig(planner=cfg.catalog_planner_rows, caller=cfg.catalog_caller_rows, eval=1, test=40,
-                    heldout_tools=cfg.heldout_catalog_tools, max_steps=3, max_tools=9, seed=cfg.seed)
+                    heldout_tools=cfg.heldout_catalog_tools, max_steps=3, max_tools=9, seed=cfg.seed,
+                    typed=cfg.typed_chains)
     sets = generate(catalog, gen)
     return {"planner": sets["planner_train"], "caller": sets["caller_train"],
             "tasks": eval_tasks(sets["planner_test_tools"]), "heldout": sets["_heldout"][0]["tools"]}
@@ -177,7 +185,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     from train.trajectories import as_prompts
 
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
-                     cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows)
+                     cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
+                     cfg.chain_rows)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer

@@ -557,6 +557,46 @@ class Intents:
                      older, (a["name"], b["name"]))
 
 
+class ChainIntents(Intents):
+    """More two-step tasks (``DemoConfig.chain_rows``): a lookup of any kind saved to a file, and an
+    encyclopedia entry summarised, each asked in many more ways than the base chains."""
+
+    def save_chain(self) -> Draft:
+        inner = self.rng.choice([self.film_director, self.birth_year, self.birthplace, self.film_year, self.count_films,
+                                 self.person_born, self.person_died, self.capital, self.founder, self.company_founded,
+                                 self.arithmetic, self.python, self.clock])()
+        path = self._path()
+        q = inner.text.strip()
+        g = q.rstrip("?.!")
+        tid, text = self._pick("save_chain", [
+            "{q} Save the answer to {p}.", "{q} Then write it into {p}.", "{q} Put the result in {p}, please.",
+            "{q} Also store that in the file {p}.", "{g}, and record the answer in {p}.", "{g}; save that to {p}.",
+            "{g} -- write the answer to the file {p}.", "Answer this and keep the answer in {p}: {q}",
+            "{g}. When you have it, save it as {p}.", "{q} I want the answer written to {p}.",
+            "{g}, then put that into {p}.", "{q} Store the result in {p}."], q=q, g=g, p=path)
+        n = len(inner.steps) + 1
+        steps = inner.steps + [(f"Save the result to {path}.", "save_file", f"path={path}, content=#E{n - 1}")]
+        return Draft("save_chain", tid, text, steps, inner.answer, inner.entities + (path,))
+
+    def summary_chain(self) -> Draft:
+        title = self.rng.choice(list(self.w.wiki))
+        name = title.split(" (")[0]
+        tid, text = self._pick("summary_chain", [
+            "Read the encyclopedia entry on {x} and give me a one-line summary.",
+            "What does the encyclopedia say about {x}? Summarize it in a sentence.",
+            "Summarize the encyclopedia article about {x} briefly.",
+            "Get the encyclopedia text for {x}, then boil it down to one sentence.",
+            "Briefly summarize what the encyclopedia has on {x}.", "{x}: look it up and give me the gist.",
+            "I need a one-sentence summary of {x} from the encyclopedia.",
+            "Find {x} in the encyclopedia and condense it into a short summary.",
+            "Check the encyclopedia for {x} and tell me the main point in one line.",
+            "Look {x} up, then write a two-line summary of it."], x=name)
+        return Draft("summary_chain", tid, text,
+                     [(f"Search the encyclopedia for {name}.", "search_wiki", name),
+                      ("Summarize what was found in one sentence.", "llm", "Summarize in one sentence: #E1")],
+                     lambda ev: ev["#E2"].strip(), (name,))
+
+
 def _error_reason(evidence: str) -> str:
     """The innermost reason of an error evidence text, as the worker writes it (``Error:
     ToolError: tool 'x' failed with arguments {...}: NoNetworkError: no network: ...``), short."""
@@ -573,6 +613,11 @@ MIX = {"film_director": 1.0, "director_films": 1.0, "birth_year": 0.8, "birthpla
        "lookup_then_save": 0.9, "calc_chain": 0.4, "wiki_then_llm": 0.5, "compare_births": 0.4}
 
 
+# The mix of the extra chain drafts (DemoConfig.chain_rows; planner rows only).
+CHAIN_MIX = {"save_chain": 2.0, "summary_chain": 1.0, "lookup_then_save": 0.5, "wiki_then_llm": 0.3,
+             "compare_births": 0.4, "calc_chain": 0.4}
+
+
 def eval_texts() -> set[str]:
     """Every task text of ``data/eval`` (normalised), which the generator must never emit."""
     out = set()
@@ -587,12 +632,15 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def draw(n: int, seed: int, banned: set[str] | None = None) -> list[Draft]:
-    """``n`` drafts in :data:`MIX` proportions, styled, none equal to a banned (eval) text."""
+def draw(n: int, seed: int, banned: set[str] | None = None, mix: dict[str, float] | None = None,
+         skip: set[str] = frozenset()) -> list[Draft]:
+    """``n`` drafts in ``mix`` (:data:`MIX`) proportions, styled, none equal to a banned (eval)
+    text or to a normalised text in ``skip``."""
     rng = random.Random(seed)
-    intents = Intents(World.load(), rng)
-    names = list(MIX)
-    weights = [MIX[k] for k in names]
+    intents = ChainIntents(World.load(), rng)
+    mix = MIX if mix is None else mix
+    names = list(mix)
+    weights = [mix[k] for k in names]
     banned = eval_texts() if banned is None else banned
     out, seen = [], set()
     while len(out) < n:
@@ -601,7 +649,7 @@ def draw(n: int, seed: int, banned: set[str] | None = None) -> list[Draft]:
         d.text = styled(d.text, style, d.entities, rng)
         d.template = f"{d.template}/{style}"
         key = normalise(d.text)
-        if key in banned or key in seen:
+        if key in banned or key in seen or key in skip:
             continue
         seen.add(key)
         out.append(d)
@@ -756,7 +804,7 @@ def tool_first(plan):
 
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
-              code: int = 0) -> dict[str, list[dict]]:
+              code: int = 0, chains: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -764,13 +812,18 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``tool_first_plans``: the planner and solver rows' plans open each step on its tool
     (:func:`tool_first`; the caller rows stay as they were). ``react``/``code``: trajectories of the
     ReAct-JSON and code agents over the same tasks (:mod:`train.trajectories`), as chat rows in
-    ``"agents"`` (``"dropped"`` counts replays that left their script)."""
+    ``"agents"`` (``"dropped"`` counts replays that left their script). ``chains``: that many more
+    drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
+    stay the same)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
     box = default_toolbox(workspace=str(workspace), search_url=None)
     rng = random.Random(seed + 3)
-    grounded = ground(draw(planner + extra_planner, seed), box, seed)
+    drafts = draw(planner + extra_planner, seed)
+    if chains:
+        drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})
+    grounded = ground(drafts, box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
     for i, g in enumerate(grounded):
