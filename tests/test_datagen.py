@@ -114,6 +114,10 @@ def test_cli_writes_sets_tasks_and_manifest(tmp_path, capsys):
     main(["--catalog", str(CATALOG), "--out", str(tmp_path), "--planner", "12", "--caller", "12",
           "--eval", "4", "--test", "5", "--seed", "1"])
     assert (tmp_path / "planner_train.jsonl").read_bytes() == first
+    assert manifest["typed"] is True
+    loose = main(["--catalog", str(CATALOG), "--out", str(tmp_path / "u"), "--planner", "12", "--caller", "12",
+                  "--eval", "4", "--test", "5", "--seed", "1", "--untyped"])
+    assert loose["typed"] is False and (tmp_path / "u" / "planner_train.jsonl").read_bytes() != first
 
 
 def test_user_toolbox_from_a_python_file(tmp_path):

@@ -368,7 +368,7 @@ def write(out_dir: str | Path, sets: dict[str, list[dict]], catalog: Catalog, cf
             tpath.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in eval_tasks(rows)),
                              encoding="utf-8")
             files[tpath.name] = len(rows)
-    manifest = {"catalog": catalog.source, "tools": catalog.names, "seed": cfg.seed,
+    manifest = {"catalog": catalog.source, "tools": catalog.names, "seed": cfg.seed, "typed": cfg.typed,
                 "heldout": sets["_heldout"][0], "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
@@ -402,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=GEN_HELP[name])
     p.add_argument("--heldout", default="", metavar="TOOL,...",
                    help="comma-separated tools to hold out (overrides --heldout-tools)")
+    p.add_argument("--untyped", action="store_true",
+                   help="chain steps onto earlier evidence at random, ignoring the catalog's gives/takes "
+                        "(the generator before typed chains)")
     return p
 
 
@@ -410,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     catalog = load_catalog(a.tools or a.catalog)
     cfg = GenConfig(a.planner, a.caller, a.eval, a.test, a.heldout_tools, a.min_tools, a.max_tools,
-                    a.max_steps, a.seed, [h for h in a.heldout.split(",") if h])
+                    a.max_steps, a.seed, [h for h in a.heldout.split(",") if h], typed=not a.untyped)
     manifest = write(a.out, generate(catalog, cfg), catalog, cfg)
     print(f"wrote {sum(v for k, v in manifest['files'].items() if not k.startswith('tasks'))} rows to {a.out} "
           f"({len(catalog.tools)} tools; held out: {', '.join(manifest['heldout']['tools']) or 'none'})")
