@@ -269,3 +269,35 @@ def test_catalog_types_must_be_words_and_takes_needs_a_ref(tmp_path):
         path.write_text(json.dumps([{"name": "t", "description": "d", "parameters": one, "examples": [example]}]))
         with pytest.raises(CatalogError, match=r"bad\.json tool #1 \(t\): example #1 .*" + message):
             load_catalog(path)
+
+
+def test_values_make_sense_together(catalog):
+    """No two arguments of one call are equal ("convert 20 EUR to EUR", "flights from Berlin to
+    Berlin") and linked slots go together (miles to kilometers, never fahrenheit to kilometers);
+    the --untyped generator drew each slot on its own and wrote both."""
+    pairs = dict(zip(catalog.slots["unit_from"], catalog.slots["unit_to"]))
+
+    def calls(distinct: bool) -> list[dict]:
+        rows = generate(catalog, GenConfig(planner=10, caller=600, eval=0, test=0, heldout_tools=0, seed=2,
+                                           typed=distinct, distinct=distinct))["caller_train"]
+        return [json.loads(r["output"]) for r in rows]
+
+    def senseless(call: dict) -> bool:
+        args = call["arguments"]
+        texts = [v.lower() for v in args.values() if isinstance(v, str) and not v.startswith("#E")]
+        unit = call["name"] == "unit_convert" and pairs.get(args.get("from_unit")) != args.get("to_unit")
+        return len(texts) != len(set(texts)) or unit
+
+    good = calls(True)
+    assert {"unit_convert", "convert_currency", "search_flights"} <= {c["name"] for c in good}
+    assert [c for c in good if senseless(c)] == []
+    assert [c for c in calls(False) if senseless(c)]  # what the untyped generator wrote
+
+
+def test_linked_slots_must_be_known_and_of_one_length(tmp_path):
+    tool = {"name": "t", "description": "d", "parameters": {"type": "object", "properties": {}}}
+    for linked, message in (([["a", "nope"]], "two or more known slots"), ([["a", "b"]], "the same length")):
+        path = tmp_path / "linked.json"
+        path.write_text(json.dumps({"slots": {"a": ["x", "y"], "b": ["z"]}, "linked_slots": linked, "tools": [tool]}))
+        with pytest.raises(CatalogError, match=r"linked\.json: linked_slots .*" + message):
+            load_catalog(path)

@@ -296,9 +296,11 @@ def test_chain_rows_add_two_step_plans_for_the_planner_only(tmp_path):
 
 
 def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
-    """typed_chains makes the catalog's chains typed (train.datagen): both adapters' rows come from
-    that generator, so both keys change; at False the shipped recipe's key still names it."""
-    assert demo.DemoConfig(typed_chains=False).key() == demo.DemoConfig().key()
+    """typed_chains makes the catalog's chains typed and distinct_values its values distinct
+    (train.datagen): both adapters' rows come from that generator, so both keys change; at False
+    the shipped recipe's key still names it."""
+    assert demo.DemoConfig(typed_chains=False, distinct_values=False).key() == demo.DemoConfig().key()
+    assert demo.DemoConfig(distinct_values=True).role_key("caller") != demo.DemoConfig().role_key("caller")
     typed = demo.DemoConfig(typed_chains=True)
     assert typed.role_key("caller") != demo.DemoConfig().role_key("caller")
     assert typed.role_key("planner") != demo.DemoConfig().role_key("planner")
@@ -307,3 +309,8 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     typed_tasks = demo.catalog_rows(demo.DemoConfig(**small, typed_chains=True))["tasks"]
     loose = [t["task"] for t in random_tasks if re.search(r"latest results of (it|the result|that|what you found)", t["task"])]
     assert loose and not [t for t in typed_tasks if re.search(r"latest results of (it|the result|that|what you found)", t["task"])]
+    calls = lambda cfg: [json.loads(r["output"])["arguments"] for r in demo.catalog_rows(cfg)["caller"]]  # noqa: E731
+    same = lambda args: len({v for v in args.values() if isinstance(v, str)}) < sum(isinstance(v, str) for v in args.values())  # noqa: E731
+    few = dict(catalog_planner_rows=2, catalog_caller_rows=300)
+    assert [a for a in calls(demo.DemoConfig(**few)) if same(a)]
+    assert not [a for a in calls(demo.DemoConfig(**few, distinct_values=True)) if same(a)]

@@ -122,6 +122,9 @@ class Catalog:
     tools: list[CatalogTool]
     slots: dict[str, list] = field(default_factory=dict)
     source: str = ""
+    # Slots drawn together (the same position in each list): ["unit_from", "unit_to"] pairs miles
+    # with kilometers, never with celsius.
+    linked: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self):
         names = [t.name for t in self.tools]
@@ -131,6 +134,11 @@ class Catalog:
         merged = dict(DEFAULT_SLOTS)
         merged.update(self.slots)
         self.slots = merged
+        for group in self.linked:
+            if not (isinstance(group, list) and len(group) > 1 and all(g in self.slots for g in group)):
+                raise CatalogError(f"{self.source}: linked_slots {group!r} must list two or more known slots")
+            if len({len(self.slots[g]) for g in group}) != 1:
+                raise CatalogError(f"{self.source}: linked_slots {group!r} must have lists of the same length")
 
     def __getitem__(self, name: str) -> CatalogTool:
         for t in self.tools:
@@ -164,6 +172,7 @@ def load_catalog(source: str | Path) -> Catalog:
 def _load_file(path: Path) -> Catalog:
     entries: list[tuple[str, Any]] = []  # (where, entry)
     slots: dict = {}
+    linked: list = []
     if path.suffix == ".jsonl":
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -179,12 +188,13 @@ def _load_file(path: Path) -> Catalog:
             raise CatalogError(f"{path}:{e.lineno}: not JSON ({e.msg})") from e
         if isinstance(data, Mapping) and "tools" in data:
             slots = dict(data.get("slots", {}))
+            linked = list(data.get("linked_slots", []))
             data = data["tools"]
         if not isinstance(data, list):
             raise CatalogError(f"{path}: expected a list of tools or {{'slots', 'tools'}}")
         entries = [(f"{path} tool #{i + 1}", e) for i, e in enumerate(data)]
     tools = [_catalog_tool(entry, where) for where, entry in entries]
-    return Catalog(tools, slots, str(path))
+    return Catalog(tools, slots, str(path), linked)
 
 
 def _catalog_tool(entry: Any, where: str) -> CatalogTool:
@@ -329,13 +339,28 @@ _TYPED_RE = re.compile(r"\{(enum|int:-?\d+:-?\d+|number|bool|list|object)\}")
 
 
 def fill_example(example: Example, spec: formats.ToolSpec, slots: Mapping[str, list], rng,
-                 ref_args: str | None, ref_goal: str = "it") -> tuple[str, dict]:
+                 ref_args: str | None, ref_goal: str = "it", distinct: bool = False,
+                 linked: list[list[str]] = ()) -> tuple[str, dict]:
     """``(goal, args)`` with every placeholder filled: ``{slot}`` by one value per slot (the same
     in goal and args), ``{ref}`` by ``ref_args`` in arguments (an evidence variable such as
     ``#E1``) and by ``ref_goal`` in the goal. An argument that is only ``{slot}`` keeps the slot
     value's JSON type; an integer or number argument written as text is converted. The filled
     arguments are validated against the tool's schema (``jsonschema.ValidationError`` otherwise).
+
+    ``distinct``: values that make sense together: slots in a ``linked`` group are drawn at one
+    position, and no two arguments get the same text ("convert 20 EUR to EUR" is drawn again).
     """
+    for _ in range(50):
+        goal, args = _fill(example, spec, slots, rng, ref_args, ref_goal, linked if distinct else ())
+        texts = [str(v).lower() for v in args.values() if isinstance(v, str) and v != ref_args]
+        if not distinct or len(texts) == len(set(texts)):
+            break
+    jsonschema.validate(args, spec.parameters)
+    return goal, args
+
+
+def _fill(example: Example, spec: formats.ToolSpec, slots: Mapping[str, list], rng, ref_args: str | None,
+          ref_goal: str, linked) -> tuple[str, dict]:
     chosen: dict[str, Any] = {}
     props = spec.parameters.get("properties", {})
 
@@ -350,7 +375,12 @@ def fill_example(example: Example, spec: formats.ToolSpec, slots: Mapping[str, l
             if slot not in slots:
                 raise CatalogError(f"{spec.name}: placeholder {{{slot}}} has no slot values; "
                                    f"known slots: {', '.join(sorted(slots))}")
-            chosen[slot] = rng.choice(slots[slot])
+            group = next((g for g in linked if slot in g), None)
+            if group:
+                at = rng.randrange(len(slots[slot]))
+                chosen.update({g: slots[g][at] for g in group})
+            else:
+                chosen[slot] = rng.choice(slots[slot])
         return chosen[slot]
 
     args: dict[str, Any] = {}
@@ -384,6 +414,4 @@ def fill_example(example: Example, spec: formats.ToolSpec, slots: Mapping[str, l
     goal = example.goal
     for k, v in typed_shown.items():
         goal = goal.replace(k, v)
-    goal = PLACEHOLDER_RE.sub(goal_sub, goal)
-    jsonschema.validate(args, spec.parameters)
-    return goal, args
+    return PLACEHOLDER_RE.sub(goal_sub, goal), args

@@ -95,6 +95,9 @@ class GenConfig:
     # catalog's ``gives``/``takes``, :func:`train.catalog.fits`); False pairs them at random (the
     # generator before 2026-12-01: "get the latest results of the current time").
     typed: bool = True
+    # Values that make sense together (train.catalog.fill_example's ``distinct``): the catalog's
+    # linked slots drawn together, no two arguments the same ("USD to USD", "Berlin to Berlin").
+    distinct: bool = True
 
 
 def _join(parts: Sequence[str], joiners: Sequence[str], rng: random.Random) -> str:
@@ -165,9 +168,10 @@ class Generator:
         ref_args = _refs(ref_vars) if ref_vars else None
         ref_word = self.rng.choice(REF_WORDS)
         state = self.rng.getstate()
-        goal, args = fill_example(example, tool.spec, self.catalog.slots, self.rng, ref_args, ref_word)
+        sense = {"distinct": self.cfg.distinct, "linked": self.catalog.linked}
+        goal, args = fill_example(example, tool.spec, self.catalog.slots, self.rng, ref_args, ref_word, **sense)
         self.rng.setstate(state)  # the description repeats the same draw, with variables shown
-        desc, again = fill_example(example, tool.spec, self.catalog.slots, self.rng, ref_args, ref_args or "")
+        desc, again = fill_example(example, tool.spec, self.catalog.slots, self.rng, ref_args, ref_args or "", **sense)
         assert again == args, (again, args)
         return DraftStep(f"#E{n}", tool, goal, desc[0].upper() + desc[1:] + ".", args, parallel, example.gives)
 
@@ -368,7 +372,7 @@ def write(out_dir: str | Path, sets: dict[str, list[dict]], catalog: Catalog, cf
             tpath.write_text("".join(json.dumps(t, ensure_ascii=False) + "\n" for t in eval_tasks(rows)),
                              encoding="utf-8")
             files[tpath.name] = len(rows)
-    manifest = {"catalog": catalog.source, "tools": catalog.names, "seed": cfg.seed, "typed": cfg.typed,
+    manifest = {"catalog": catalog.source, "tools": catalog.names, "seed": cfg.seed, "typed": cfg.typed, "distinct": cfg.distinct,
                 "heldout": sets["_heldout"][0], "files": files}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
@@ -403,8 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", default="", metavar="TOOL,...",
                    help="comma-separated tools to hold out (overrides --heldout-tools)")
     p.add_argument("--untyped", action="store_true",
-                   help="chain steps onto earlier evidence at random, ignoring the catalog's gives/takes "
-                        "(the generator before typed chains)")
+                   help="chain steps onto earlier evidence at random, ignoring the catalog's gives/takes, "
+                        "and draw each slot on its own, allowing equal arguments (the generator before "
+                        "2026-12-01)")
     return p
 
 
@@ -413,7 +418,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     catalog = load_catalog(a.tools or a.catalog)
     cfg = GenConfig(a.planner, a.caller, a.eval, a.test, a.heldout_tools, a.min_tools, a.max_tools,
-                    a.max_steps, a.seed, [h for h in a.heldout.split(",") if h], typed=not a.untyped)
+                    a.max_steps, a.seed, [h for h in a.heldout.split(",") if h], typed=not a.untyped,
+                    distinct=not a.untyped)
     manifest = write(a.out, generate(catalog, cfg), catalog, cfg)
     print(f"wrote {sum(v for k, v in manifest['files'].items() if not k.startswith('tasks'))} rows to {a.out} "
           f"({len(catalog.tools)} tools; held out: {', '.join(manifest['heldout']['tools']) or 'none'})")

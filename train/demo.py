@@ -116,6 +116,9 @@ class DemoConfig:
     # Catalog chains typed (train.datagen.GenConfig.typed): a step uses earlier evidence only when
     # it fits (a city for the weather, a number for the calculator). False: paired at random.
     typed_chains: bool = False
+    # Catalog values that make sense together (train.datagen.GenConfig.distinct): linked slots
+    # (miles with kilometers) and no two equal arguments ("USD to USD"). False: drawn on their own.
+    distinct_values: bool = False
     # Extra two-step tasks (train.demo_data.CHAIN_MIX: a lookup saved to a file, an entry summarised,
     # in many phrasings), planner rows only, drawn after the others (which stay the same).
     chain_rows: int = 0
@@ -150,7 +153,7 @@ RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 # out of the key then, so the key of that build still names it.
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
            "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0,
-           "typed_chains": False, "chain_rows": 0}
+           "typed_chains": False, "chain_rows": 0, "distinct_values": False}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
@@ -172,7 +175,7 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
     catalog = load_catalog(REPO / "data" / "catalog" / "tools.json")
     gen = GenConfig(planner=cfg.catalog_planner_rows, caller=cfg.catalog_caller_rows, eval=1, test=40,
                     heldout_tools=cfg.heldout_catalog_tools, max_steps=3, max_tools=9, seed=cfg.seed,
-                    typed=cfg.typed_chains)
+                    typed=cfg.typed_chains, distinct=cfg.distinct_values)
     sets = generate(catalog, gen)
     return {"planner": sets["planner_train"], "caller": sets["caller_train"],
             "tasks": eval_tasks(sets["planner_test_tools"]), "heldout": sets["_heldout"][0]["tools"]}
