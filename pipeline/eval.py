@@ -22,7 +22,8 @@ Metrics (each over the tasks that have what it needs):
   present, no argument the schema lacks, values of the right type and equal after
   normalisation (strings compared case- and punctuation-insensitively, numbers as numbers,
   lists element-wise, objects key-wise);
-- ``answer_exact`` / ``answer_contains``: the normalised answer equals / contains the expected one;
+- ``answer_exact`` / ``answer_contains``: the normalised answer equals / contains the expected one
+  (an answer that is one number equals an expected number of the same value: "27.0" is 27);
 - ``llm_calls``, ``prompt_tokens``, ``completion_tokens``, ``wall_s``: means per task.
 
 ``--json`` prints ``{"tasks_file", "mode", "n", "skipped": [{id, reason}], "metrics": {...},
@@ -119,6 +120,15 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def _same_number(got: str, want: Any) -> bool:
+    """Both answers are one number and equal as numbers ("27.0" answers "27"; "1,517" answers 1517)."""
+    def number(text: Any) -> float | None:
+        text = str(text).strip().rstrip(".").replace(",", "")
+        return float(text) if re.fullmatch(r"-?\d+(\.\d+)?", text) else None
+    g, w = number(got), number(want)
+    return g is not None and w is not None and abs(g - w) <= 1e-9 * max(1.0, abs(w))
+
+
 def _value_match(got: Any, want: Any) -> bool:
     if isinstance(want, bool) or isinstance(got, bool):
         return got is want
@@ -172,7 +182,7 @@ def score_task(task: Task, plan_tools: list[str] | None, calls: list[dict], answ
         out["calls_matched"], out["calls_expected"] = score_calls(calls, exp["calls"], schemas)
     if "answer" in exp:
         got, want = normalize(answer or ""), normalize(exp["answer"])
-        out["answer_exact"] = got == want
+        out["answer_exact"] = got == want or _same_number(answer or "", exp["answer"])
         out["answer_contains"] = bool(want) and want in got
     return out
 

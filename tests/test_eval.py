@@ -163,3 +163,15 @@ def test_debug_shows_the_traceback_and_keeps_exit_2(tmp_path, capsys):
     assert main(["--tasks", str(bad), "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith(f"error: {bad}:1")
+
+
+def test_an_answer_that_is_the_expected_number_is_exact():
+    """The shipped planner answered "What's the square root of 729?" with 27.0 and was scored wrong."""
+    from pipeline.eval import Task, score_task
+
+    def exact(answer, want):
+        return score_task(Task("t", "q", None, {"answer": want}, 1), None, [], answer, {})["answer_exact"]
+
+    assert exact("27.0", "27") and exact("1,517", 1517) and exact("-3.50", "-3.5") and exact("42.", "42")
+    assert not exact("27.5", "27") and not exact("27 apples", "27") and not exact("2026", "2025")
+    assert exact("Canberra", "canberra") and not exact("The capital is Canberra.", "Canberra")
