@@ -290,27 +290,29 @@ def test_chain_rows_add_two_step_plans_for_the_planner_only(tmp_path):
         if row["meta"]["intent"] in ("save_chain", "summary_chain"):
             assert f"#E{len(plan) - 1}" in plan.steps[-1].input, row["output"]
             assert plan.steps[-1].tool == {"save_chain": "save_file", "summary_chain": "llm"}[row["meta"]["intent"]]
-    plain, chained = demo.DemoConfig(), demo.DemoConfig(chain_rows=80)
-    assert plain.key() == demo.DemoConfig(chain_rows=0).key() and chained.key() != plain.key()
+    plain, chained = demo.DemoConfig(chain_rows=0), demo.DemoConfig(chain_rows=80)
+    assert chained.key() != plain.key()
     assert chained.role_key("caller") == plain.role_key("caller") != chained.role_key("planner")
 
 
 def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     """typed_chains makes the catalog's chains typed and distinct_values its values distinct
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False
-    the shipped recipe's key still names it."""
-    assert demo.DemoConfig(typed_chains=False, distinct_values=False).key() == demo.DemoConfig().key()
+    (and chain_rows 0, 30 catalog rows) the key still names v11, the build before them."""
+    v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False)
+    assert (v11.key(), v11.role_key("planner"), v11.role_key("caller")) == ("e09cf8472d24", "e878afa91b74", "f07e560880ef")
+    assert demo.DemoConfig(distinct_values=False).key() == demo.DemoConfig().key()
     assert demo.DemoConfig(distinct_values=True).role_key("caller") != demo.DemoConfig().role_key("caller")
-    typed = demo.DemoConfig(typed_chains=True)
-    assert typed.role_key("caller") != demo.DemoConfig().role_key("caller")
-    assert typed.role_key("planner") != demo.DemoConfig().role_key("planner")
+    untyped = demo.DemoConfig(typed_chains=False)
+    assert untyped.role_key("caller") != demo.DemoConfig().role_key("caller")
+    assert untyped.role_key("planner") != demo.DemoConfig().role_key("planner")
     small = dict(catalog_planner_rows=40, catalog_caller_rows=4, heldout_catalog_tools=8)
-    random_tasks = demo.catalog_rows(demo.DemoConfig(**small))["tasks"]
+    random_tasks = demo.catalog_rows(demo.DemoConfig(**small, typed_chains=False))["tasks"]
     typed_tasks = demo.catalog_rows(demo.DemoConfig(**small, typed_chains=True))["tasks"]
     loose = [t["task"] for t in random_tasks if re.search(r"latest results of (it|the result|that|what you found)", t["task"])]
     assert loose and not [t for t in typed_tasks if re.search(r"latest results of (it|the result|that|what you found)", t["task"])]
     calls = lambda cfg: [json.loads(r["output"])["arguments"] for r in demo.catalog_rows(cfg)["caller"]]  # noqa: E731
     same = lambda args: len({v for v in args.values() if isinstance(v, str)}) < sum(isinstance(v, str) for v in args.values())  # noqa: E731
-    few = dict(catalog_planner_rows=2, catalog_caller_rows=300)
+    few = dict(catalog_planner_rows=2, catalog_caller_rows=300, typed_chains=False)
     assert [a for a in calls(demo.DemoConfig(**few)) if same(a)]
     assert not [a for a in calls(demo.DemoConfig(**few, distinct_values=True)) if same(a)]

@@ -78,3 +78,10 @@ def test_what_time_is_it_now(pipe):
     r = pipe.run("What time is it now?")
     assert [s.tool for s in r.plan] == ["get_current_time"]
     assert re.search(r"\d{1,2}:\d{2}", r.evidence["#E1"].text), r.evidence["#E1"].text
+
+
+def test_when_was_martin_scorsese_born(pipe):
+    """Issue 11 quoted evidence 1942 answered as 1937; the answer must be the evidence's year."""
+    r = pipe.run("When was Martin Scorsese born?")
+    assert [s.tool for s in r.plan][:1] in (["query_sql"], ["search_wiki"])  # the film database and the encyclopedia both hold it
+    assert "1942" in r.answer and "1937" not in r.answer, r.answer
