@@ -22,6 +22,7 @@ default models without importing ``train``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -93,10 +94,29 @@ def base_dir(key: str = DEFAULT_BASE, progress: bool = True) -> Path:
     out = cache_root() / "base" / f"{key}-{version}"
     if (out / "complete.json").is_file():
         return out
-    if out.exists():  # a conversion that did not finish, or a folder someone else left: redo it
-        shutil.rmtree(out)
-    convert_gguf(gguf, out, progress=progress)
+    with _exclusive(out):  # another process converting it: wait for it, then use what it made
+        if (out / "complete.json").is_file():
+            return out
+        if out.exists():  # a conversion that did not finish, or a folder someone else left: redo it
+            shutil.rmtree(out)
+        convert_gguf(gguf, out, progress=progress)
     return out
+
+
+@contextlib.contextmanager
+def _exclusive(target: Path):
+    """One process (or thread) at a time makes ``target``: an exclusive ``flock`` on
+    ``<target>.lock``. Two first runs at once (two CLIs, a server and a CLI, two benches) would
+    otherwise share the same work folder and one would delete what the other was writing."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def convert_gguf(gguf: Path, out: Path, progress: bool = True) -> None:
@@ -194,9 +214,8 @@ def default_gguf(role: str, models: dict | None = None, type_name: str | None = 
     """The GGUF of the default ``role`` (planner or caller): base + adapter merged, converted and
     quantized once into ``<cache>/gguf/`` (named by the adapter's recipe key and the type), with
     the tokenizer beside it in ``<name>.tokenizer/``. Raises :class:`DefaultModelError` when
-    llama.cpp's binding or converter is missing."""
-    from serve import gguf
-
+    llama.cpp's binding or converter is missing. Two processes asking at once: one exports, the
+    other waits for it (:func:`_exclusive`)."""
     type_name = (type_name or GGUF_TYPE).upper()
     models = models or default_models(progress=progress)
     adapter = Path(models["adapters"][role])
@@ -205,6 +224,17 @@ def default_gguf(role: str, models: dict | None = None, type_name: str | None = 
     tok_dir = out.with_name(out.stem + ".tokenizer")
     if out.is_file() and (tok_dir / "complete.json").is_file():
         return out
+    with _exclusive(out):  # another process exporting it: wait for it, then use what it made
+        if out.is_file() and (tok_dir / "complete.json").is_file():
+            return out
+        _export_gguf(role, models, adapter, out, tok_dir, type_name, progress)
+    return out
+
+
+def _export_gguf(role: str, models: dict, adapter: Path, out: Path, tok_dir: Path, type_name: str,
+                 progress: bool) -> None:
+    from serve import gguf
+
     t0 = time.perf_counter()
     if progress:
         print(f"[defaults] exporting the default {role} to GGUF {type_name} (once, ~30-60 s) ...",
@@ -229,7 +259,6 @@ def default_gguf(role: str, models: dict | None = None, type_name: str | None = 
     shutil.rmtree(work, ignore_errors=True)
     if progress:
         print(f"[defaults] {out.name} ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    return out
 
 
 def _folder_key(folder: Path) -> str:

@@ -399,3 +399,48 @@ def test_the_intermediate_gguf_keeps_the_sources_precision(tmp_path):
     for dtype, want in (("float32", "f32"), ("float16", "f16"), ("bfloat16", "bf16"), (None, "bf16")):
         (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": dtype} if dtype else {}))
         assert gguf.source_outtype(tmp_path) == want
+
+
+def test_two_first_runs_at_once_export_the_default_gguf_once(smol_tiny_dir, tmp_path, monkeypatch):
+    """Two benches started together both exported the same default model into one work folder;
+    one deleted what the other was writing and fell back to transformers ("llama.cpp's converter
+    cannot convert ... .partial"). Now one exports and the other waits, then uses its file."""
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pipeline import defaults
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(smol_tiny_dir),
+                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    monkeypatch.setenv("REWOO_CACHE_DIR", str(tmp_path / "cache"))
+    merges, real_merge = [], defaults.merge_adapter
+
+    def slow_merge(*a, **kw):  # widen the window in which a second export would start
+        merges.append(threading.current_thread().name)
+        real_merge(*a, **kw)
+        time.sleep(1.0)
+
+    monkeypatch.setattr(defaults, "merge_adapter", slow_merge)
+    models = {"base": str(smol_tiny_dir), "adapters": {"planner": str(tmp_path / "adapter")},
+              "role_keys": {"planner": "race"}}
+    got, errors = {}, []
+
+    def export(name):
+        try:
+            got[name] = defaults.default_gguf("planner", models, "Q8_0", progress=False)
+        except Exception as e:  # noqa: BLE001  (the assertion reports it)
+            errors.append(f"{name}: {e}")
+
+    threads = [threading.Thread(target=export, args=(n,), name=n) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == [] and len(merges) == 1, (errors, merges)
+    assert got["a"] == got["b"] and got["a"].is_file()
+    assert not list((tmp_path / "cache").glob("gguf/*.work"))
