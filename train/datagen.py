@@ -200,9 +200,11 @@ class Generator:
         steps: list[DraftStep] = []
         must_at = rng.randrange(n) if must else -1
 
-        def add(on_ref: bool, ref_vars: Sequence[str], parallel: bool, source: DraftStep | None = None) -> bool:
+        def add(on_ref: bool, parallel: bool, source: DraftStep | None = None) -> bool:
+            """Draw step i; ``source``: the earlier step whose evidence it may use."""
             i = len(steps)
             forced = must if i == must_at else None
+            ref_vars = [source.var] if source else []
             gives = source.gives if source else "text"
             picked = self._pick(pool, on_ref, forced, gives)
             if picked is None and forced is not None:  # the held-out tool lacks this kind of example
@@ -218,25 +220,25 @@ class Generator:
             return True
 
         if shape == "single":
-            ok = add(False, [], False)
+            ok = add(False, False)
         elif shape == "chain":
-            ok = add(False, [], False)
+            ok = add(False, False)
             while ok and len(steps) < n:
-                ok = add(True, [steps[-1].var], False, steps[-1])
+                ok = add(True, False, steps[-1])
         elif shape == "parallel":
             combine = can_combine and n >= 3 and must_at != n - 1
             k = n - 1 if combine else n
             ok = True
             while ok and len(steps) < k:
-                ok = add(False, [], len(steps) > 0)
+                ok = add(False, len(steps) > 0)
             if ok and combine:
                 steps.append(self._combine_step(n, [s.var for s in steps]))
         else:  # fanout: one source, branches on it, maybe a combine
             combine = can_combine and n >= 3 and must_at != n - 1
             k = n - 1 if combine else n
-            ok = add(False, [], False)
+            ok = add(False, False)
             while ok and len(steps) < k:
-                ok = add(True, [steps[0].var], len(steps) > 1, steps[0])
+                ok = add(True, len(steps) > 1, steps[0])
             if ok and combine:
                 steps.append(self._combine_step(n, [s.var for s in steps[1:]]))
         if not ok or (must is not None and must not in [s.tool for s in steps]):

@@ -516,9 +516,13 @@ class Intents:
         tid, text = self._pick("lookup_then_save", [
             "{g} and save it to {p}.", "{g}, then write the answer to {p}.", "{g}. Save the result in {p}.",
             "Find out: {g}. Store it in {p}.", "{g} and put the answer into the file {p}."], g=goal, p=path)
-        n = len(inner.steps) + 1
-        steps = inner.steps + [(f"Save the result to {path}.", "save_file", f"path={path}, content=#E{n - 1}")]
-        return Draft("lookup_then_save", tid, text, steps, inner.answer, inner.entities + (path,))
+        return self._then_save("lookup_then_save", tid, text, inner, path)
+
+    @staticmethod
+    def _then_save(intent: str, tid: str, text: str, inner: Draft, path: str) -> Draft:
+        """``inner``'s plan with a last step that saves its evidence to ``path``."""
+        steps = inner.steps + [(f"Save the result to {path}.", "save_file", f"path={path}, content=#E{len(inner.steps)}")]
+        return Draft(intent, tid, text, steps, inner.answer, inner.entities + (path,))
 
     def calc_chain(self) -> Draft:
         a, b, c = self.rng.randint(2, 300), self.rng.randint(2, 300), self.rng.randint(2, 50)
@@ -537,7 +541,12 @@ class Intents:
         tid, text = self._pick("wiki_then_llm", [
             "Look up {x} and summarize it in one sentence.", "Search the encyclopedia for {x}, then give a one-line summary.",
             "Find {x} in the encyclopedia and explain it simply.", "Research {x} and write a short summary."], x=name)
-        return Draft("wiki_then_llm", tid, text,
+        return self._summarised("wiki_then_llm", tid, text, name)
+
+    @staticmethod
+    def _summarised(intent: str, tid: str, text: str, name: str) -> Draft:
+        """Search the encyclopedia for ``name``, then summarise what was found in one sentence."""
+        return Draft(intent, tid, text,
                      [(f"Search the encyclopedia for {name}.", "search_wiki", name),
                       ("Summarize what was found in one sentence.", "llm", "Summarize in one sentence: #E1")],
                      lambda ev: ev["#E2"].strip(), (name,))
@@ -556,10 +565,7 @@ class Intents:
                        f"SELECT birth_year FROM directors WHERE name = {_sql_str(b['name'])}")],
                      older, (a["name"], b["name"]))
 
-
-class ChainIntents(Intents):
-    """More two-step tasks (``DemoConfig.chain_rows``): a lookup of any kind saved to a file, and an
-    encyclopedia entry summarised, each asked in many more ways than the base chains."""
+    # -- more two-step tasks (DemoConfig.chain_rows: CHAIN_MIX, many more phrasings) --------------
 
     def save_chain(self) -> Draft:
         inner = self.rng.choice([self.film_director, self.birth_year, self.birthplace, self.film_year, self.count_films,
@@ -574,9 +580,7 @@ class ChainIntents(Intents):
             "{g} -- write the answer to the file {p}.", "Answer this and keep the answer in {p}: {q}",
             "{g}. When you have it, save it as {p}.", "{q} I want the answer written to {p}.",
             "{g}, then put that into {p}.", "{q} Store the result in {p}."], q=q, g=g, p=path)
-        n = len(inner.steps) + 1
-        steps = inner.steps + [(f"Save the result to {path}.", "save_file", f"path={path}, content=#E{n - 1}")]
-        return Draft("save_chain", tid, text, steps, inner.answer, inner.entities + (path,))
+        return self._then_save("save_chain", tid, text, inner, path)
 
     def summary_chain(self) -> Draft:
         title = self.rng.choice(list(self.w.wiki))
@@ -591,10 +595,7 @@ class ChainIntents(Intents):
             "Find {x} in the encyclopedia and condense it into a short summary.",
             "Check the encyclopedia for {x} and tell me the main point in one line.",
             "Look {x} up, then write a two-line summary of it."], x=name)
-        return Draft("summary_chain", tid, text,
-                     [(f"Search the encyclopedia for {name}.", "search_wiki", name),
-                      ("Summarize what was found in one sentence.", "llm", "Summarize in one sentence: #E1")],
-                     lambda ev: ev["#E2"].strip(), (name,))
+        return self._summarised("summary_chain", tid, text, name)
 
 
 def _error_reason(evidence: str) -> str:
@@ -637,7 +638,7 @@ def draw(n: int, seed: int, banned: set[str] | None = None, mix: dict[str, float
     """``n`` drafts in ``mix`` (:data:`MIX`) proportions, styled, none equal to a banned (eval)
     text or to a normalised text in ``skip``."""
     rng = random.Random(seed)
-    intents = ChainIntents(World.load(), rng)
+    intents = Intents(World.load(), rng)
     mix = MIX if mix is None else mix
     names = list(mix)
     weights = [mix[k] for k in names]
