@@ -16,7 +16,7 @@ plan parser, evidence binding in code, the caller's JSON spacing, packing, stop 
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
 reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
 runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, the
-agents' training trajectories, and typed chains in generated data).
+agents' training trajectories, typed chains in generated data, and the demo's wider task shapes).
 """
 
 from __future__ import annotations
@@ -146,6 +146,19 @@ MUTATIONS = [
              "        drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})",
              "        drafts = draw(chains, seed + 7, mix=CHAIN_MIX) + drafts",
              ("tests/test_demo.py", "-k", "chain_rows")),
+    Mutation("demo: wide drafts replace the others' draw", "train/demo_data.py",
+             "        drafts += draw(wide, seed + 11, mix=WIDE_MIX, skip={normalise(d.text) for d in drafts})",
+             "        drafts = draw(wide, seed + 11, mix=WIDE_MIX) + drafts",
+             ("tests/test_demo.py", "-k", "wide_rows")),
+    Mutation("demo: wide_rows retrains the caller", "train/demo.py",
+             '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows"),',
+             '"code_rows", "planner_max_seq_len", "chain_rows"),', ("tests/test_demo.py", "-k", "wide_rows")),
+    Mutation("demo: wiki_question asks about articles an eval task names", "train/demo_data.py",
+             "                and f\" {normalise(title.split(' (')[0])} \" not in named)", ")",
+             ("tests/test_demo.py", "-k", "wide_intents")),
+    Mutation("demo: film_wide without its new phrasings", "train/demo_data.py",
+             "        return getattr(self, name)(more=self.FILM_MORE[name])", "        return getattr(self, name)()",
+             ("tests/test_demo.py", "-k", "wide_intents")),
     Mutation("demo: typed_chains not passed to the catalog's generator", "train/demo.py",
              "typed=cfg.typed_chains, distinct=", "typed=False, distinct=",
              ("tests/test_demo.py", "-k", "typed_chains")),

@@ -295,6 +295,68 @@ def test_chain_rows_add_two_step_plans_for_the_planner_only(tmp_path):
     assert chained.role_key("caller") == plain.role_key("caller") != chained.role_key("planner")
 
 
+WIDE = {"wiki_question": "search_wiki", "python_wide": "python_interpreter", "llm_wide": "llm"}
+
+
+@pytest.fixture(scope="module")
+def wide_drafts():
+    return demo_data.draw(3000, seed=0, mix=demo_data.WIDE_MIX)
+
+
+def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
+    """wide_rows draws tasks in new shapes and words (WIDE_MIX) after the others: planner rows
+    only, the other rows unchanged, nothing twice and no eval task; the caller's key stays."""
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4, chains=6)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, chains=6, wide=40)
+    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:26] == a["planner"]
+    extra = b["planner"][26:]
+    assert len(extra) == 40 and {r["meta"]["intent"] for r in extra} >= set(WIDE)
+    texts = [demo_data.normalise(r["instruction"].rsplit("Task: ", 1)[1]) for r in b["planner"]]
+    assert len(set(texts)) == len(texts) and not set(texts) & demo_data.eval_texts()
+    for row in extra:
+        plan = parse_plan(row["output"], BUILTINS)
+        if row["meta"]["intent"] in WIDE:
+            assert [s.tool for s in plan] == [WIDE[row["meta"]["intent"]]], row
+        else:  # a film-database intent in new words
+            assert {s.tool for s in plan} == {"query_sql"}, row
+    plain, wide = demo.DemoConfig(wide_rows=0), demo.DemoConfig(wide_rows=100)
+    assert wide.key() != plain.key()
+    assert wide.role_key("caller") == plain.role_key("caller") != wide.role_key("planner")
+    # at 0 it is left out of the keys: v13's recipe still has v13's keys
+    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0)
+    assert (v13.key(), v13.role_key("planner"), v13.role_key("caller")) == ("7069bb876ab1", "28dc20f9e5c1", "5ab4a8bfd8f3")
+
+
+def test_wide_intents_are_varied_and_ask_nothing_an_eval_task_names(wide_drafts):
+    phrasings = collections.defaultdict(set)
+    for d in wide_drafts:
+        phrasings[d.intent].add(d.template)
+    assert all(len(phrasings[k]) >= 30 for k in WIDE), {k: len(v) for k, v in phrasings.items()}
+    # the film intents in new words use templates the base intents do not have
+    base = {d.template.split("/")[0] for d in demo_data.draw(3000, seed=0)}
+    film = {d.template.split("/")[0] for d in wide_drafts if d.intent not in WIDE}
+    assert film - base and len(film - base) >= 30
+    # wiki_question asks about articles no eval task names (Mount Everest, Apollo 11, Linux, ...)
+    named = " " + " ".join(demo_data.eval_texts()) + " "
+    asked = {d.steps[0][2] for d in wide_drafts if d.intent == "wiki_question"}
+    assert len(asked) >= 60
+    assert not {a for a in asked if f" {demo_data.normalise(a)} " in named}
+    assert " mount everest " in named and " apollo 11 " in named
+
+
+def test_wide_python_tasks_run_in_the_real_interpreter(tmp_path):
+    from toolkit import default_toolbox
+
+    drafts = [d for d in demo_data.draw(400, seed=5, mix=demo_data.WIDE_MIX) if d.intent == "python_wide"]
+    kinds = {d.template.split(":")[1] for d in drafts}
+    assert len(kinds) == 12
+    grounded = demo_data.ground(drafts, default_toolbox(workspace=str(tmp_path), search_url=None), 0)
+    for g in grounded:
+        out = g["evidence"]["#E1"]
+        assert out.strip() and not out.startswith("Error"), (g["draft"].text, out)
+        assert g["answer"] == out.strip().splitlines()[0]
+
+
 def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     """typed_chains makes the catalog's chains typed and distinct_values its values distinct
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False

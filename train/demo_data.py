@@ -127,10 +127,15 @@ class World:
     companies: dict[str, str] = field(default_factory=dict)            # name -> founding year
     founders: dict[str, str] = field(default_factory=dict)             # company -> "A, B and C"
     capitals: dict[str, str] = field(default_factory=dict)             # country -> capital
+    kinds: dict[str, str] = field(default_factory=dict)                # title -> its file's stem ("history")
 
     @classmethod
     def load(cls) -> "World":
         w = cls(_read_csv("films.csv"), _read_csv("directors.csv"), wiki_articles())
+        for path in sorted((DATA / "wiki").glob("*.txt")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.startswith("# "):
+                    w.kinds[line[2:].strip()] = path.stem
         directors = {d["name"] for d in w.directors}
         for title, text in w.wiki.items():
             m = re.match(r"([A-Z][\w.' -]+?) \((\d{3,4})[-–](\d{4})\)", text)
@@ -200,20 +205,20 @@ class Intents:
 
     # -- the film database (query_sql) ----------------------------------------------------------
 
-    def film_director(self) -> Draft:
+    def film_director(self, more: Sequence[str] = ()) -> Draft:
         f = self.rng.choice(self.ascii_films)
         t = f["title"]
         tid, text = self._pick("film_director", [
             "Who directed the film {q}?", "Who is the director of {q}?", "Which filmmaker directed {q}?",
             "Tell me who directed the movie {q}.", "Who made the film {q}?", "{q} was directed by whom?",
             "Find the director of {q}.", "Name the director of the movie {q}.", "Who was behind the camera for {q}?",
-            "I forgot who directed {q}. Who was it?", "director of {q}?", "Look up who directed {q}."],
+            "I forgot who directed {q}. Who was it?", "director of {q}?", "Look up who directed {q}."] + list(more),
             q=_quote(t, self.rng))
         return Draft("film_director", tid, text,
                      [(f"Look up the director of {t} in the films table.", "query_sql",
                        f"SELECT director FROM films WHERE title = {_sql_str(t)}")], f["director"], (t,))
 
-    def director_films(self) -> Draft:
+    def director_films(self, more: Sequence[str] = ()) -> Draft:
         f = self.rng.choice([f for f in self.ascii_films if len(self.by_director[f["director"]]) > 1])
         t = f["title"]
         tid, text = self._pick("director_films", [
@@ -221,55 +226,55 @@ class Intents:
             "Which other films did the director of {q} make? Give one.", "List one movie by the person who directed {q}.",
             "Give me another film from the director of {q}.", "What else did the director of {q} make?",
             "Recommend a movie by whoever directed {q}.", "I liked {q}. Name another film by its director.",
-            "Which film by the same director as {q} should I watch?", "one more movie by the director of {q}?"],
+            "Which film by the same director as {q} should I watch?", "one more movie by the director of {q}?"] + list(more),
             q=_quote(t, self.rng))
         return Draft("director_films", tid, text,
                      [(f"List the films by the director of {t}.", "query_sql",
                        f"SELECT title FROM films WHERE director = (SELECT director FROM films WHERE title = {_sql_str(t)})")],
                      lambda ev, t=t: next((r for r in _rows(ev["#E1"]) if r != t), ""), (t,))
 
-    def birth_year(self) -> Draft:
+    def birth_year(self, more: Sequence[str] = ()) -> Draft:
         d = self.rng.choice(self.w.directors)
         n = d["name"]
         tid, text = self._pick("birth_year", [
             "When was {n} born?", "In which year was the director {n} born?", "What is the birth year of {n}?",
             "How old is {n}? Give the birth year.", "What year was {n} born in?", "{n}'s birth year?",
             "Tell me the year {n} was born.", "Look up when the filmmaker {n} was born.",
-            "Birth year of the director {n}, please.", "Find out when {n} was born."], n=n)
+            "Birth year of the director {n}, please.", "Find out when {n} was born."] + list(more), n=n)
         return Draft("birth_year", tid, text,
                      [(f"Look up the birth year of {n}.", "query_sql",
                        f"SELECT birth_year FROM directors WHERE name = {_sql_str(n)}")], d["birth_year"], (n,))
 
-    def birthplace(self) -> Draft:
+    def birthplace(self, more: Sequence[str] = ()) -> Draft:
         d = self.rng.choice(self.w.directors)
         n = d["name"]
         tid, text = self._pick("birthplace", [
             "Where was {n} born?", "What is the birthplace of {n}?", "In which city was {n} born?",
             "Where does the director {n} come from?", "Find the birthplace of the filmmaker {n}.",
-            "Tell me where {n} was born.", "{n} was born where?", "Look up the hometown of {n}."], n=n)
+            "Tell me where {n} was born.", "{n} was born where?", "Look up the hometown of {n}."] + list(more), n=n)
         return Draft("birthplace", tid, text,
                      [(f"Look up where {n} was born.", "query_sql",
                        f"SELECT birthplace FROM directors WHERE name = {_sql_str(n)}")], d["birthplace"], (n,))
 
-    def film_year(self) -> Draft:
+    def film_year(self, more: Sequence[str] = ()) -> Draft:
         f = self.rng.choice(self.ascii_films)
         t = f["title"]
         tid, text = self._pick("film_year", [
             "When was {q} released?", "What year did {q} come out?", "In which year was the film {q} released?",
             "Release year of {q}?", "Tell me when the movie {q} came out.", "How old is the film {q}? Give its year.",
-            "Find the release year of {q}.", "{q} came out in which year?"], q=_quote(t, self.rng))
+            "Find the release year of {q}.", "{q} came out in which year?"] + list(more), q=_quote(t, self.rng))
         return Draft("film_year", tid, text,
                      [(f"Look up the release year of {t}.", "query_sql",
                        f"SELECT year FROM films WHERE title = {_sql_str(t)}")], f["year"], (t,))
 
-    def count_films(self) -> Draft:
+    def count_films(self, more: Sequence[str] = ()) -> Draft:
         d = self.rng.choice(self.w.directors)
         n = d["name"]
         count = str(sum(f["director"] == n for f in self.w.films))
         tid, text = self._pick("count_films", [
             "How many films by {n} are in the database?", "Count the movies directed by {n}.",
             "How many of {n}'s films does the film database list?", "Number of films by {n} in the database?",
-            "How many movies did {n} direct, according to the database?", "Tell me how many films {n} has in the table."],
+            "How many movies did {n} direct, according to the database?", "Tell me how many films {n} has in the table."] + list(more),
             n=n)
         return Draft("count_films", tid, text,
                      [(f"Count the films by {n}.", "query_sql",
@@ -551,12 +556,12 @@ class Intents:
                       ("Summarize what was found in one sentence.", "llm", "Summarize in one sentence: #E1")],
                      lambda ev: ev["#E2"].strip(), (name,))
 
-    def compare_births(self) -> Draft:
+    def compare_births(self, more: Sequence[str] = ()) -> Draft:
         a, b = self.rng.sample(self.w.directors, 2)
         older = a["name"] if int(a["birth_year"]) <= int(b["birth_year"]) else b["name"]
         tid, text = self._pick("compare_births", [
             "Who is older, {a} or {b}?", "Which director was born first: {a} or {b}?",
-            "Was {a} born before {b}? Name the older one.", "Between {a} and {b}, who was born earlier?"],
+            "Was {a} born before {b}? Name the older one.", "Between {a} and {b}, who was born earlier?"] + list(more),
             a=a["name"], b=b["name"])
         return Draft("compare_births", tid, text,
                      [(f"Look up the birth year of {a['name']}.", "query_sql",
@@ -597,6 +602,211 @@ class Intents:
             "Look {x} up, then write a two-line summary of it."], x=name)
         return self._summarised("summary_chain", tid, text, name)
 
+    # -- wider shapes and phrasings (DemoConfig.wide_rows: WIDE_MIX, planner rows only) -----------
+    # Written after v13's hand-written results by kind (Python 2/6, `llm` 1/4, encyclopedia
+    # questions that are not "tell me about X" sent to the film database): new task shapes for
+    # those tools, in new words. None of them copies an evaluation task or its wording, and
+    # wiki_question never asks about an article an evaluation task names.
+
+    FILM_MORE = {
+        "film_director": ["Do you know who directed {q}?", "Whose film is {q}?", "Who helmed {q}?",
+                          "Which director shot {q}?", "The movie {q}: who was its director?",
+                          "Check the film database: who directed {q}?", "who directed {q} again",
+                          "Can you tell me the name of the person who directed {q}?"],
+        "director_films": ["Show me a different movie by the director of {q}.",
+                           "I enjoyed {q}. What else has its director made?",
+                           "Which films share a director with {q}? Name one.",
+                           "Suggest something else directed by the person who made {q}.",
+                           "List another title by the director of {q}."],
+        "birth_year": ["What year was the director {n} born?", "Which year is {n}'s birth year?",
+                       "Look up {n}'s year of birth in the film database.", "Born when: {n}?",
+                       "How long ago was {n} born? Just the year.", "{n} was born in what year?"],
+        "birthplace": ["Which city does {n} come from?", "What's the hometown of {n}?",
+                       "Where is the director {n} from?", "{n}'s place of birth?",
+                       "In what place was {n} born?", "Check where the filmmaker {n} was born."],
+        "film_year": ["What year did {q} premiere?", "When did {q} first come out in cinemas?",
+                      "Which year did the film {q} open?", "{q}: what's its release year?",
+                      "How many years ago did {q} come out? Give the year.", "Year of release for {q}?"],
+        "count_films": ["How many titles by {n} does the database hold?", "Count {n}'s films in the database.",
+                        "How many {n} films are listed?", "What is the number of movies directed by {n} in the table?"],
+        "compare_births": ["Whose birthday comes first, {a} or {b}?", "{a} vs {b}: who is the elder?",
+                           "Of {a} and {b}, which one was born earlier?", "Tell me which is older: {a} or {b}."],
+    }
+
+    def film_wide(self) -> Draft:
+        """A film-database intent in phrasings the base intents do not use."""
+        name = self.rng.choice(sorted(self.FILM_MORE))
+        return getattr(self, name)(more=self.FILM_MORE[name])
+
+    WIKI_QUESTIONS = {
+        "geography": ["Where is {x}?", "How big is {x}?", "What is {x} known for?", "Give me a few facts about {x}.",
+                      "Which part of the world is {x} in?", "Is {x} worth visiting? What is it like?",
+                      "what's special about {x}", "Tell me something interesting about {x}.",
+                      "How large is {x}, roughly?", "Describe the geography of {x}."],
+        "history": ["What happened during {x}?", "When did {x} take place?", "Who was involved in {x}?",
+                    "Why does {x} matter in history?", "Give me the background of {x}.", "How did {x} end?",
+                    "What was the result of {x}?", "Explain {x} in a few words.", "who took part in {x}",
+                    "What led to {x}?"],
+        "science": ["How does {x} work?", "Who discovered {x}?", "Explain {x} in simple terms.",
+                    "What is the idea behind {x}?", "Why is {x} important?", "Can you break down {x} for me?",
+                    "what is {x} all about", "Who came up with {x}?", "Give me the basics of {x}.",
+                    "I keep hearing about {x}. What is it?"],
+        "people": ["Who was {x}?", "What is {x} famous for?", "Why is {x} well known?",
+                   "What did {x} achieve?", "Give me a short biography of {x}.", "What was {x}'s main work?",
+                   "who is {x}", "Tell me the life story of {x} in brief.", "Where was {x} from?",
+                   "What is {x} remembered for?"],
+        "companies": ["What does {x} make?", "What is {x}'s business?", "Where is {x} based?",
+                      "Who runs {x}?", "What kind of company is {x}?", "How did {x} get started?",
+                      "Give me a quick profile of the company {x}.", "what does {x} do", "Who owns {x}?",
+                      "Is {x} a big company? What does it sell?"],
+    }
+
+    def wiki_question(self) -> Draft:
+        """A question about an encyclopedia article that is not "tell me about X": places, events,
+        ideas, people and companies outside the film database (planner rows only: no answer)."""
+        if not hasattr(self, "_wiki_topics"):
+            named = " " + " ".join(sorted(eval_texts())) + " "
+            self._wiki_topics = sorted(
+                (kind, title) for title, kind in self.w.kinds.items() if kind in self.WIKI_QUESTIONS
+                and f" {normalise(title.split(' (')[0])} " not in named)
+        kind, title = self.rng.choice(self._wiki_topics)
+        name = title.split(" (")[0]
+        tid, text = self._pick(f"wiki_question:{kind}", self.WIKI_QUESTIONS[kind], x=name)
+        return Draft("wiki_question", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
+                     None, (name,))
+
+    # Ways of saying "with code", around a python_wide goal.
+    CODE_ASKS = ["{g}", "{g}", "{g}", "Using Python, {gl}.", "Write a quick script: {gl}.", "{g} Use code.",
+                 "With a bit of code, {gl}.", "Run a program for this: {gl}.", "{g} (compute it with Python)",
+                 "Code this for me: {gl}."]
+
+    def python_wide(self) -> Draft:
+        """Small computations a calculator cannot do, in new shapes and phrasings."""
+        r = self.rng
+        kind = r.randrange(12)
+        if kind == 0:
+            nums = r.sample(range(1, 500), r.randint(4, 7))
+            big = r.random() < 0.5
+            code = f"print({'max' if big else 'min'}({nums}))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["Which is the {w} of {l}?", "Find the {w} number in this list: {l}.",
+                             "Out of {l}, which number is the {w}?", "Pick the {w} value from {l}."],
+                w="largest" if big else "smallest", l=", ".join(map(str, nums)))
+        elif kind == 1:
+            s = r.choice(["the early bird catches the worm", "plans come before evidence", "a small model can plan",
+                          "tools answer questions", "every step has a tool", "the quick brown fox jumps"])
+            code = f"print(len({s!r}.split()))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["How many words are in '{s}'?", "Count the words of the sentence '{s}'.",
+                             "Word count of '{s}'?", "Tell me the number of words in '{s}'."], s=s)
+        elif kind == 2:
+            s = r.choice(["rewoo", "planner", "agent", "evidence", "tool call", "hello there"])
+            code = f"print({s!r}.upper())"
+            tid, goal = self._pick(f"python_wide:{kind}", ["Convert '{s}' to upper case.", "Make '{s}' all capitals.", "Uppercase the text '{s}'.",
+                             "Turn '{s}' into capital letters."], s=s)
+        elif kind == 3:
+            s = r.choice(["mississippi", "banana", "bookkeeper", "assessment", "tennessee", "committee"])
+            c = r.choice(sorted(set(s)))
+            code = f"print({s!r}.count({c!r}))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["How many times does the letter '{c}' appear in '{s}'?", "Count the '{c}'s in '{s}'.",
+                             "In the word '{s}', how often is '{c}' used?", "Number of '{c}' letters in '{s}'?"], c=c, s=s)
+        elif kind == 4:
+            n = r.randint(50, 5000)
+            code = f"print({n} > 1 and all({n} % d for d in range(2, int({n} ** 0.5) + 1)))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["Is {n} a prime number?", "Check whether {n} is prime.", "Tell me if {n} is prime or not.",
+                             "is {n} prime"], n=n)
+        elif kind == 5:
+            a, b = r.randint(12, 999), r.randint(12, 999)
+            code = f"import math; print(math.gcd({a}, {b}))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["What is the greatest common divisor of {a} and {b}?", "Find the GCD of {a} and {b}.",
+                             "Largest number dividing both {a} and {b}?", "gcd({a}, {b}) = ?"], a=a, b=b)
+        elif kind == 6:
+            n = r.randint(1000, 999999)
+            code = f"print(sum(int(c) for c in str({n})))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["What is the sum of the digits of {n}?", "Add up the digits in {n}.",
+                             "Digit sum of {n}?", "Sum every digit of the number {n}."], n=n)
+        elif kind == 7:
+            n = r.randint(5, 4000)
+            code = f"print(bin({n})[2:])"
+            tid, goal = self._pick(f"python_wide:{kind}", ["Write {n} in binary.", "What is {n} in base 2?", "Convert {n} to binary.",
+                             "Binary representation of {n}?"], n=n)
+        elif kind == 8:
+            nums = [r.randint(1, 99) for _ in range(r.randint(4, 7))]
+            down = r.random() < 0.5
+            code = f"print(sorted({nums}{', reverse=True' if down else ''}))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["Arrange {l} from {o}.", "List {l} in {w} order.", "Rank the numbers {l}, {o}.",
+                             "Can you order {l} {o}?"],
+                l=", ".join(map(str, nums)), w="descending" if down else "increasing",
+                o="highest to lowest" if down else "lowest to highest")
+        elif kind == 9:
+            s = r.choice(["machine learning", "function calling", "open weights", "agent", "evidence"])
+            code = f"print(len({s!r}))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["How many characters long is '{s}'?", "What is the length of the string '{s}'?",
+                             "Count the characters in '{s}', spaces included."], s=s)
+        elif kind == 10:
+            d = datetime(2020, 1, 1) + timedelta(days=r.randrange(3000))
+            code = f"from datetime import date; print(date({d.year}, {d.month}, {d.day}).strftime('%A'))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["What day of the week was {d}?", "Which weekday did {d} fall on?",
+                             "On which day of the week did {d} land?", "Find the weekday of the date {d}."],
+                d=d.date().isoformat())
+        else:
+            nums = [r.randint(1, 100) for _ in range(r.choice([5, 7, 9]))]
+            code = f"import statistics; print(statistics.median({nums}))"
+            tid, goal = self._pick(f"python_wide:{kind}", ["What is the median of {l}?", "Find the middle value of {l}.",
+                             "Median of these numbers: {l}?"], l=", ".join(map(str, nums)))
+        ask = r.randrange(len(self.CODE_ASKS))
+        text = self.CODE_ASKS[ask].format(g=goal, gl=goal[:1].lower() + goal[1:].rstrip("?.!"))
+        return Draft("python_wide", f"{tid}/{ask}", text,
+                     [("Run Python code to compute it.", "python_interpreter", code)],
+                     lambda ev: ev["#E1"].strip().splitlines()[0] if ev["#E1"].strip() else "")
+
+    def llm_wide(self) -> Draft:
+        """Writing and language tasks for the `llm` tool, in new shapes and phrasings (nothing to look up)."""
+        r = self.rng
+        kind = r.randrange(7)
+        if kind == 0:
+            phrase = r.choice(["happy birthday", "how much is this", "nice to meet you", "I am hungry",
+                               "where is the library", "have a good trip", "excuse me", "it is raining"])
+            lang = r.choice(["Japanese", "Korean", "Portuguese", "Russian", "Dutch", "Arabic", "Hindi", "Swedish",
+                             "Turkish", "Greek"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["What is '{p}' in {l}?", "Put '{p}' into {l}, please.", "{l} translation of '{p}'?",
+                             "Help me say '{p}' in {l}.", "Say '{p}' in {l}.", "I need '{p}' in {l}."], p=phrase, l=lang)
+            prompt = f"Translate '{phrase}' into {lang}."
+        elif kind == 1:
+            word = r.choice(["generous", "noisy", "early", "heavy", "bright", "simple", "rare", "polite", "cheap", "strong"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["What is the opposite of '{w}'?", "Give me a word that means the opposite of {w}.",
+                             "Opposite of {w}?", "Which word is the reverse of '{w}' in meaning?"], w=word)
+            prompt = f"Give one antonym of the word '{word}'."
+        elif kind == 2:
+            thing = r.choice(["a bakery", "a podcast about space", "a pet hamster", "a hiking club", "a board game cafe",
+                              "a small bookshop", "a chess app", "a food truck", "a running team", "a tea brand"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["Suggest a name for {t}.", "Brainstorm a good name for {t}.", "What should I call {t}?",
+                             "Think up a fun name for {t}.", "I need a memorable name for {t}."], t=thing)
+            prompt = f"Suggest one name for {thing}."
+        elif kind == 3:
+            topic = r.choice(["a lazy dog", "the ocean", "winter mornings", "a lost umbrella", "spring rain", "a grumpy robot",
+                              "a busy bee", "the night sky"])
+            form = r.choice(["limerick", "haiku", "short poem", "four-line rhyme"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["Write a {f} about {t}.", "Make up a {f} on {t}.", "I'd love a {f} about {t}.",
+                             "Give me a {f} featuring {t}."], f=form, t=topic)
+            prompt = f"Write a {form} about {topic}."
+        elif kind == 4:
+            topic = r.choice(["computers", "cats", "coffee", "mathematicians", "the weather", "trains"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["Tell me a joke about {t}.", "Do you know a good joke about {t}?", "Make me laugh: a joke about {t}.",
+                             "a short pun about {t} please"], t=topic)
+            prompt = f"Tell a short joke about {topic}."
+        elif kind == 5:
+            s = r.choice(["send me the file now", "you are late again", "fix this bug today", "I want a refund",
+                          "stop calling me"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["Rewrite '{s}' so it sounds polite.", "Make this more friendly: '{s}'.",
+                             "Rephrase '{s}' in a formal tone.", "How can I say '{s}' more nicely?"], s=s)
+            prompt = f"Rewrite politely: '{s}'."
+        else:
+            what = r.choice(["a team lunch", "a rainy Sunday", "a child's birthday party", "learning a language",
+                             "saving money", "a weekend trip"])
+            tid, goal = self._pick(f"llm_wide:{kind}", ["Give me three ideas for {w}.", "Any tips for {w}?", "Brainstorm some ideas for {w}.",
+                             "What could I do for {w}? A few suggestions please."], w=what)
+            prompt = f"Give three short ideas for {what}."
+        # No answer: these are planner rows only, and the seeded stand-in (LLM_ANSWERS) knows none of them.
+        return Draft("llm_wide", tid, goal, [("Ask the language model.", "llm", prompt)], None)
 
 def _error_reason(evidence: str) -> str:
     """The innermost reason of an error evidence text, as the worker writes it (``Error:
@@ -617,6 +827,11 @@ MIX = {"film_director": 1.0, "director_films": 1.0, "birth_year": 0.8, "birthpla
 # The mix of the extra chain drafts (DemoConfig.chain_rows; planner rows only).
 CHAIN_MIX = {"save_chain": 2.0, "summary_chain": 1.0, "lookup_then_save": 0.5, "wiki_then_llm": 0.3,
              "compare_births": 0.4, "calc_chain": 0.4}
+
+
+# The mix of the wider drafts (DemoConfig.wide_rows; planner rows only): new shapes and phrasings of
+# the encyclopedia, Python, `llm` and film-database tasks.
+WIDE_MIX = {"wiki_question": 1.0, "python_wide": 1.0, "llm_wide": 0.8, "film_wide": 0.8}
 
 
 def eval_texts() -> set[str]:
@@ -805,7 +1020,7 @@ def tool_first(plan):
 
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
-              code: int = 0, chains: int = 0) -> dict[str, list[dict]]:
+              code: int = 0, chains: int = 0, wide: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -815,7 +1030,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ReAct-JSON and code agents over the same tasks (:mod:`train.trajectories`), as chat rows in
     ``"agents"`` (``"dropped"`` counts replays that left their script). ``chains``: that many more
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
-    stay the same)."""
+    stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
+    planner rows only, drawn after those."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -824,6 +1040,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     drafts = draw(planner + extra_planner, seed)
     if chains:
         drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})
+    if wide:
+        drafts += draw(wide, seed + 11, mix=WIDE_MIX, skip={normalise(d.text) for d in drafts})
     grounded = ground(drafts, box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
