@@ -154,7 +154,7 @@ MUTATIONS = [
              '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows"),',
              '"code_rows", "planner_max_seq_len", "chain_rows"),', ("tests/test_demo.py", "-k", "wide_rows")),
     Mutation("demo: wiki_question asks about articles an eval task names", "train/demo_data.py",
-             "                and f\" {normalise(title.split(' (')[0])} \" not in named)", ")",
+             "                      and f\" {normalise(title.split(' (')[0])} \" not in named)", ")",
              ("tests/test_demo.py", "-k", "wide_intents")),
     Mutation("demo: film_wide without its new phrasings", "train/demo_data.py",
              "        return getattr(self, name)(more=self.FILM_MORE[name])", "        return getattr(self, name)()",

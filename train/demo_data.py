@@ -28,6 +28,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -661,15 +662,18 @@ class Intents:
                       "Is {x} a big company? What does it sell?"],
     }
 
+    @cached_property
+    def wiki_topics(self) -> list[tuple[str, str]]:
+        """``(kind, title)`` of the articles wiki_question asks about: every article of the
+        WIKI_QUESTIONS kinds except those an evaluation task names."""
+        named = " " + " ".join(sorted(eval_texts())) + " "
+        return sorted((kind, title) for title, kind in self.w.kinds.items() if kind in self.WIKI_QUESTIONS
+                      and f" {normalise(title.split(' (')[0])} " not in named)
+
     def wiki_question(self) -> Draft:
         """A question about an encyclopedia article that is not "tell me about X": places, events,
         ideas, people and companies outside the film database (planner rows only: no answer)."""
-        if not hasattr(self, "_wiki_topics"):
-            named = " " + " ".join(sorted(eval_texts())) + " "
-            self._wiki_topics = sorted(
-                (kind, title) for title, kind in self.w.kinds.items() if kind in self.WIKI_QUESTIONS
-                and f" {normalise(title.split(' (')[0])} " not in named)
-        kind, title = self.rng.choice(self._wiki_topics)
+        kind, title = self.rng.choice(self.wiki_topics)
         name = title.split(" (")[0]
         tid, text = self._pick(f"wiki_question:{kind}", self.WIKI_QUESTIONS[kind], x=name)
         return Draft("wiki_question", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
