@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.run import EXIT_BAD_INPUT, UsageError
+from pipeline.usage import EXIT_BAD_INPUT, UsageError
 from toolkit.helpformat import HelpFormatter
 
 MODES = ("rewoo", "react", "code")

@@ -383,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline import run as cli
+    from pipeline.usage import UsageError
 
     args = build_parser().parse_args(argv)
     try:
@@ -395,11 +396,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 from pipeline.agents import eval_runner
             except ImportError as e:
-                raise cli.UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not "
+                raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not "
                                      "have yet; use --mode rewoo") from e
             factory = eval_runner(args.mode, planner)
         report = evaluate_tasks(tasks, toolbox, factory, args.mode, str(args.tasks))
-    except (TaskFileError, cli.UsageError) as e:
+    except (TaskFileError, UsageError) as e:
         if args.debug:  # the traceback as well; the exit code stays 2
             import traceback
             traceback.print_exc()

@@ -38,11 +38,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-EXIT_BAD_INPUT = 2
-
-
-class UsageError(Exception):
-    """Something the user can fix: printed as one line, exit code 2."""
+from pipeline.usage import EXIT_BAD_INPUT, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ def run_agent_cli(args, engine: Any, toolbox: Any) -> int:
     """``python -m pipeline.run --mode react|code``: run the agent, print the steps (or, with
     ``--json``, one object), write ``--trace``. Engine failures are one-line usage errors."""
     from pipeline.engines import EngineError
-    from pipeline.run import UsageError
+    from pipeline.usage import UsageError
 
     agent = make_agent(args.mode, engine, toolbox, verbose=0 if args.json else 1,
                        max_new_tokens=args.max_new_tokens)
