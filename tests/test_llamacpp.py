@@ -169,6 +169,32 @@ def test_a_missing_binding_names_the_install_command(monkeypatch):
 
 # ------------------------------------------------------------------ the runner
 
+def test_each_type_generates_in_a_process_of_its_own(ggufs):
+    """On a CPU that lists AMX but cannot run it (2-core cloud VMs, 2026-12-01), llama.cpp built for
+    the native CPU died at its first tile load ("Illegal instruction"), killing the default run and
+    the bench with it; `make install-llamacpp` builds without AMX. A fresh process per type, so such
+    a death fails this test instead of ending the whole suite."""
+    code = ("import sys, llama_cpp; m = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False); "
+            "print(repr(m('The capital of France is', max_tokens=4, temperature=0)['choices'][0]['text']))")
+    for kind, exported in ggufs.items():
+        out = subprocess.run([sys.executable, "-c", code, str(exported.path)], capture_output=True, text=True,
+                             timeout=180)
+        assert out.returncode == 0, (kind, out.returncode, out.stderr[-800:])
+        assert out.stdout.strip().startswith("'"), (kind, out.stdout)
+
+
+def test_the_library_has_no_amx_kernels_and_a_build_with_them_loads_without_extra_buffers(monkeypatch):
+    """make install-llamacpp builds without AMX (-mno-amx-*), so the library reports none; a library
+    built with them (pip's own native build on such a CPU) is loaded without the extra buffer types
+    that hold the AMX kernels, unless REWOO_LLAMACPP_AMX=1."""
+    assert not lc.built_with_amx(llama_cpp)
+    assert lc.model_params(llama_cpp).use_extra_bufts
+    monkeypatch.setattr(lc, "built_with_amx", lambda binding: True)
+    assert not lc.model_params(llama_cpp).use_extra_bufts
+    monkeypatch.setenv("REWOO_LLAMACPP_AMX", "1")
+    assert lc.model_params(llama_cpp).use_extra_bufts
+
+
 def test_greedy_tokens_match_llama_cpp_pythons_own_generate(runner, ggufs):
     ref_model = llama_cpp.Llama(model_path=str(ggufs["BF16"].path), n_ctx=512, n_threads=1, verbose=False)
     for prompt in PROMPTS[:2]:
