@@ -361,7 +361,8 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     """typed_chains makes the catalog's chains typed and distinct_values its values distinct
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False
     (and chain_rows 0, 30 catalog rows) the key still names v11, the build before them."""
-    v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False)
+    v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False,
+                          extra_planner_rows=200, wide_rows=0)
     assert (v11.key(), v11.role_key("planner"), v11.role_key("caller")) == ("e09cf8472d24", "e878afa91b74", "f07e560880ef")
     assert demo.DemoConfig(distinct_values=False).key() == demo.DemoConfig().key()
     assert demo.DemoConfig(distinct_values=True).role_key("caller") != demo.DemoConfig().role_key("caller")
