@@ -26,6 +26,10 @@ def _lora(model):
 
 
 def _grads(model, batch) -> dict[str, torch.Tensor]:
+    # Train mode, as the Trainer runs it. In eval mode, on a CPU with AVX512-BF16, bitsandbytes 0.50
+    # repacks a 4-bit weight for its bf16 inference kernel at the first forward without grad
+    # (Linear4bit.forward): the results then differ from fp32 by bf16 rounding (0.3% here, 2026-12-01).
+    model.train()
     model.zero_grad()
     out = model(**batch, labels=batch["input_ids"])
     out.loss.backward()
