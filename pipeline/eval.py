@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 from pipeline.agents import eval_runner
             except ImportError as e:
                 raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not "
-                                     "have yet; use --mode rewoo") from e
+                                 "have yet; use --mode rewoo") from e
             factory = eval_runner(args.mode, planner)
         report = evaluate_tasks(tasks, toolbox, factory, args.mode, str(args.tasks))
     except (TaskFileError, UsageError) as e:

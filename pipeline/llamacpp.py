@@ -32,6 +32,7 @@ backends.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -88,6 +89,7 @@ def _quiet_backend(llama_cpp, verbose: bool) -> None:
             _BACKEND_READY = True
 
 
+@functools.cache
 def built_with_amx(llama_cpp) -> bool:
     """Whether the binding's ggml was compiled with AMX kernels (``ggml_cpu_has_amx_int8``: a
     compile-time answer). Such a build died with "Illegal instruction" at its first tile load on

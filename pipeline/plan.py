@@ -34,7 +34,6 @@ The grammar (DESIGN.md, "Plan grammar"):
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Mapping

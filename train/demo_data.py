@@ -92,8 +92,9 @@ def _read_csv(name: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def wiki_articles() -> dict[str, str]:
-    """``{title: text}`` of the offline encyclopedia (``data/wiki/*.txt``)."""
+def wiki_articles(kinds: dict[str, str] | None = None) -> dict[str, str]:
+    """``{title: text}`` of the offline encyclopedia (``data/wiki/*.txt``); ``kinds``, when given,
+    gets each title's file stem ("history")."""
     out = {}
     for path in sorted((DATA / "wiki").glob("*.txt")):
         title = None
@@ -101,6 +102,8 @@ def wiki_articles() -> dict[str, str]:
             if line.startswith("# "):
                 title = line[2:].strip()
                 out[title] = ""
+                if kinds is not None:
+                    kinds[title] = path.stem
             elif title and line.strip():
                 out[title] = (out[title] + " " + line.strip()).strip()
     return out
@@ -132,11 +135,8 @@ class World:
 
     @classmethod
     def load(cls) -> "World":
-        w = cls(_read_csv("films.csv"), _read_csv("directors.csv"), wiki_articles())
-        for path in sorted((DATA / "wiki").glob("*.txt")):
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.startswith("# "):
-                    w.kinds[line[2:].strip()] = path.stem
+        kinds: dict[str, str] = {}
+        w = cls(_read_csv("films.csv"), _read_csv("directors.csv"), wiki_articles(kinds), kinds=kinds)
         directors = {d["name"] for d in w.directors}
         for title, text in w.wiki.items():
             m = re.match(r"([A-Z][\w.' -]+?) \((\d{3,4})[-–](\d{4})\)", text)
@@ -692,70 +692,71 @@ class Intents:
             nums = r.sample(range(1, 500), r.randint(4, 7))
             big = r.random() < 0.5
             code = f"print({'max' if big else 'min'}({nums}))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["Which is the {w} of {l}?", "Find the {w} number in this list: {l}.",
-                             "Out of {l}, which number is the {w}?", "Pick the {w} value from {l}."],
+            templates, slots = ["Which is the {w} of {l}?", "Find the {w} number in this list: {l}.",
+                                "Out of {l}, which number is the {w}?", "Pick the {w} value from {l}."], dict(
                 w="largest" if big else "smallest", l=", ".join(map(str, nums)))
         elif kind == 1:
             s = r.choice(["the early bird catches the worm", "plans come before evidence", "a small model can plan",
                           "tools answer questions", "every step has a tool", "the quick brown fox jumps"])
             code = f"print(len({s!r}.split()))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["How many words are in '{s}'?", "Count the words of the sentence '{s}'.",
-                             "Word count of '{s}'?", "Tell me the number of words in '{s}'."], s=s)
+            templates, slots = ["How many words are in '{s}'?", "Count the words of the sentence '{s}'.",
+                                "Word count of '{s}'?", "Tell me the number of words in '{s}'."], dict(s=s)
         elif kind == 2:
             s = r.choice(["rewoo", "planner", "agent", "evidence", "tool call", "hello there"])
             code = f"print({s!r}.upper())"
-            tid, goal = self._pick(f"python_wide:{kind}", ["Convert '{s}' to upper case.", "Make '{s}' all capitals.", "Uppercase the text '{s}'.",
-                             "Turn '{s}' into capital letters."], s=s)
+            templates, slots = ["Convert '{s}' to upper case.", "Make '{s}' all capitals.", "Uppercase the text '{s}'.",
+                                "Turn '{s}' into capital letters."], dict(s=s)
         elif kind == 3:
             s = r.choice(["mississippi", "banana", "bookkeeper", "assessment", "tennessee", "committee"])
             c = r.choice(sorted(set(s)))
             code = f"print({s!r}.count({c!r}))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["How many times does the letter '{c}' appear in '{s}'?", "Count the '{c}'s in '{s}'.",
-                             "In the word '{s}', how often is '{c}' used?", "Number of '{c}' letters in '{s}'?"], c=c, s=s)
+            templates, slots = ["How many times does the letter '{c}' appear in '{s}'?", "Count the '{c}'s in '{s}'.",
+                                "In the word '{s}', how often is '{c}' used?", "Number of '{c}' letters in '{s}'?"], dict(c=c, s=s)
         elif kind == 4:
             n = r.randint(50, 5000)
             code = f"print({n} > 1 and all({n} % d for d in range(2, int({n} ** 0.5) + 1)))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["Is {n} a prime number?", "Check whether {n} is prime.", "Tell me if {n} is prime or not.",
-                             "is {n} prime"], n=n)
+            templates, slots = ["Is {n} a prime number?", "Check whether {n} is prime.", "Tell me if {n} is prime or not.",
+                                "is {n} prime"], dict(n=n)
         elif kind == 5:
             a, b = r.randint(12, 999), r.randint(12, 999)
             code = f"import math; print(math.gcd({a}, {b}))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["What is the greatest common divisor of {a} and {b}?", "Find the GCD of {a} and {b}.",
-                             "Largest number dividing both {a} and {b}?", "gcd({a}, {b}) = ?"], a=a, b=b)
+            templates, slots = ["What is the greatest common divisor of {a} and {b}?", "Find the GCD of {a} and {b}.",
+                                "Largest number dividing both {a} and {b}?", "gcd({a}, {b}) = ?"], dict(a=a, b=b)
         elif kind == 6:
             n = r.randint(1000, 999999)
             code = f"print(sum(int(c) for c in str({n})))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["What is the sum of the digits of {n}?", "Add up the digits in {n}.",
-                             "Digit sum of {n}?", "Sum every digit of the number {n}."], n=n)
+            templates, slots = ["What is the sum of the digits of {n}?", "Add up the digits in {n}.",
+                                "Digit sum of {n}?", "Sum every digit of the number {n}."], dict(n=n)
         elif kind == 7:
             n = r.randint(5, 4000)
             code = f"print(bin({n})[2:])"
-            tid, goal = self._pick(f"python_wide:{kind}", ["Write {n} in binary.", "What is {n} in base 2?", "Convert {n} to binary.",
-                             "Binary representation of {n}?"], n=n)
+            templates, slots = ["Write {n} in binary.", "What is {n} in base 2?", "Convert {n} to binary.",
+                                "Binary representation of {n}?"], dict(n=n)
         elif kind == 8:
             nums = [r.randint(1, 99) for _ in range(r.randint(4, 7))]
             down = r.random() < 0.5
             code = f"print(sorted({nums}{', reverse=True' if down else ''}))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["Arrange {l} from {o}.", "List {l} in {w} order.", "Rank the numbers {l}, {o}.",
-                             "Can you order {l} {o}?"],
+            templates, slots = ["Arrange {l} from {o}.", "List {l} in {w} order.", "Rank the numbers {l}, {o}.",
+                                "Can you order {l} {o}?"], dict(
                 l=", ".join(map(str, nums)), w="descending" if down else "increasing",
                 o="highest to lowest" if down else "lowest to highest")
         elif kind == 9:
             s = r.choice(["machine learning", "function calling", "open weights", "agent", "evidence"])
             code = f"print(len({s!r}))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["How many characters long is '{s}'?", "What is the length of the string '{s}'?",
-                             "Count the characters in '{s}', spaces included."], s=s)
+            templates, slots = ["How many characters long is '{s}'?", "What is the length of the string '{s}'?",
+                                "Count the characters in '{s}', spaces included."], dict(s=s)
         elif kind == 10:
             d = datetime(2020, 1, 1) + timedelta(days=r.randrange(3000))
             code = f"from datetime import date; print(date({d.year}, {d.month}, {d.day}).strftime('%A'))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["What day of the week was {d}?", "Which weekday did {d} fall on?",
-                             "On which day of the week did {d} land?", "Find the weekday of the date {d}."],
+            templates, slots = ["What day of the week was {d}?", "Which weekday did {d} fall on?",
+                                "On which day of the week did {d} land?", "Find the weekday of the date {d}."], dict(
                 d=d.date().isoformat())
         else:
             nums = [r.randint(1, 100) for _ in range(r.choice([5, 7, 9]))]
             code = f"import statistics; print(statistics.median({nums}))"
-            tid, goal = self._pick(f"python_wide:{kind}", ["What is the median of {l}?", "Find the middle value of {l}.",
-                             "Median of these numbers: {l}?"], l=", ".join(map(str, nums)))
+            templates, slots = ["What is the median of {l}?", "Find the middle value of {l}.",
+                                "Median of these numbers: {l}?"], dict(l=", ".join(map(str, nums)))
+        tid, goal = self._pick(f"python_wide:{kind}", templates, **slots)
         ask = r.randrange(len(self.CODE_ASKS))
         text = self.CODE_ASKS[ask].format(g=goal, gl=goal[:1].lower() + goal[1:].rstrip("?.!"))
         return Draft("python_wide", f"{tid}/{ask}", text,
@@ -770,45 +771,46 @@ class Intents:
             phrase = r.choice(["happy birthday", "how much is this", "nice to meet you", "I am hungry",
                                "where is the library", "have a good trip", "excuse me", "it is raining"])
             lang = r.choice(["Japanese", "Korean", "Portuguese", "Russian", "Dutch", "Arabic", "Hindi", "Swedish",
-                             "Turkish", "Greek"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["What is '{p}' in {l}?", "Put '{p}' into {l}, please.", "{l} translation of '{p}'?",
-                             "Help me say '{p}' in {l}.", "Say '{p}' in {l}.", "I need '{p}' in {l}."], p=phrase, l=lang)
+                                "Turkish", "Greek"])
+            templates, slots = ["What is '{p}' in {l}?", "Put '{p}' into {l}, please.", "{l} translation of '{p}'?",
+                                "Help me say '{p}' in {l}.", "Say '{p}' in {l}.", "I need '{p}' in {l}."], dict(p=phrase, l=lang)
             prompt = f"Translate '{phrase}' into {lang}."
         elif kind == 1:
             word = r.choice(["generous", "noisy", "early", "heavy", "bright", "simple", "rare", "polite", "cheap", "strong"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["What is the opposite of '{w}'?", "Give me a word that means the opposite of {w}.",
-                             "Opposite of {w}?", "Which word is the reverse of '{w}' in meaning?"], w=word)
+            templates, slots = ["What is the opposite of '{w}'?", "Give me a word that means the opposite of {w}.",
+                                "Opposite of {w}?", "Which word is the reverse of '{w}' in meaning?"], dict(w=word)
             prompt = f"Give one antonym of the word '{word}'."
         elif kind == 2:
             thing = r.choice(["a bakery", "a podcast about space", "a pet hamster", "a hiking club", "a board game cafe",
                               "a small bookshop", "a chess app", "a food truck", "a running team", "a tea brand"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["Suggest a name for {t}.", "Brainstorm a good name for {t}.", "What should I call {t}?",
-                             "Think up a fun name for {t}.", "I need a memorable name for {t}."], t=thing)
+            templates, slots = ["Suggest a name for {t}.", "Brainstorm a good name for {t}.", "What should I call {t}?",
+                                "Think up a fun name for {t}.", "I need a memorable name for {t}."], dict(t=thing)
             prompt = f"Suggest one name for {thing}."
         elif kind == 3:
             topic = r.choice(["a lazy dog", "the ocean", "winter mornings", "a lost umbrella", "spring rain", "a grumpy robot",
                               "a busy bee", "the night sky"])
             form = r.choice(["limerick", "haiku", "short poem", "four-line rhyme"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["Write a {f} about {t}.", "Make up a {f} on {t}.", "I'd love a {f} about {t}.",
-                             "Give me a {f} featuring {t}."], f=form, t=topic)
+            templates, slots = ["Write a {f} about {t}.", "Make up a {f} on {t}.", "I'd love a {f} about {t}.",
+                                "Give me a {f} featuring {t}."], dict(f=form, t=topic)
             prompt = f"Write a {form} about {topic}."
         elif kind == 4:
             topic = r.choice(["computers", "cats", "coffee", "mathematicians", "the weather", "trains"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["Tell me a joke about {t}.", "Do you know a good joke about {t}?", "Make me laugh: a joke about {t}.",
-                             "a short pun about {t} please"], t=topic)
+            templates, slots = ["Tell me a joke about {t}.", "Do you know a good joke about {t}?", "Make me laugh: a joke about {t}.",
+                                "a short pun about {t} please"], dict(t=topic)
             prompt = f"Tell a short joke about {topic}."
         elif kind == 5:
             s = r.choice(["send me the file now", "you are late again", "fix this bug today", "I want a refund",
                           "stop calling me"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["Rewrite '{s}' so it sounds polite.", "Make this more friendly: '{s}'.",
-                             "Rephrase '{s}' in a formal tone.", "How can I say '{s}' more nicely?"], s=s)
+            templates, slots = ["Rewrite '{s}' so it sounds polite.", "Make this more friendly: '{s}'.",
+                                "Rephrase '{s}' in a formal tone.", "How can I say '{s}' more nicely?"], dict(s=s)
             prompt = f"Rewrite politely: '{s}'."
         else:
             what = r.choice(["a team lunch", "a rainy Sunday", "a child's birthday party", "learning a language",
-                             "saving money", "a weekend trip"])
-            tid, goal = self._pick(f"llm_wide:{kind}", ["Give me three ideas for {w}.", "Any tips for {w}?", "Brainstorm some ideas for {w}.",
-                             "What could I do for {w}? A few suggestions please."], w=what)
+                                "saving money", "a weekend trip"])
+            templates, slots = ["Give me three ideas for {w}.", "Any tips for {w}?", "Brainstorm some ideas for {w}.",
+                                "What could I do for {w}? A few suggestions please."], dict(w=what)
             prompt = f"Give three short ideas for {what}."
+        tid, goal = self._pick(f"llm_wide:{kind}", templates, **slots)
         # No answer: these are planner rows only, and the seeded stand-in (LLM_ANSWERS) knows none of them.
         return Draft("llm_wide", tid, goal, [("Ask the language model.", "llm", prompt)], None)
 
