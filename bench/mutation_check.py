@@ -16,7 +16,7 @@ plan parser, evidence binding in code, the caller's JSON spacing, packing, stop 
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
 reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
 runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, the
-agents' training trajectories, typed chains in generated data, and the demo's wider task shapes).
+agents' training trajectories, typed chains in generated data, and the demo's wider and focused task shapes).
 """
 
 from __future__ import annotations
@@ -151,8 +151,19 @@ MUTATIONS = [
              "        drafts = draw(wide, seed + 11, mix=WIDE_MIX) + drafts",
              ("tests/test_demo.py", "-k", "wide_rows")),
     Mutation("demo: wide_rows retrains the caller", "train/demo.py",
-             '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows"),',
-             '"code_rows", "planner_max_seq_len", "chain_rows"),', ("tests/test_demo.py", "-k", "wide_rows")),
+             '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows"),',
+             '"code_rows", "planner_max_seq_len", "chain_rows", "focus_rows"),', ("tests/test_demo.py", "-k", "wide_rows")),
+    Mutation("demo: focus drafts replace the others' draw", "train/demo_data.py",
+             "        drafts += draw(focus, seed + 13, mix=FOCUS_MIX, skip={normalise(d.text) for d in drafts})",
+             "        drafts = draw(focus, seed + 13, mix=FOCUS_MIX) + drafts",
+             ("tests/test_demo.py", "-k", "focus_rows")),
+    Mutation("demo: focus_rows retrains the caller", "train/demo.py",
+             '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows"),',
+             '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows"),', ("tests/test_demo.py", "-k", "focus_rows")),
+    Mutation("demo: born_shared asks directors in birth_year's own words", "train/demo_data.py",
+             '        tid, text = self._pick("born_shared", self.PERSON_BORN, n=n)',
+             '        tid, text = self._pick("born_shared", self.FILM_MORE["birth_year"], n=n)',
+             ("tests/test_demo.py", "-k", "born_shared")),
     Mutation("demo: wiki_question asks about articles an eval task names", "train/demo_data.py",
              "                      and f\" {normalise(title.split(' (')[0])} \" not in named)", ")",
              ("tests/test_demo.py", "-k", "wide_intents")),

@@ -357,6 +357,49 @@ def test_wide_python_tasks_run_in_the_real_interpreter(tmp_path):
         assert g["answer"] == out.strip().splitlines()[0]
 
 
+def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
+    """focus_rows draws FOCUS_MIX (Python, `llm`, directors asked as people are) after the wide
+    rows: planner rows only, every earlier row unchanged, no eval task; the caller's key stays and
+    at 0 the keys still name v14."""
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4, chains=6, wide=10)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, chains=6, wide=10, focus=40)
+    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:36] == a["planner"]
+    extra = b["planner"][36:]
+    assert len(extra) == 40 and {r["meta"]["intent"] for r in extra} == set(demo_data.FOCUS_MIX)
+    texts = [demo_data.normalise(r["instruction"].rsplit("Task: ", 1)[1]) for r in b["planner"]]
+    assert len(set(texts)) == len(texts) and not set(texts) & demo_data.eval_texts()
+    tool = dict(WIDE, born_shared="query_sql")
+    for row in extra:
+        assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == [tool[row["meta"]["intent"]]], row
+    plain, focused = demo.DemoConfig(focus_rows=0), demo.DemoConfig(focus_rows=150)
+    assert focused.key() != plain.key()
+    assert focused.role_key("caller") == plain.role_key("caller") != focused.role_key("planner")
+    v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, distinct_values=False)
+    assert (v14.key(), v14.role_key("planner"), v14.role_key("caller")) == ("f95f2c20e9f5", "0d3ff01f2098", "5ab4a8bfd8f3")
+
+
+def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_path):
+    """The same phrasing, the other tool: a director of the film database asked "When was X
+    born?" goes to query_sql and answers from it, a person of the encyclopedia goes to search_wiki."""
+    from toolkit import default_toolbox
+
+    drafts = demo_data.draw(600, seed=3, mix={"born_shared": 1.0, "person_born": 1.0})
+    directors = {d["name"] for d in demo_data.World.load().directors}
+    shared = [d for d in drafts if d.intent == "born_shared"]
+    people = [d for d in drafts if d.intent == "person_born"]
+    assert shared and people
+    assert {d.template.split("/")[0].split(":")[1] for d in shared} == set(map(str, range(len(demo_data.Intents.PERSON_BORN))))
+    assert {d.entities[0] for d in shared} <= directors and not {d.entities[0] for d in people} & directors
+    assert {d.steps[0][1] for d in shared} == {"query_sql"} and {d.steps[0][1] for d in people} == {"search_wiki"}
+    intents = demo_data.Intents(demo_data.World.load(), random.Random(0))
+    for _ in range(30):  # unstyled: the very words person_born uses
+        d = intents.born_shared()
+        assert d.text in {t.format(n=d.entities[0]) for t in demo_data.Intents.PERSON_BORN}, d.text
+    grounded = demo_data.ground(shared[:12], default_toolbox(workspace=str(tmp_path), search_url=None), 0)
+    for g in grounded:
+        assert g["answer"] and g["answer"] in g["evidence"]["#E1"], (g["draft"].text, g["evidence"])
+
+
 def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     """typed_chains makes the catalog's chains typed and distinct_values its values distinct
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False

@@ -293,11 +293,13 @@ class Intents:
         return Draft("wiki_about", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
                      _first_sentence(self.w.wiki[title]), (name,))
 
+    # How person_born asks; born_shared asks the film database's directors the same way.
+    PERSON_BORN = ["When was {n} born?", "In what year was {n} born?", "What is the birth year of {n}?",
+                   "Find out when {n} was born.", "{n} was born in which year?", "Tell me the year of birth of {n}."]
+
     def person_born(self) -> Draft:
         name, (born, _) = self.rng.choice(sorted(self.w.people.items()))
-        tid, text = self._pick("person_born", [
-            "When was {n} born?", "In what year was {n} born?", "What is the birth year of {n}?",
-            "Find out when {n} was born.", "{n} was born in which year?", "Tell me the year of birth of {n}."], n=name)
+        tid, text = self._pick("person_born", self.PERSON_BORN, n=name)
         return Draft("person_born", tid, text, [(f"Search the encyclopedia for {name}.", "search_wiki", name)],
                      born, (name,))
 
@@ -634,6 +636,22 @@ class Intents:
                            "Of {a} and {b}, which one was born earlier?", "Tell me which is older: {a} or {b}."],
     }
 
+    # -- focused rows (DemoConfig.focus_rows: FOCUS_MIX, planner rows only) ----------------------
+    # Written after v14's results: "When was <director> born?" went to the encyclopedia for all
+    # four in-distribution directors. person_born asks its 19 people in 6 phrasings (~5 rows each,
+    # search_wiki) while birth_year spreads its directors over 16 (~2 rows each, query_sql), so the
+    # phrasing said "encyclopedia" 5:2 and the name was left to decide against it.
+
+    def born_shared(self) -> Draft:
+        """A director of the film database asked in person_born's phrasings: the same words, the
+        other tool; only the name tells them apart."""
+        d = self.rng.choice(self.w.directors)
+        n = d["name"]
+        tid, text = self._pick("born_shared", self.PERSON_BORN, n=n)
+        return Draft("born_shared", tid, text,
+                     [(f"Look up the birth year of {n}.", "query_sql",
+                       f"SELECT birth_year FROM directors WHERE name = {_sql_str(n)}")], d["birth_year"], (n,))
+
     def film_wide(self) -> Draft:
         """A film-database intent in phrasings the base intents do not use."""
         name = self.rng.choice(sorted(self.FILM_MORE))
@@ -840,6 +858,12 @@ CHAIN_MIX = {"save_chain": 2.0, "summary_chain": 1.0, "lookup_then_save": 0.5, "
 WIDE_MIX = {"wiki_question": 1.0, "python_wide": 1.0, "llm_wide": 0.8, "film_wide": 0.8}
 
 
+# The mix of the focused drafts (DemoConfig.focus_rows; planner rows only): v14's missed kinds, Python
+# and `llm` tasks (about 28 and 22 rows among v14's 670 did not move them) and the film database's
+# directors asked as the encyclopedia's people are.
+FOCUS_MIX = {"python_wide": 1.0, "llm_wide": 0.8, "born_shared": 0.6}
+
+
 def eval_texts() -> set[str]:
     """Every task text of ``data/eval`` (normalised), which the generator must never emit."""
     out = set()
@@ -1026,7 +1050,7 @@ def tool_first(plan):
 
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
-              code: int = 0, chains: int = 0, wide: int = 0) -> dict[str, list[dict]]:
+              code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1037,7 +1061,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``"agents"`` (``"dropped"`` counts replays that left their script). ``chains``: that many more
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
-    planner rows only, drawn after those."""
+    planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -1048,6 +1072,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
         drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})
     if wide:
         drafts += draw(wide, seed + 11, mix=WIDE_MIX, skip={normalise(d.text) for d in drafts})
+    if focus:
+        drafts += draw(focus, seed + 13, mix=FOCUS_MIX, skip={normalise(d.text) for d in drafts})
     grounded = ground(drafts, box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
