@@ -323,7 +323,7 @@ def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
     assert wide.key() != plain.key()
     assert wide.role_key("caller") == plain.role_key("caller") != wide.role_key("planner")
     # at 0 it is left out of the keys: v13's recipe still has v13's keys
-    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0)
+    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, distinct_values=False)
     assert (v13.key(), v13.role_key("planner"), v13.role_key("caller")) == ("7069bb876ab1", "28dc20f9e5c1", "5ab4a8bfd8f3")
 
 
@@ -405,10 +405,10 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False
     (and chain_rows 0, 30 catalog rows) the key still names v11, the build before them."""
     v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False,
-                          extra_planner_rows=200, wide_rows=0)
+                          extra_planner_rows=200, wide_rows=0, focus_rows=0)
     assert (v11.key(), v11.role_key("planner"), v11.role_key("caller")) == ("e09cf8472d24", "e878afa91b74", "f07e560880ef")
-    assert demo.DemoConfig(distinct_values=False).key() == demo.DemoConfig().key()
-    assert demo.DemoConfig(distinct_values=True).role_key("caller") != demo.DemoConfig().role_key("caller")
+    # at False it is left out of the keys (v14's pinned keys: test_focus_rows_...); True retrains the caller
+    assert demo.DemoConfig(distinct_values=True).role_key("caller") != demo.DemoConfig(distinct_values=False).role_key("caller")
     untyped = demo.DemoConfig(typed_chains=False)
     assert untyped.role_key("caller") != demo.DemoConfig().role_key("caller")
     assert untyped.role_key("planner") != demo.DemoConfig().role_key("planner")
@@ -420,5 +420,5 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     calls = lambda cfg: [json.loads(r["output"])["arguments"] for r in demo.catalog_rows(cfg)["caller"]]  # noqa: E731
     same = lambda args: len({v for v in args.values() if isinstance(v, str)}) < sum(isinstance(v, str) for v in args.values())  # noqa: E731
     few = dict(catalog_planner_rows=2, catalog_caller_rows=300, typed_chains=False)
-    assert [a for a in calls(demo.DemoConfig(**few)) if same(a)]
+    assert [a for a in calls(demo.DemoConfig(**few, distinct_values=False)) if same(a)]
     assert not [a for a in calls(demo.DemoConfig(**few, distinct_values=True)) if same(a)]
