@@ -16,7 +16,7 @@ plan parser, evidence binding in code, the caller's JSON spacing, packing, stop 
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
 reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
 runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, the
-agents' training trajectories, typed chains in generated data, and the demo's wider and focused task shapes).
+agents' training trajectories, typed chains in generated data, the demo's wider and focused task shapes, and the shipped recipe's training data).
 """
 
 from __future__ import annotations
@@ -142,27 +142,22 @@ MUTATIONS = [
              "        example = Example(ex[\"goal\"], dict(ex.get(\"args\", {})), **types)",
              "        example = Example(ex[\"goal\"], dict(ex.get(\"args\", {})))",
              ("tests/test_datagen.py", "-k", "fits or types")),
-    Mutation("demo: chain drafts replace the others' draw", "train/demo_data.py",
-             "        drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})",
-             "        drafts = draw(chains, seed + 7, mix=CHAIN_MIX) + drafts",
-             ("tests/test_demo.py", "-k", "chain_rows")),
-    Mutation("demo: wide drafts replace the others' draw", "train/demo_data.py",
-             "        drafts += draw(wide, seed + 11, mix=WIDE_MIX, skip={normalise(d.text) for d in drafts})",
-             "        drafts = draw(wide, seed + 11, mix=WIDE_MIX) + drafts",
-             ("tests/test_demo.py", "-k", "wide_rows")),
+    Mutation("demo: chain, wide and focus drafts replace the others' draw", "train/demo_data.py",
+             "            drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts})",
+             "            drafts = draw(count, seed + offset, mix=mix) + drafts",
+             ("tests/test_demo.py", "-k", "chain_rows or wide_rows or focus_rows")),
+    Mutation("demo: the later draws share one seed", "train/demo_data.py",
+             "draw(count, seed + offset, mix=mix,", "draw(count, seed + 7, mix=mix,",
+             ("tests/test_demo.py", "-k", "shipped_recipe")),
     Mutation("demo: wide_rows retrains the caller", "train/demo.py",
              '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows"),',
              '"code_rows", "planner_max_seq_len", "chain_rows", "focus_rows"),', ("tests/test_demo.py", "-k", "wide_rows")),
-    Mutation("demo: focus drafts replace the others' draw", "train/demo_data.py",
-             "        drafts += draw(focus, seed + 13, mix=FOCUS_MIX, skip={normalise(d.text) for d in drafts})",
-             "        drafts = draw(focus, seed + 13, mix=FOCUS_MIX) + drafts",
-             ("tests/test_demo.py", "-k", "focus_rows")),
     Mutation("demo: focus_rows retrains the caller", "train/demo.py",
              '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows"),',
              '"code_rows", "planner_max_seq_len", "chain_rows", "wide_rows"),', ("tests/test_demo.py", "-k", "focus_rows")),
     Mutation("demo: born_shared asks directors in birth_year's own words", "train/demo_data.py",
-             '        tid, text = self._pick("born_shared", self.PERSON_BORN, n=n)',
-             '        tid, text = self._pick("born_shared", self.FILM_MORE["birth_year"], n=n)',
+             'return self.birth_year(intent="born_shared", templates=self.PERSON_BORN)',
+             'return self.birth_year(intent="born_shared", templates=self.FILM_MORE["birth_year"])',
              ("tests/test_demo.py", "-k", "born_shared")),
     Mutation("demo: wiki_question asks about articles an eval task names", "train/demo_data.py",
              "                      and f\" {normalise(title.split(' (')[0])} \" not in named)", ")",

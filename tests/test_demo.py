@@ -271,28 +271,38 @@ def test_agent_trajectories_join_the_planners_data_only(tmp_path, tiny_model_dir
         assert load_recipe(cmd[5], cmd[6:]).data.max_seq_len == want
 
 
+def later_draw(tmp_path, before: dict, **more) -> list[dict]:
+    """The planner rows one more later draw adds (chains, wide, focus): the caller's and solver's
+    rows stay the same, the earlier planner rows come first unchanged, no task twice, no eval task."""
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4, **before)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, **before, **more)
+    n = len(a["planner"])
+    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:n] == a["planner"]
+    texts = [demo_data.normalise(r["instruction"].rsplit("Task: ", 1)[1]) for r in b["planner"]]
+    assert len(set(texts)) == len(texts) and not set(texts) & demo_data.eval_texts()
+    return b["planner"][n:]
+
+
+def planner_only_key(field: str, value: int) -> None:
+    """A planner-only field changes the recipe's key and the planner's, not the caller's."""
+    plain, more = demo.DemoConfig(**{field: 0}), demo.DemoConfig(**{field: value})
+    assert more.key() != plain.key()
+    assert more.role_key("caller") == plain.role_key("caller") != more.role_key("planner")
+
+
 def test_chain_rows_add_two_step_plans_for_the_planner_only(tmp_path):
     """chain_rows draws more two-step tasks (a lookup saved to a file, an entry summarised) after
     the others: they make planner rows only, every one a plan of two or more steps (the new intents'
     last step uses the evidence before it), and the other rows (solver, caller) stay the same."""
-    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4)
-    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, chains=24)
-    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:20] == a["planner"]
-    extra = b["planner"][20:]
+    extra = later_draw(tmp_path, {}, chains=24)
     assert len(extra) == 24 and {r["meta"]["intent"] for r in extra} >= {"save_chain", "summary_chain"}
-    banned = demo_data.eval_texts()
-    texts = [r["instruction"].rsplit("Task: ", 1)[1] for r in b["planner"]]
-    assert len({demo_data.normalise(t) for t in texts}) == len(texts)  # no task twice
-    assert not {demo_data.normalise(t) for t in texts} & banned
     for row in extra:
         plan = parse_plan(row["output"], BUILTINS)
         assert len(plan) >= 2, row["output"]
         if row["meta"]["intent"] in ("save_chain", "summary_chain"):
             assert f"#E{len(plan) - 1}" in plan.steps[-1].input, row["output"]
             assert plan.steps[-1].tool == {"save_chain": "save_file", "summary_chain": "llm"}[row["meta"]["intent"]]
-    plain, chained = demo.DemoConfig(chain_rows=0), demo.DemoConfig(chain_rows=80)
-    assert chained.key() != plain.key()
-    assert chained.role_key("caller") == plain.role_key("caller") != chained.role_key("planner")
+    planner_only_key("chain_rows", 80)
 
 
 WIDE = {"wiki_question": "search_wiki", "python_wide": "python_interpreter", "llm_wide": "llm"}
@@ -306,22 +316,15 @@ def wide_drafts():
 def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
     """wide_rows draws tasks in new shapes and words (WIDE_MIX) after the others: planner rows
     only, the other rows unchanged, nothing twice and no eval task; the caller's key stays."""
-    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4, chains=6)
-    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, chains=6, wide=40)
-    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:26] == a["planner"]
-    extra = b["planner"][26:]
+    extra = later_draw(tmp_path, dict(chains=6), wide=40)
     assert len(extra) == 40 and {r["meta"]["intent"] for r in extra} >= set(WIDE)
-    texts = [demo_data.normalise(r["instruction"].rsplit("Task: ", 1)[1]) for r in b["planner"]]
-    assert len(set(texts)) == len(texts) and not set(texts) & demo_data.eval_texts()
     for row in extra:
         plan = parse_plan(row["output"], BUILTINS)
         if row["meta"]["intent"] in WIDE:
             assert [s.tool for s in plan] == [WIDE[row["meta"]["intent"]]], row
         else:  # a film-database intent in new words
             assert {s.tool for s in plan} == {"query_sql"}, row
-    plain, wide = demo.DemoConfig(wide_rows=0), demo.DemoConfig(wide_rows=100)
-    assert wide.key() != plain.key()
-    assert wide.role_key("caller") == plain.role_key("caller") != wide.role_key("planner")
+    planner_only_key("wide_rows", 100)
     # at 0 it is left out of the keys: v13's recipe still has v13's keys
     v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, distinct_values=False)
     assert (v13.key(), v13.role_key("planner"), v13.role_key("caller")) == ("7069bb876ab1", "28dc20f9e5c1", "5ab4a8bfd8f3")
@@ -361,19 +364,12 @@ def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
     """focus_rows draws FOCUS_MIX (Python, `llm`, directors asked as people are) after the wide
     rows: planner rows only, every earlier row unchanged, no eval task; the caller's key stays and
     at 0 the keys still name v14."""
-    a = demo_data.demo_rows(0, tmp_path / "a", planner=20, solver=6, caller=4, chains=6, wide=10)
-    b = demo_data.demo_rows(0, tmp_path / "b", planner=20, solver=6, caller=4, chains=6, wide=10, focus=40)
-    assert a["caller"] == b["caller"] and a["solver"] == b["solver"] and b["planner"][:36] == a["planner"]
-    extra = b["planner"][36:]
+    extra = later_draw(tmp_path, dict(chains=6, wide=10), focus=40)
     assert len(extra) == 40 and {r["meta"]["intent"] for r in extra} == set(demo_data.FOCUS_MIX)
-    texts = [demo_data.normalise(r["instruction"].rsplit("Task: ", 1)[1]) for r in b["planner"]]
-    assert len(set(texts)) == len(texts) and not set(texts) & demo_data.eval_texts()
     tool = dict(WIDE, born_shared="query_sql")
     for row in extra:
         assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == [tool[row["meta"]["intent"]]], row
-    plain, focused = demo.DemoConfig(focus_rows=0), demo.DemoConfig(focus_rows=150)
-    assert focused.key() != plain.key()
-    assert focused.role_key("caller") == plain.role_key("caller") != focused.role_key("planner")
+    planner_only_key("focus_rows", 150)
     v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, distinct_values=False)
     assert (v14.key(), v14.role_key("planner"), v14.role_key("caller")) == ("f95f2c20e9f5", "0d3ff01f2098", "5ab4a8bfd8f3")
 
@@ -398,6 +394,20 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
     grounded = demo_data.ground(shared[:12], default_toolbox(workspace=str(tmp_path), search_url=None), 0)
     for g in grounded:
         assert g["answer"] and g["answer"] in g["evidence"]["#E1"], (g["draft"].text, g["evidence"])
+
+
+def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
+    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v15's
+    training files byte for byte. The generator reads data/eval (it never emits an eval task or asks
+    about an article one names), so replacing an eval file changes them too: this test says so."""
+    import hashlib
+
+    demo.build_data(demo.DemoConfig(), tmp_path)
+    digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
+              for name in ("planner", "caller")}
+    assert digest == {"planner": "351cc26e564e518e", "caller": "1b38a4f22e9026b3"}, (
+        "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
+        "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 
 
 def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):

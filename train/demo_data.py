@@ -234,15 +234,16 @@ class Intents:
                        f"SELECT title FROM films WHERE director = (SELECT director FROM films WHERE title = {_sql_str(t)})")],
                      lambda ev, t=t: next((r for r in _rows(ev["#E1"]) if r != t), ""), (t,))
 
-    def birth_year(self, more: Sequence[str] = ()) -> Draft:
+    def birth_year(self, more: Sequence[str] = (), intent: str = "birth_year",
+                   templates: Sequence[str] | None = None) -> Draft:
         d = self.rng.choice(self.w.directors)
         n = d["name"]
-        tid, text = self._pick("birth_year", [
+        tid, text = self._pick(intent, templates or [
             "When was {n} born?", "In which year was the director {n} born?", "What is the birth year of {n}?",
             "How old is {n}? Give the birth year.", "What year was {n} born in?", "{n}'s birth year?",
             "Tell me the year {n} was born.", "Look up when the filmmaker {n} was born.",
             "Birth year of the director {n}, please.", "Find out when {n} was born."] + list(more), n=n)
-        return Draft("birth_year", tid, text,
+        return Draft(intent, tid, text,
                      [(f"Look up the birth year of {n}.", "query_sql",
                        f"SELECT birth_year FROM directors WHERE name = {_sql_str(n)}")], d["birth_year"], (n,))
 
@@ -645,12 +646,7 @@ class Intents:
     def born_shared(self) -> Draft:
         """A director of the film database asked in person_born's phrasings: the same words, the
         other tool; only the name tells them apart."""
-        d = self.rng.choice(self.w.directors)
-        n = d["name"]
-        tid, text = self._pick("born_shared", self.PERSON_BORN, n=n)
-        return Draft("born_shared", tid, text,
-                     [(f"Look up the birth year of {n}.", "query_sql",
-                       f"SELECT birth_year FROM directors WHERE name = {_sql_str(n)}")], d["birth_year"], (n,))
+        return self.birth_year(intent="born_shared", templates=self.PERSON_BORN)
 
     def film_wide(self) -> Draft:
         """A film-database intent in phrasings the base intents do not use."""
@@ -1068,12 +1064,9 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     box = default_toolbox(workspace=str(workspace), search_url=None)
     rng = random.Random(seed + 3)
     drafts = draw(planner + extra_planner, seed)
-    if chains:
-        drafts += draw(chains, seed + 7, mix=CHAIN_MIX, skip={normalise(d.text) for d in drafts})
-    if wide:
-        drafts += draw(wide, seed + 11, mix=WIDE_MIX, skip={normalise(d.text) for d in drafts})
-    if focus:
-        drafts += draw(focus, seed + 13, mix=FOCUS_MIX, skip={normalise(d.text) for d in drafts})
+    for count, offset, mix in ((chains, 7, CHAIN_MIX), (wide, 11, WIDE_MIX), (focus, 13, FOCUS_MIX)):
+        if count:  # each later draw after the earlier ones, with a seed of its own: those stay the same
+            drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts})
     grounded = ground(drafts, box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
