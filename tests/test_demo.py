@@ -129,7 +129,7 @@ def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, 
     # a second build with the same recipe finds both adapters done and only re-stages them
     work = tmp_path / "demo.building"
     work.mkdir()
-    (work / "key").write_text(cfg.key())
+    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION}")
     for role in ("planner", "caller"):
         (work / role).mkdir()
         for f in (out / role).iterdir():
@@ -139,6 +139,30 @@ def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, 
     (work / "unseen_tools.jsonl").write_text((out / "unseen_tools.jsonl").read_text())
     again = demo.build(out, cfg, progress=False)
     assert again["train"] == manifest["train"]
+
+
+def test_a_work_folder_of_an_older_data_version_is_started_again(tmp_path, monkeypatch):
+    """DATA_VERSION changes what build_data writes for the same recipe: a resumed build must not
+    train on the data an older version left in its work folder."""
+    cfg = demo.DemoConfig(base=str(tmp_path / "base"))
+    work = tmp_path / "demo.building"
+    work.mkdir()
+    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION - 1}")
+    (work / "data.json").write_text("{}")
+    made = []
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(demo, "build_data", lambda c, w, base: made.append(w) or {"planner_rows": 1})
+    monkeypatch.setattr(demo, "_train_adapters", lambda *a, **k: (_ for _ in ()).throw(Stop()))
+    with pytest.raises(Stop):
+        demo.build(tmp_path / "demo", cfg, progress=False)
+    assert made == [work] and (work / "key").read_text() == f"{cfg.key()}/d{demo.DATA_VERSION}"
+    made.clear()  # the same version resumes: the data is kept
+    with pytest.raises(Stop):
+        demo.build(tmp_path / "demo", cfg, progress=False)
+    assert made == []
 
 
 def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
@@ -372,6 +396,29 @@ def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
     planner_only_key("focus_rows", 150)
     v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, distinct_values=False)
     assert (v14.key(), v14.role_key("planner"), v14.role_key("caller")) == ("f95f2c20e9f5", "0d3ff01f2098", "5ab4a8bfd8f3")
+
+
+def test_films_rows_come_after_the_focused_ones_for_the_planner_only(tmp_path):
+    """films_rows draws FILMS_MIX ("another film by the director of X" and counts, in their base and
+    wider words) after the focused rows: planner rows only, every earlier row unchanged, no eval task;
+    each plan is the one SQL statement of its intent; the caller's key stays, and at 0 the key is
+    the shipped recipe's."""
+    extra = later_draw(tmp_path, dict(chains=6, wide=10, focus=10), films=40)
+    intents = collections.Counter(r["meta"]["intent"] for r in extra)
+    assert len(extra) == 40 and set(intents) == {"director_films", "count_films"}
+    assert intents["director_films"] > intents["count_films"]
+    sql = {"director_films": r"SELECT title FROM films WHERE director = \(SELECT director FROM films WHERE title = '.+'\)",
+           "count_films": r"SELECT COUNT\(\*\) FROM films WHERE director = '.+'"}
+    for row in extra:
+        steps = parse_plan(row["output"], BUILTINS).steps
+        assert len(steps) == 1 and steps[0].tool == "query_sql", row
+        assert re.fullmatch(sql[row["meta"]["intent"]], steps[0].input), row
+    # the wider words too: the base intents have 10 and 6 templates, FILM_MORE's come after them
+    base = {"director_films": 10, "count_films": 6}
+    wider = {r["meta"]["intent"] for r in extra if int(r["meta"]["phrasing"].split("/")[0].split(":")[1]) >= base[r["meta"]["intent"]]}
+    assert wider == set(base)
+    planner_only_key("films_rows", 120)
+    assert demo.DemoConfig(films_rows=0).key() == demo.DemoConfig().key()
 
 
 def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_path):

@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "data" / "demo"
 VERSION = 7       # the recipe
-DATA_VERSION = 7  # what build_data writes for a given config; bump when train.demo_data changes it
+DATA_VERSION = 7  # what build_data writes for a given config; bump when train.demo_data (or a tool description it shows) changes it
 # A plan's decisions: the first word of each step's description and its tool. One token in ~40 of a
 # row, yet the v7 planner still got it wrong on its own training rows (per-token loss 1.8-4.1 there,
 # under 0.1 on the rest): train.data.LossWeights can weigh these tokens decision_weight.
@@ -147,6 +147,10 @@ class DemoConfig:
     # director of X direct?" answered with the director again, as v13 did; hand-written 0.42 vs 0.45),
     # and "When was <director> born?" still goes to the encyclopedia: shipped for the planning.
     focus_rows: int = 150
+    # Extra film-database tasks (train.demo_data.FILMS_MIX: "another film by the director of X" and
+    # counts, in their base and wider words), planner rows only, drawn after the focused ones.
+    # Written after v15 answered "What movies did the director of X direct?" with the director.
+    films_rows: int = 0
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -179,12 +183,13 @@ RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
            "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0,
            "typed_chains": False, "chain_rows": 0, "distinct_values": False, "wide_rows": 0,
-           "focus_rows": 0}
+           "focus_rows": 0, "films_rows": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
-                           "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows"),
+                           "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
+                           "films_rows"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -215,7 +220,7 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
 
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
-                     cfg.chain_rows, cfg.wide_rows, cfg.focus_rows)
+                     cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer
@@ -369,10 +374,11 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     say = (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     work = out_dir.with_name(out_dir.name + ".building")
     key_file = work / "key"
-    if force or (key_file.is_file() and key_file.read_text() != cfg.key()):
+    stamp = f"{cfg.key()}/d{DATA_VERSION}"  # the data also follows DATA_VERSION
+    if force or (key_file.is_file() and key_file.read_text() != stamp):
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(cfg.key())
+    key_file.write_text(stamp)
     base = str(base_dir(cfg.base, progress=progress)) if cfg.base in BASES else cfg.base  # a key, or a model folder
 
     if not (work / "data.json").is_file():

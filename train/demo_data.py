@@ -648,6 +648,19 @@ class Intents:
         other tool; only the name tells them apart."""
         return self.birth_year(intent="born_shared", templates=self.PERSON_BORN)
 
+    # -- film rows (DemoConfig.films_rows: FILMS_MIX, planner rows only) ------------------------
+    # Written after v15's results: "What movies did the director of X direct?" planned
+    # "SELECT director ..." (films-0..3, sql-10, sql-11: 6 exact answers lost), since ~64 plans
+    # look a director up by title against ~27 that list the films by the director of a title.
+
+    def director_films_any(self) -> Draft:
+        """director_films in its base and its wider phrasings."""
+        return self.director_films(more=self.FILM_MORE["director_films"])
+
+    def count_films_any(self) -> Draft:
+        """count_films in its base and its wider phrasings."""
+        return self.count_films(more=self.FILM_MORE["count_films"])
+
     def film_wide(self) -> Draft:
         """A film-database intent in phrasings the base intents do not use."""
         name = self.rng.choice(sorted(self.FILM_MORE))
@@ -860,6 +873,12 @@ WIDE_MIX = {"wiki_question": 1.0, "python_wide": 1.0, "llm_wide": 0.8, "film_wid
 FOCUS_MIX = {"python_wide": 1.0, "llm_wide": 0.8, "born_shared": 0.6}
 
 
+# The mix of the film drafts (DemoConfig.films_rows; planner rows only): the second-hop question
+# ("another film by the director of X", one SQL with a subquery) that v15 answered with the
+# director, and the count that it asked of the wrong column.
+FILMS_MIX = {"director_films_any": 1.0, "count_films_any": 0.4}
+
+
 def eval_texts() -> set[str]:
     """Every task text of ``data/eval`` (normalised), which the generator must never emit."""
     out = set()
@@ -1046,7 +1065,8 @@ def tool_first(plan):
 
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
-              code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0) -> dict[str, list[dict]]:
+              code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
+              films: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1057,14 +1077,16 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``"agents"`` (``"dropped"`` counts replays that left their script). ``chains``: that many more
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
-    planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those."""
+    planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
+    ``films``: of :data:`FILMS_MIX`, after those."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
     box = default_toolbox(workspace=str(workspace), search_url=None)
     rng = random.Random(seed + 3)
     drafts = draw(planner + extra_planner, seed)
-    for count, offset, mix in ((chains, 7, CHAIN_MIX), (wide, 11, WIDE_MIX), (focus, 13, FOCUS_MIX)):
+    for count, offset, mix in ((chains, 7, CHAIN_MIX), (wide, 11, WIDE_MIX), (focus, 13, FOCUS_MIX),
+                                 (films, 17, FILMS_MIX)):
         if count:  # each later draw after the earlier ones, with a seed of its own: those stay the same
             drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts})
     grounded = ground(drafts, box, seed)
