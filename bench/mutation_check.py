@@ -150,7 +150,7 @@ MUTATIONS = [
              "draw(count, seed + offset, mix=mix,", "draw(count, seed + 7, mix=mix,",
              ("tests/test_demo.py", "-k", "shipped_recipe")),
     Mutation("demo: a work folder of an older DATA_VERSION is resumed", "train/demo.py",
-             'stamp = f"{cfg.key()}/d{DATA_VERSION}"', "stamp = cfg.key()",
+             'return f"{cfg.key()}/d{DATA_VERSION}"', "return cfg.key()",
              ("tests/test_demo.py", "-k", "older_data_version")),
     Mutation("demo: wide_rows retrains the caller", "train/demo.py",
              '"chain_rows", "wide_rows", "focus_rows",', '"chain_rows", "focus_rows",', ("tests/test_demo.py", "-k", "wide_rows")),

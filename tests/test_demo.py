@@ -129,7 +129,7 @@ def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, 
     # a second build with the same recipe finds both adapters done and only re-stages them
     work = tmp_path / "demo.building"
     work.mkdir()
-    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION}")
+    (work / "key").write_text(demo.data_stamp(cfg))
     for role in ("planner", "caller"):
         (work / role).mkdir()
         for f in (out / role).iterdir():

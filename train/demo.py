@@ -196,6 +196,12 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                "caller": ("caller_lr", "caller_epochs")}
 
 
+def data_stamp(cfg: DemoConfig) -> str:
+    """What a build's work folder holds data for: the recipe's key and DATA_VERSION (the key alone
+    does not change when build_data does)."""
+    return f"{cfg.key()}/d{DATA_VERSION}"
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
@@ -377,7 +383,7 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     say = (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     work = out_dir.with_name(out_dir.name + ".building")
     key_file = work / "key"
-    stamp = f"{cfg.key()}/d{DATA_VERSION}"  # the data also follows DATA_VERSION
+    stamp = data_stamp(cfg)
     if force or (key_file.is_file() and key_file.read_text() != stamp):
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
