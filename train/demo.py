@@ -44,6 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "data" / "demo"
 VERSION = 7       # the recipe
 DATA_VERSION = 7  # what build_data writes for a given config; bump when train.demo_data (or a tool description it shows) changes it
+# The caller's file since v17: shuffled with its own generator. Before, one generator shuffled the
+# planner's rows first, so a planner-only field (films_rows) reordered the caller's rows.
+CALLER_DATA_VERSION = 8
 # A plan's decisions: the first word of each step's description and its tool. One token in ~40 of a
 # row, yet the v7 planner still got it wrong on its own training rows (per-token loss 1.8-4.1 there,
 # under 0.1 on the rest): train.data.LossWeights can weigh these tokens decision_weight.
@@ -173,7 +176,8 @@ class DemoConfig:
         other = ROLE_FIELDS["caller" if role == "planner" else "planner"]
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
-        blob = json.dumps(fields, sort_keys=True) + f"{role}/d{DATA_VERSION}"
+        version = CALLER_DATA_VERSION if role == "caller" else DATA_VERSION
+        blob = json.dumps(fields, sort_keys=True) + f"{role}/d{version}"
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -191,6 +195,11 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows"),
                "caller": ("caller_lr", "caller_epochs")}
+
+
+def data_stamp(cfg: DemoConfig) -> str:
+    """What a build's work folder holds data for: the recipe and the data versions."""
+    return f"{cfg.key()}/d{DATA_VERSION}.{CALLER_DATA_VERSION}"
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -229,9 +238,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     cat = catalog_rows(cfg)
     planner = rows["planner"] + rows["solver"] + cat["planner"]
     caller = rows["caller"] + cat["caller"]
-    rng = random.Random(cfg.seed)
-    rng.shuffle(planner)
-    rng.shuffle(caller)
+    random.Random(cfg.seed).shuffle(planner)
+    random.Random(cfg.seed + 2).shuffle(caller)  # its own generator: the planner's rows do not reorder it
     if agents:  # after the caller's shuffle, with their own generator: the caller's file stays the same
         mix = random.Random(cfg.seed + 1)
         for row in agents:
@@ -374,7 +382,7 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     say = (lambda m: print(f"[demo] {m}", file=sys.stderr, flush=True)) if progress else (lambda m: None)
     work = out_dir.with_name(out_dir.name + ".building")
     key_file = work / "key"
-    stamp = f"{cfg.key()}/d{DATA_VERSION}"  # the data also follows DATA_VERSION
+    stamp = data_stamp(cfg)
     if force or (key_file.is_file() and key_file.read_text() != stamp):
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
