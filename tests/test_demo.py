@@ -142,12 +142,12 @@ def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, 
 
 
 def test_a_work_folder_of_an_older_data_version_is_started_again(tmp_path, monkeypatch):
-    """DATA_VERSION changes what build_data writes for the same recipe: a resumed build must not
+    """A data version changes what build_data writes for the same recipe: a resumed build must not
     train on the data an older version left in its work folder."""
     cfg = demo.DemoConfig(base=str(tmp_path / "base"))
     work = tmp_path / "demo.building"
     work.mkdir()
-    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION - 1}")
+    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION}.{demo.CALLER_DATA_VERSION - 1}")
     (work / "data.json").write_text("{}")
     made = []
 
@@ -158,11 +158,26 @@ def test_a_work_folder_of_an_older_data_version_is_started_again(tmp_path, monke
     monkeypatch.setattr(demo, "_train_adapters", lambda *a, **k: (_ for _ in ()).throw(Stop()))
     with pytest.raises(Stop):
         demo.build(tmp_path / "demo", cfg, progress=False)
-    assert made == [work] and (work / "key").read_text() == f"{cfg.key()}/d{demo.DATA_VERSION}"
+    # the form written out (with data_stamp on both sides, a stamp of the key alone passed)
+    assert made == [work] and (work / "key").read_text() == f"{cfg.key()}/d{demo.DATA_VERSION}.{demo.CALLER_DATA_VERSION}"
     made.clear()  # the same version resumes: the data is kept
     with pytest.raises(Stop):
         demo.build(tmp_path / "demo", cfg, progress=False)
     assert made == []
+
+
+def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
+    """A planner-only field keeps the caller's key, so a build reuses the caller adapter: its file
+    must then be the very file (rows and order) the adapter was trained on. One generator shuffled
+    the planner's rows and then the caller's, so more planner rows reordered the caller's file."""
+    small = dict(planner_rows=20, solver_rows=6, caller_rows=4, extra_planner_rows=0, chain_rows=0, wide_rows=0,
+                 focus_rows=0, catalog_planner_rows=10, catalog_caller_rows=12)
+    files = {}
+    for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10})):
+        demo.build_data(demo.DemoConfig(**{**small, **more}), tmp_path / name)
+        files[name] = {role: (tmp_path / name / f"{role}.jsonl").read_bytes() for role in ("planner", "caller")}
+    assert files["plain"]["caller"] == files["films"]["caller"] == files["focus"]["caller"]
+    assert files["plain"]["planner"] != files["films"]["planner"]
 
 
 def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
@@ -351,7 +366,9 @@ def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
     planner_only_key("wide_rows", 100)
     # at 0 it is left out of the keys: v13's recipe still has v13's keys
     v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, distinct_values=False)
-    assert (v13.key(), v13.role_key("planner"), v13.role_key("caller")) == ("7069bb876ab1", "28dc20f9e5c1", "5ab4a8bfd8f3")
+    with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v13 was built
+        data.setattr(demo, "CALLER_DATA_VERSION", 7)
+        assert (v13.key(), v13.role_key("planner"), v13.role_key("caller")) == ("7069bb876ab1", "28dc20f9e5c1", "5ab4a8bfd8f3")
 
 
 def test_wide_intents_are_varied_and_ask_nothing_an_eval_task_names(wide_drafts):
@@ -395,7 +412,9 @@ def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
         assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == [tool[row["meta"]["intent"]]], row
     planner_only_key("focus_rows", 150)
     v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, distinct_values=False)
-    assert (v14.key(), v14.role_key("planner"), v14.role_key("caller")) == ("f95f2c20e9f5", "0d3ff01f2098", "5ab4a8bfd8f3")
+    with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v14 was built
+        data.setattr(demo, "CALLER_DATA_VERSION", 7)
+        assert (v14.key(), v14.role_key("planner"), v14.role_key("caller")) == ("f95f2c20e9f5", "0d3ff01f2098", "5ab4a8bfd8f3")
 
 
 def test_films_rows_come_after_the_focused_ones_for_the_planner_only(tmp_path):
@@ -463,7 +482,9 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     (and chain_rows 0, 30 catalog rows) the key still names v11, the build before them."""
     v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False,
                           extra_planner_rows=200, wide_rows=0, focus_rows=0)
-    assert (v11.key(), v11.role_key("planner"), v11.role_key("caller")) == ("e09cf8472d24", "e878afa91b74", "f07e560880ef")
+    with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v11 was built
+        data.setattr(demo, "CALLER_DATA_VERSION", 7)
+        assert (v11.key(), v11.role_key("planner"), v11.role_key("caller")) == ("e09cf8472d24", "e878afa91b74", "f07e560880ef")
     # at False it is left out of the keys (v14's pinned keys: test_focus_rows_...); True retrains the caller
     assert demo.DemoConfig(distinct_values=True).role_key("caller") != demo.DemoConfig(distinct_values=False).role_key("caller")
     untyped = demo.DemoConfig(typed_chains=False)

@@ -44,6 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "data" / "demo"
 VERSION = 7       # the recipe
 DATA_VERSION = 7  # what build_data writes for a given config; bump when train.demo_data (or a tool description it shows) changes it
+# The caller's file since v17: shuffled with its own generator. Before, one generator shuffled the
+# planner's rows first, so a planner-only field (films_rows) reordered the caller's rows.
+CALLER_DATA_VERSION = 8
 # A plan's decisions: the first word of each step's description and its tool. One token in ~40 of a
 # row, yet the v7 planner still got it wrong on its own training rows (per-token loss 1.8-4.1 there,
 # under 0.1 on the rest): train.data.LossWeights can weigh these tokens decision_weight.
@@ -176,7 +179,8 @@ class DemoConfig:
         other = ROLE_FIELDS["caller" if role == "planner" else "planner"]
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
-        blob = json.dumps(fields, sort_keys=True) + f"{role}/d{DATA_VERSION}"
+        version = CALLER_DATA_VERSION if role == "caller" else DATA_VERSION
+        blob = json.dumps(fields, sort_keys=True) + f"{role}/d{version}"
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -197,9 +201,9 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
 
 
 def data_stamp(cfg: DemoConfig) -> str:
-    """What a build's work folder holds data for: the recipe's key and DATA_VERSION (the key alone
-    does not change when build_data does)."""
-    return f"{cfg.key()}/d{DATA_VERSION}"
+    """What a build's work folder holds data for: the recipe's key and the data versions (the key
+    alone does not change when build_data does)."""
+    return f"{cfg.key()}/d{DATA_VERSION}.{CALLER_DATA_VERSION}"
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -238,9 +242,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     cat = catalog_rows(cfg)
     planner = rows["planner"] + rows["solver"] + cat["planner"]
     caller = rows["caller"] + cat["caller"]
-    rng = random.Random(cfg.seed)
-    rng.shuffle(planner)
-    rng.shuffle(caller)
+    random.Random(cfg.seed).shuffle(planner)
+    random.Random(cfg.seed + 2).shuffle(caller)  # its own generator: the planner's rows do not reorder it
     if agents:  # after the caller's shuffle, with their own generator: the caller's file stays the same
         mix = random.Random(cfg.seed + 1)
         for row in agents:
