@@ -24,9 +24,7 @@ pytestmark = pytest.mark.slow
 def test_the_readme_command_answers_through_the_cli(tmp_path, backend):
     """`make run`'s default task, through the real CLI: plan, evidence, answer, two model calls,
     on the transformers path and on what ``auto`` picks (llama.cpp where installed, as under
-    `make test`). (The first wave's showcase, a film by the director of 'Killers of the Flower
-    Moon', is planned with query_sql by the shipped adapters but with the wrong SQL: see the
-    README's list of what they cannot do.)"""
+    `make test`). (The first wave's showcase: test_a_film_by_the_director_of_a_film.)"""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json", "--backend", backend],
                           capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
@@ -85,3 +83,15 @@ def test_when_was_martin_scorsese_born(pipe):
     r = pipe.run("When was Martin Scorsese born?")
     assert [s.tool for s in r.plan][:1] in (["query_sql"], ["search_wiki"])  # the film database and the encyclopedia both hold it
     assert "1942" in r.answer and "1937" not in r.answer, r.answer
+
+
+def test_a_film_by_the_director_of_a_film(pipe):
+    """The first wave's showcase. v13 to v15 selected the director again (SELECT director FROM films
+    WHERE title = ...) and answered with a name; since v17 (films_rows) the plan lists the director's
+    films and the answer is one of them."""
+    r = pipe.run("What movies did the director of 'Killers of the Flower Moon' direct? List one of them.")
+    assert [s.tool for s in r.plan] == ["query_sql"]
+    assert re.search(r"SELECT title FROM films WHERE director = \(SELECT director FROM films", r.plan.steps[0].input), r.plan.steps[0].input
+    films = [line.strip() for line in r.evidence["#E1"].text.splitlines()]
+    assert "Mean Streets" in films
+    assert any(f and f != "title" and f in r.answer for f in films if not f.endswith("rows)")), r.answer
