@@ -365,7 +365,8 @@ def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
             assert {s.tool for s in plan} == {"query_sql"}, row
     planner_only_key("wide_rows", 100)
     # at 0 it is left out of the keys: v13's recipe still has v13's keys
-    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, distinct_values=False)
+    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, distinct_values=False,
+                          catalog_planner_rows=90)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v13 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
         assert (v13.key(), v13.role_key("planner"), v13.role_key("caller")) == ("7069bb876ab1", "28dc20f9e5c1", "5ab4a8bfd8f3")
@@ -411,7 +412,8 @@ def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
     for row in extra:
         assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == [tool[row["meta"]["intent"]]], row
     planner_only_key("focus_rows", 150)
-    v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, films_rows=0, distinct_values=False)
+    v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, films_rows=0, distinct_values=False,
+                          catalog_planner_rows=90)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v14 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
         assert (v14.key(), v14.role_key("planner"), v14.role_key("caller")) == ("f95f2c20e9f5", "0d3ff01f2098", "5ab4a8bfd8f3")
@@ -437,7 +439,7 @@ def test_films_rows_come_after_the_focused_ones_for_the_planner_only(tmp_path):
     wider = {r["meta"]["intent"] for r in extra if int(r["meta"]["phrasing"].split("/")[0].split(":")[1]) >= base[r["meta"]["intent"]]}
     assert wider == set(base)
     planner_only_key("films_rows", 120)
-    assert demo.DemoConfig(films_rows=0).key() == "d4f53934ee4c"  # at 0 it is left out: v15's key still names v15
+    assert demo.DemoConfig(films_rows=0, catalog_planner_rows=90).key() == "d4f53934ee4c"  # at 0 it is left out: v15's key still names v15
 
 
 def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_path):
@@ -463,7 +465,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
-    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v17's
+    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v19's
     training files byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
@@ -471,7 +473,7 @@ def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trai
     demo.build_data(demo.DemoConfig(), tmp_path)
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
               for name in ("planner", "caller")}
-    assert digest == {"planner": "acb39e9c4d492c6c", "caller": "1ed87ec3d5889fd2"}, (
+    assert digest == {"planner": "3362239401c916af", "caller": "0f2de4fd3df2b4d5"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 

@@ -73,7 +73,9 @@ class DemoConfig:
     planner_rows: int = 300
     solver_rows: int = 110
     caller_rows: int = 80            # save_file calls from the drawn tasks' plans
-    catalog_planner_rows: int = 90   # train.datagen rows over the catalog's other tools (v11: 30)
+    # train.datagen rows over the catalog's other tools (v11: 30, v13-v17: 90). v19 (2026-12-02): 180,
+    # for the unseen tools (v17 planned 1 of 26 three-tool tasks there; 17 of its 33 misses dropped a step).
+    catalog_planner_rows: int = 180
     catalog_caller_rows: int = 80
     heldout_catalog_tools: int = 8   # catalog tools kept out of training: data/eval/unseen_tools.jsonl
     # Training (overrides of train/configs/planner_lora.yaml and caller_qlora.yaml for a 2-core CPU):
