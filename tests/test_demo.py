@@ -514,7 +514,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
-    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v19's
+    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v20's
     training files byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
@@ -522,7 +522,7 @@ def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trai
     demo.build_data(demo.DemoConfig(), tmp_path)
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
               for name in ("planner", "caller")}
-    assert digest == {"planner": "3362239401c916af", "caller": "0f2de4fd3df2b4d5"}, (
+    assert digest == {"planner": "f8ccad2c28d3ad9d", "caller": "0f2de4fd3df2b4d5"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 
