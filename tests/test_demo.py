@@ -171,12 +171,14 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
     must then be the very file (rows and order) the adapter was trained on. One generator shuffled
     the planner's rows and then the caller's, so more planner rows reordered the caller's file."""
     small = dict(planner_rows=20, solver_rows=6, caller_rows=4, extra_planner_rows=0, chain_rows=0, wide_rows=0,
-                 focus_rows=0, catalog_planner_rows=10, catalog_caller_rows=12)
+                 focus_rows=0, films_rows=0, rare_rows=0, catalog_planner_rows=10, catalog_caller_rows=12)
     files = {}
-    for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10})):
+    for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10}),
+                       ("rare", {"rare_rows": 10})):
         demo.build_data(demo.DemoConfig(**{**small, **more}), tmp_path / name)
         files[name] = {role: (tmp_path / name / f"{role}.jsonl").read_bytes() for role in ("planner", "caller")}
-    assert files["plain"]["caller"] == files["films"]["caller"] == files["focus"]["caller"]
+    assert files["plain"]["caller"] == files["films"]["caller"] == files["focus"]["caller"] == files["rare"]["caller"]
+    assert files["plain"]["planner"] != files["rare"]["planner"]
     assert files["plain"]["planner"] != files["films"]["planner"]
 
 
@@ -365,7 +367,7 @@ def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
             assert {s.tool for s in plan} == {"query_sql"}, row
     planner_only_key("wide_rows", 100)
     # at 0 it is left out of the keys: v13's recipe still has v13's keys
-    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, distinct_values=False,
+    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, rare_rows=0, distinct_values=False,
                           catalog_planner_rows=90)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v13 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
@@ -412,7 +414,7 @@ def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
     for row in extra:
         assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == [tool[row["meta"]["intent"]]], row
     planner_only_key("focus_rows", 150)
-    v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, films_rows=0, distinct_values=False,
+    v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, films_rows=0, rare_rows=0, distinct_values=False,
                           catalog_planner_rows=90)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v14 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
@@ -439,7 +441,54 @@ def test_films_rows_come_after_the_focused_ones_for_the_planner_only(tmp_path):
     wider = {r["meta"]["intent"] for r in extra if int(r["meta"]["phrasing"].split("/")[0].split(":")[1]) >= base[r["meta"]["intent"]]}
     assert wider == set(base)
     planner_only_key("films_rows", 120)
-    assert demo.DemoConfig(films_rows=0, catalog_planner_rows=90).key() == "d4f53934ee4c"  # at 0 it is left out: v15's key still names v15
+    assert demo.DemoConfig(films_rows=0, rare_rows=0, catalog_planner_rows=90).key() == "d4f53934ee4c"  # at 0 it is left out: v15's key still names v15
+
+
+RARE_TOOLS = {"clock": ["get_current_time"], "web": ["search_web"], "save_text": ["save_file"],
+              "arithmetic": ["calculator"], "film_year": ["query_sql"], "birth_year": ["query_sql"],
+              "birthplace": ["query_sql"], "compare_births": ["query_sql", "query_sql"]}
+
+
+def test_rare_rows_come_after_the_film_ones_for_the_planner_only(tmp_path):
+    """rare_rows draws RARE_MIX (the clock, the web, saving files and the calculator in new words, film
+    years and directors' birth facts in new words) after the film rows: planner rows only, every
+    earlier row unchanged, no eval task; each plan is its intent's tool, run for real when the rows
+    were made; the caller's key stays, and at 0 the key is v19's (the recipe before it)."""
+    extra = later_draw(tmp_path, dict(chains=6, wide=10, focus=10, films=10), rare=80)
+    intents = collections.Counter(r["meta"]["intent"] for r in extra)
+    assert len(extra) == 80 and {"clock", "web", "save_text", "arithmetic"} <= set(intents) <= set(RARE_TOOLS)
+    phrasings = {r["meta"]["phrasing"].split(":")[0].split("/")[0] for r in extra}
+    assert {"web_wide", "save_wide", "calc_wide"} <= phrasings and any(p.startswith("clock_wide") for p in phrasings)
+    for row in extra:
+        assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == RARE_TOOLS[row["meta"]["intent"]], row
+    planner_only_key("rare_rows", 120)
+    assert demo.DemoConfig(rare_rows=0).key() == "4df725859b28"  # at 0 it is left out: v19's key still names v19
+
+
+def test_rare_drafts_ground_on_the_real_tools(tmp_path):
+    """Every rare intent's draft runs on the offline toolbox as the plan says: the clock answers a
+    moment, the calculator a number, save_file writes the quoted text, search_web says it is not
+    configured (the solver row says so), the film database answers its query."""
+    from toolkit import default_toolbox
+
+    drafts = demo_data.draw(120, seed=19, mix=demo_data.RARE_MIX)
+    assert {d.template.split(":")[0].split("/")[0] for d in drafts} >= {
+        "clock_wide_time", "clock_wide_date", "clock_wide_weekday", "clock_wide_year", "web_wide", "save_wide"}
+    assert any(d.template.startswith("calc_wide:0") for d in drafts)  # powers in words ("2 to the 16th")
+    box = default_toolbox(workspace=str(tmp_path), search_url=None)
+    for d in drafts:  # one at a time: two saves may name one path
+        g = demo_data.ground([d], box, 0)[0]
+        ev = g["evidence"]
+        if d.intent == "web":
+            assert ev["#E1"].startswith("Error") and g["answer"].startswith("I could not search the web:"), g
+            continue
+        assert not any(v.startswith("Error") for v in ev.values()), (d.text, ev)
+        assert g["answer"], (d.text, ev)
+        if d.intent == "arithmetic":
+            assert re.fullmatch(r"-?\d+(\.\d+)?", g["answer"]), (d.text, g["answer"])
+        if d.intent == "save_text":
+            path, content = d.entities[1], d.entities[0]
+            assert (tmp_path / path).read_text() == content
 
 
 def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_path):
@@ -465,7 +514,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
-    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v19's
+    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v20's
     training files byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
@@ -473,7 +522,7 @@ def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trai
     demo.build_data(demo.DemoConfig(), tmp_path)
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
               for name in ("planner", "caller")}
-    assert digest == {"planner": "3362239401c916af", "caller": "0f2de4fd3df2b4d5"}, (
+    assert digest == {"planner": "f8ccad2c28d3ad9d", "caller": "0f2de4fd3df2b4d5"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 
@@ -483,7 +532,7 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False
     (and chain_rows 0, 30 catalog rows) the key still names v11, the build before them."""
     v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False,
-                          extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0)
+                          extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, rare_rows=0)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v11 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
         assert (v11.key(), v11.role_key("planner"), v11.role_key("caller")) == ("e09cf8472d24", "e878afa91b74", "f07e560880ef")

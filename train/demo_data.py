@@ -841,6 +841,128 @@ class Intents:
         # No answer: these are planner rows only, and the seeded stand-in (LLM_ANSWERS) knows none of them.
         return Draft("llm_wide", tid, goal, [("Ask the language model.", "llm", prompt)], None)
 
+    # -- rare rows (DemoConfig.rare_rows: RARE_MIX, planner rows only) ---------------------------
+    # Written after v19's hand-written misses by kind: plans that open on the clock, the web or
+    # save_file are the fewest (25-30 each of ~1,230) and v19 sent such tasks in new words to
+    # search_wiki, query_sql or llm; "2 to the 16th" went to llm; release years and directors'
+    # birthplaces or ages in new words went to the encyclopedia. New phrasings and new values;
+    # none copies an evaluation task (draw() also drops any text equal to one).
+
+    CLOCK_MORE = {
+        "time": ["Got the time?", "How late is it?", "Check the current time for me.", "what time is it right now",
+                 "Tell me the exact time, please.", "Could you look at the clock and tell me the time?",
+                 "I need the current time.", "time now?", "What does the clock say?", "Hours and minutes right now?"],
+        "date": ["Which date is today?", "what is today", "Give me today's full date.", "Today's date, please.",
+                 "What's the date right now?", "I lost track of the date. What is it?", "date today?",
+                 "Can you tell me the date?"],
+        "weekday": ["What weekday is today?", "Is today a weekday or the weekend? Which day is it?",
+                    "Tell me the day of the week.", "which day of the week is today", "Remind me what day it is.",
+                    "Remind me which weekday it is.", "Day of the week right now?", "Is it Friday yet? Tell me the weekday."],
+        "year": ["Which year is it right now?", "What's the current year?", "Remind me what year it is.",
+                 "year now?", "Tell me which year we are in.", "What year are we living in?"],
+    }
+
+    def clock_wide(self) -> Draft:
+        """The clock in phrasings the base intent does not use."""
+        part = self.rng.choice(sorted(self.CLOCK_MORE))
+        tid, text = self._pick(f"clock_wide_{part}", self.CLOCK_MORE[part])
+        return Draft("clock", tid, text, [("Read the current date and time.", "get_current_time", "")],
+                     lambda ev, part=part: _clock_parts(ev["#E1"]).get(part, ""))
+
+    WEB_NOW = {
+        "city": (["the weather in {c} right now", "the current temperature in {c}", "today's forecast for {c}",
+                  "the traffic in {c} at the moment", "events happening in {c} this weekend"],
+                 ["Lisbon", "Toronto", "Nairobi", "Madrid", "Osaka", "Cairo", "Chicago", "Mumbai", "Oslo", "Lima"]),
+        "coin": (["the price of {c} today", "{c}'s price right now", "the current {c} exchange rate",
+                  "how {c} is trading today"],
+                 ["bitcoin", "Solana", "Dogecoin", "Cardano", "Litecoin", "Ripple"]),
+        "company": (["{c}'s share price today", "the latest news about {c}", "{c} stock right now",
+                     "what analysts said about {c} this week"],
+                    ["Apple", "Tesla", "Microsoft", "Amazon", "Samsung", "Toyota"]),
+        "other": (["today's top headlines", "tonight's {c} results", "the latest {c} scores",
+                   "the winner of yesterday's {c} match"],
+                  ["basketball", "football", "baseball", "hockey", "tennis", "cricket"]),
+    }
+
+    def web_wide(self) -> Draft:
+        """Current things (weather, prices, news, scores) asked in new words: only the web has them."""
+        kind = self.rng.choice(sorted(self.WEB_NOW))
+        shapes, fills = self.WEB_NOW[kind]
+        topic = self.rng.choice(shapes).format(c=self.rng.choice(fills))
+        tid, text = self._pick(f"web_wide:{kind}", [
+            "What is {x}?", "Check {x} for me.", "Look up {x} on the internet.", "I need {x}. Search online.",
+            "find {x} online", "Can you get me {x}?", "search the internet for {x}", "Please find out {x}.",
+            "Tell me {x}; it has to be up to date.", "Do a web search: {x}.", "{X}? Check online.",
+            "What does the web say about {x}?"], x=topic, X=topic[:1].upper() + topic[1:])
+        return Draft("web", tid, text, [(f"Search the web for {topic}.", "search_web", topic)],
+                     lambda ev: f"I could not search the web: {_error_reason(ev['#E1'])}", (topic,))
+
+    SAVE_WORDS = ["pick up the kids at 4", "apples, rice, tea", "dentist on Tuesday", "water the plants",
+                  "pay rent on the 1st", "gym at 7", "Project kickoff on Monday", "renew the passport",
+                  "feed the cat", "backup finished", "Call the bank", "lunch with Sam at noon"]
+
+    def save_wide(self) -> Draft:
+        """Writing given text to a file, in phrasings the base intent does not use."""
+        path = self._path()
+        content = self.rng.choice(self.SAVE_WORDS)
+        tid, text = self._pick("save_wide", [
+            "Make a new file {p} and put '{c}' in it.", "Note '{c}' down in {p}.", "Add '{c}' to a file called {p}.",
+            "I want '{c}' saved in {p}.", "Could you write the line '{c}' to {p}?", "Keep '{c}' in {p} for me.",
+            "Record '{c}' in the file {p}.", "{p} should contain '{c}'. Write it.", "Create {p} and write '{c}' into it.",
+            "Drop '{c}' into {p}.", "Type '{c}' into a file named {p}.", "Put this in {p}: '{c}'",
+            "Log '{c}' to {p}.", "new file {p} with the text '{c}'"], c=content, p=path)
+        return Draft("save_text", tid, text, [(f"Save the text to {path}.", "save_file", f"path={path}, content={content}")],
+                     f"Saved to {path}.", (content, path))
+
+    def calc_wide(self) -> Draft:
+        """Arithmetic in words the base intent does not use: powers, tips, differences, products."""
+        r = self.rng
+        kind = r.randrange(4)
+        if kind == 0:
+            a, b = r.randint(2, 12), r.randint(2, 20)
+            expr = f"{a} ** {b}"
+            th = {2: "2nd", 3: "3rd"}.get(b, f"{b}th")
+            templates, slots = ["{a} to the {th}?", "{a} to the {th} power, please.", "What's {a} raised to {b}?",
+                                "How much is {a} to the power {b}?", "Raise {a} to the {th} power.",
+                                "{a} multiplied by itself {b} times?"], dict(a=a, b=b, th=th)
+        elif kind == 1:
+            p, x = r.choice([10, 12, 15, 18, 20, 22, 25]), r.randint(12, 300)
+            expr = f"{x} * {p} / 100"
+            templates, slots = ["How much is a {p}% tip on {x} dollars?", "Work out a {p} percent tip for a bill of {x}.",
+                                "My bill is {x}. What's {p} percent of it?", "{p}% tip on {x}?",
+                                "What do I tip on a {x} euro meal at {p}%?"], dict(p=p, x=x)
+        elif kind == 2:
+            a, b = r.randint(100, 9999), r.randint(2, 999)
+            expr = f"{a} - {b}"
+            templates, slots = ["Take {b} away from {a}.", "{a} minus {b}?", "What is left if I remove {b} from {a}?",
+                                "Subtract {b} from {a}, please.", "difference between {a} and {b}?"], dict(a=a, b=b)
+        else:
+            a, b = r.randint(11, 999), r.randint(11, 99)
+            expr = f"{a} * {b}"
+            templates, slots = ["Multiply {a} and {b}.", "What do you get if you multiply {a} by {b}?",
+                                "{a} x {b}?", "What's the product of {a} and {b}?", "times {a} by {b}"], dict(a=a, b=b)
+        tid, text = self._pick(f"calc_wide:{kind}", templates, **slots)
+        return Draft("arithmetic", tid, text, [(f"Calculate {expr}.", "calculator", expr)],
+                     lambda ev: ev["#E1"].strip())
+
+    DIRECTOR_MORE = {
+        "film_year": ["Which year was {q} released in?", "From which year is the film {q}?", "Production year of {q}?",
+                      "{q} -- what year?", "The year of {q}, please.", "When did {q} reach cinemas?",
+                      "what year is {q} from", "Look up the year {q} was released."],
+        "birthplace": ["{n}: where were they born?", "Birth city of {n}?", "Which town was {n} born in?",
+                       "Where is {n}'s birthplace?", "Tell me {n}'s home city.", "born where: {n}?"],
+        "birth_year": ["{n}: year of birth?", "Which year was {n} born?", "Look up the year {n} was born.",
+                       "What's the birth year of the filmmaker {n}?", "{n}, born in?", "Year {n} was born?"],
+        "compare_births": ["Who came first, {a} or {b}?", "Which of {a} and {b} is the elder?",
+                           "Is {a} older than {b}? Tell me the older one.", "{a} or {b}: who was born first?",
+                           "Which one is older, {a} or {b}?", "Who was born before the other, {a} or {b}?"],
+    }
+
+    def director_facts(self) -> Draft:
+        """Release years and directors' birth facts (the film database) in new words."""
+        name = self.rng.choice(sorted(self.DIRECTOR_MORE))
+        return getattr(self, name)(more=self.FILM_MORE[name] + self.DIRECTOR_MORE[name])
+
 def _error_reason(evidence: str) -> str:
     """The innermost reason of an error evidence text, as the worker writes it (``Error:
     ToolError: tool 'x' failed with arguments {...}: NoNetworkError: no network: ...``), short."""
@@ -877,6 +999,12 @@ FOCUS_MIX = {"python_wide": 1.0, "llm_wide": 0.8, "born_shared": 0.6}
 # ("another film by the director of X", one SQL with a subquery) that v15 answered with the
 # director, and the count that it asked of the wrong column.
 FILMS_MIX = {"director_films_any": 1.0, "count_films_any": 0.4}
+
+
+# The mix of the rare drafts (DemoConfig.rare_rows; planner rows only): the kinds with the fewest
+# plans (the clock, the web, saving files, the calculator in words) and the film database's years
+# and birth facts in new words, which v19 sent to other tools on the hand-written set.
+RARE_MIX = {"clock_wide": 1.0, "web_wide": 1.0, "save_wide": 1.0, "calc_wide": 1.0, "director_facts": 1.0}
 
 
 def eval_texts() -> set[str]:
@@ -1066,7 +1194,7 @@ def tool_first(plan):
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
-              films: int = 0) -> dict[str, list[dict]]:
+              films: int = 0, rare: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1078,7 +1206,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
     planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
-    ``films``: of :data:`FILMS_MIX`, after those."""
+    ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -1086,7 +1214,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     rng = random.Random(seed + 3)
     drafts = draw(planner + extra_planner, seed)
     for count, offset, mix in ((chains, 7, CHAIN_MIX), (wide, 11, WIDE_MIX), (focus, 13, FOCUS_MIX),
-                                 (films, 17, FILMS_MIX)):
+                                 (films, 17, FILMS_MIX), (rare, 19, RARE_MIX)):
         if count:  # each later draw after the earlier ones, with a seed of its own: those stay the same
             drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts})
     grounded = ground(drafts, box, seed)
