@@ -376,6 +376,11 @@ class Intents:
             expr = f"factorial({n})"
             tid, text = self._pick("arithmetic", ["What is {n} factorial?", "Compute {n}!.", "Calculate the factorial of {n}.",
                                                   "How much is {n}!?"], n=n)
+        return self._calc_draft(tid, text, expr)
+
+    @staticmethod
+    def _calc_draft(tid: str, text: str, expr: str) -> Draft:
+        """One calculator step; the answer is its output."""
         return Draft("arithmetic", tid, text, [(f"Calculate {expr}.", "calculator", expr)],
                      lambda ev: ev["#E1"].strip())
 
@@ -440,8 +445,13 @@ class Intents:
             ("year", ["What year is it?", "Which year are we in?", "Tell me the current year."]),
         ])
         tid, text = self._pick(f"clock_{part}", templates)
+        return self._clock_draft(tid, text, part)
+
+    @staticmethod
+    def _clock_draft(tid: str, text: str, part: str) -> Draft:
+        """One get_current_time step; the answer is ``part`` (time, date, weekday, year) of its evidence."""
         return Draft("clock", tid, text, [("Read the current date and time.", "get_current_time", "")],
-                     lambda ev, part=part: _clock_parts(ev["#E1"]).get(part, ""))
+                     lambda ev: _clock_parts(ev["#E1"]).get(part, ""))
 
     # -- saving files ---------------------------------------------------------------------------
 
@@ -461,6 +471,11 @@ class Intents:
             "Save the text '{c}' to {p}.", "Write '{c}' into the file {p}.", "Create a file named {p} containing '{c}'.",
             "Store '{c}' in {p}.", "Put the words '{c}' in a file called {p}.", "save '{c}' as {p}",
             "Make a file {p} that says '{c}'.", "Please write {p} with the content '{c}'."], c=content, p=path)
+        return self._save_draft(tid, text, path, content)
+
+    @staticmethod
+    def _save_draft(tid: str, text: str, path: str, content: str) -> Draft:
+        """One save_file step writing ``content`` to ``path``."""
         return Draft("save_text", tid, text, [(f"Save the text to {path}.", "save_file", f"path={path}, content={content}")],
                      f"Saved to {path}.", (content, path))
 
@@ -475,6 +490,11 @@ class Intents:
             "Search the web for {x}.", "What is the latest news about {x}?", "Look up {x} online.",
             "Find recent information on {x}.", "google {x}", "What's new with {x}? Check the internet.",
             "Check the web for {x} today."], x=topic)
+        return self._web_draft(tid, text, topic)
+
+    @staticmethod
+    def _web_draft(tid: str, text: str, topic: str) -> Draft:
+        """One search_web step; offline the answer says why the search failed."""
         return Draft("web", tid, text, [(f"Search the web for {topic}.", "search_web", topic)],
                      lambda ev: f"I could not search the web: {_error_reason(ev['#E1'])}", (topic,))
 
@@ -866,8 +886,7 @@ class Intents:
         """The clock in phrasings the base intent does not use."""
         part = self.rng.choice(sorted(self.CLOCK_MORE))
         tid, text = self._pick(f"clock_wide_{part}", self.CLOCK_MORE[part])
-        return Draft("clock", tid, text, [("Read the current date and time.", "get_current_time", "")],
-                     lambda ev, part=part: _clock_parts(ev["#E1"]).get(part, ""))
+        return self._clock_draft(tid, text, part)
 
     WEB_NOW = {
         "city": (["the weather in {c} right now", "the current temperature in {c}", "today's forecast for {c}",
@@ -894,8 +913,7 @@ class Intents:
             "find {x} online", "Can you get me {x}?", "search the internet for {x}", "Please find out {x}.",
             "Tell me {x}; it has to be up to date.", "Do a web search: {x}.", "{X}? Check online.",
             "What does the web say about {x}?"], x=topic, X=topic[:1].upper() + topic[1:])
-        return Draft("web", tid, text, [(f"Search the web for {topic}.", "search_web", topic)],
-                     lambda ev: f"I could not search the web: {_error_reason(ev['#E1'])}", (topic,))
+        return self._web_draft(tid, text, topic)
 
     SAVE_WORDS = ["pick up the kids at 4", "apples, rice, tea", "dentist on Tuesday", "water the plants",
                   "pay rent on the 1st", "gym at 7", "Project kickoff on Monday", "renew the passport",
@@ -911,8 +929,7 @@ class Intents:
             "Record '{c}' in the file {p}.", "{p} should contain '{c}'. Write it.", "Create {p} and write '{c}' into it.",
             "Drop '{c}' into {p}.", "Type '{c}' into a file named {p}.", "Put this in {p}: '{c}'",
             "Log '{c}' to {p}.", "new file {p} with the text '{c}'"], c=content, p=path)
-        return Draft("save_text", tid, text, [(f"Save the text to {path}.", "save_file", f"path={path}, content={content}")],
-                     f"Saved to {path}.", (content, path))
+        return self._save_draft(tid, text, path, content)
 
     def calc_wide(self) -> Draft:
         """Arithmetic in words the base intent does not use: powers, tips, differences, products."""
@@ -942,8 +959,7 @@ class Intents:
             templates, slots = ["Multiply {a} and {b}.", "What do you get if you multiply {a} by {b}?",
                                 "{a} x {b}?", "What's the product of {a} and {b}?", "times {a} by {b}"], dict(a=a, b=b)
         tid, text = self._pick(f"calc_wide:{kind}", templates, **slots)
-        return Draft("arithmetic", tid, text, [(f"Calculate {expr}.", "calculator", expr)],
-                     lambda ev: ev["#E1"].strip())
+        return self._calc_draft(tid, text, expr)
 
     DIRECTOR_MORE = {
         "film_year": ["Which year was {q} released in?", "From which year is the film {q}?", "Production year of {q}?",
