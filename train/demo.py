@@ -173,6 +173,12 @@ class DemoConfig:
     # but multi-step 3/9 vs 6/9), exact 0.58 vs 0.55; in-distribution 0.86 vs 0.82; unseen tools
     # 0.30 vs 0.25 (0.20 vs 0.15 on v17's own set): shipped.
     rare_rows: int = 120
+    # The planner adapter's LoRA rank and alpha (train/configs/planner_lora.yaml: r 8, alpha 16; still
+    # q_proj and v_proj only). alpha/sqrt(r) is held (rank-stabilised LoRA: 16/sqrt(8) = 32/sqrt(32)),
+    # so a higher rank adds directions without scaling the step up. Rank barely costs time here: the
+    # base's forward and backward dominate. (The caller keeps its recipe's rank.)
+    planner_lora_r: int = 8
+    planner_lora_alpha: int = 16
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -206,13 +212,14 @@ RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
            "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0,
            "typed_chains": False, "chain_rows": 0, "distinct_values": False, "wide_rows": 0,
-           "focus_rows": 0, "films_rows": 0, "rare_rows": 0}
+           "focus_rows": 0, "films_rows": 0, "rare_rows": 0,
+           "planner_lora_r": 8, "planner_lora_alpha": 16}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
-                           "films_rows", "rare_rows"),
+                           "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -290,6 +297,7 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
             f"num_train_epochs={epochs}", f"learning_rate={lr}", "warmup_ratio=0.03",
             f"max_seq_len={max_len}", "logging_steps=5", "save_steps=10", "save_total_limit=1",
             "resume=true", "use_cpu=true"] + (
+        [f"lora.r={cfg.planner_lora_r}", f"lora.alpha={cfg.planner_lora_alpha}"] if role == "planner" else []) + (
         [f"loss_weight_pattern={DECISION_PATTERN}", f"loss_weight={cfg.decision_weight}"]
         if role == "planner" and cfg.decision_weight != 1.0 else [])
 
