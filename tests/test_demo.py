@@ -242,6 +242,24 @@ def test_the_planner_weighs_its_decision_tokens():
                                                                   "B", Path("/w")))
 
 
+def test_the_planner_rank_reaches_its_recipe_and_leaves_the_caller_alone():
+    """planner_lora_r / planner_lora_alpha override the planner's LoRA (still q_proj and v_proj
+    only); the caller keeps its recipe's rank and its key; at the yaml's 8/16 they are left out of
+    both keys, so the shipped build's key still names it."""
+    from train.recipe import load_recipe
+
+    wide = demo.DemoConfig(planner_lora_r=32, planner_lora_alpha=32)
+    recipe = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("planner", wide, "B", Path("/w"))))
+    assert (recipe.lora.r, recipe.lora.alpha, recipe.lora.target_modules) == (32, 32, ["q_proj", "v_proj"])
+    caller = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("caller", wide, "B", Path("/w"))))
+    default = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("caller", demo.DemoConfig(), "B", Path("/w"))))
+    assert (caller.lora.r, caller.lora.alpha) == (default.lora.r, default.lora.alpha)
+    assert wide.role_key("caller") == demo.DemoConfig().role_key("caller")
+    assert wide.role_key("planner") != demo.DemoConfig().role_key("planner") and wide.key() != demo.DemoConfig().key()
+    v20 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16)
+    assert v20.key() == "6ef8efb4eedc" and v20.role_key("planner") == "d11506e397f3"  # v20's keys (its manifest)
+
+
 def test_extra_planner_rows_leave_the_solver_and_caller_rows_and_the_callers_key_alone(tmp_path):
     """The planner can get more rows (and whole-toolbox tool lists, a bigger batch, shared
     prefixes) without retraining the caller: its rows and its recipe key stay the same."""
