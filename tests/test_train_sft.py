@@ -178,6 +178,18 @@ def _lora_grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def test_the_label_window_starts_one_before_the_first_label_of_any_row():
+    from train.sft import label_window
+
+    labels = torch.full((3, 10), -100)
+    assert label_window(labels) == 1  # no label: one position, for a zero loss with a graph
+    labels[0, 7:] = 1
+    labels[2, 4:6] = 1
+    assert label_window(labels) == 10 - 3  # positions 3..9: position 3 predicts row 2's first label
+    labels[1, 0] = 1
+    assert label_window(labels) == 10
+
+
 def test_shared_prefix_loss_and_gradients_equal_the_plain_batch(tiny_model_dir, tmp_path):
     """Rows that share a prompt prefix (a tool list) run it once: loss and LoRA gradients must equal
     the plain padded batch's, with loss weights, a row in no group, and padding."""
@@ -193,12 +205,12 @@ def test_shared_prefix_loss_and_gradients_equal_the_plain_batch(tiny_model_dir, 
                                             init_lora_weights=False))
     head = torch.randint(5, 200, (30,)).tolist()
     rows = []
-    for n_task, n_resp in [(3, 5), (6, 2), (1, 7), (4, 4)]:
+    for n_task, n_resp in [(3, 5), (6, 2), (2, 7), (4, 4)]:
         task, resp = torch.randint(5, 200, (n_task,)).tolist(), torch.randint(5, 200, (n_resp,)).tolist()
         rows.append({"input_ids": head + task + resp, "labels": [-100] * (30 + n_task) + resp,
                      "weights": [1.0] * (30 + n_task) + [2.0] + [1.0] * (n_resp - 1)})
     other = torch.randint(5, 200, (12,)).tolist()
-    rows.append({"input_ids": other, "labels": [-100] * 8 + other[8:], "weights": [1.0] * 12})
+    rows.append({"input_ids": other, "labels": [-100] * 8 + other[8:], "weights": [1.0] * 9 + [3.0] + [1.0] * 2})
     group, prefix_len = prefix_groups(rows, 16)
     # the prefix stops before the token that precedes the first label of the shortest prompt
     assert group == [0, 0, 0, 0, -1] and prefix_len == [30]
@@ -218,6 +230,16 @@ def test_shared_prefix_loss_and_gradients_equal_the_plain_batch(tiny_model_dir, 
     assert want_grads and all(torch.allclose(got_grads[n], g, atol=1e-5) for n, g in want_grads.items())
     assert any(g.abs().sum() > 0 for n, g in got_grads.items() if "v_proj" in n)
     model.zero_grad()
+
+    # the vocabulary projection runs only from the token before each part's first label: the
+    # prefix alone keeps 1 position, the group's remainders (first label after 2 task tokens) all
+    # but their first, the row in no group 12 - 7 = 5 of its 12
+    seen = []
+    hook = base.lm_head.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[1]))
+    shared_prefix_loss(model, batch, None, batch["loss_weights"]).backward()
+    hook.remove()
+    model.zero_grad()
+    assert seen == [1, batch["input_ids"].shape[1] - 30 - 1, 5], seen
 
     # two rows with one prompt and two responses: the prefix stops one token before the first label
     same = head + [7, 8, 9]

@@ -211,6 +211,25 @@ def weighted_token_loss(outputs, labels, num_items_in_batch=None, weights=None):
     return total / (n.to(total.device) if torch.is_tensor(n) else n)
 
 
+def label_window(labels) -> int:
+    """How many trailing positions of ``(B, T)`` rows need logits: from the one before the first
+    label token of any row to the end (``logits_to_keep``). The vocabulary projection (49k x 576
+    on SmolLM2) and its float copy over a ~400-token prompt whose labels are all masked are then
+    never computed; the loss over the window is the loss over the whole row."""
+
+    cols = (labels != -100).any(dim=0).nonzero().flatten()
+    if not len(cols):
+        return 1
+    return labels.shape[1] - max(int(cols[0]) - 1, 0)
+
+
+def _windowed(model, labels, **kwargs):
+    """``model(**kwargs)``'s logits over :func:`label_window` and the labels they predict."""
+    keep = label_window(labels)
+    out = model(**kwargs, logits_to_keep=keep)
+    return out.logits, labels[:, labels.shape[1] - keep:]
+
+
 def _cache_kwarg(model) -> str:
     """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.24) or
     ``past_key_values``; looked up on the model inside PEFT's and DeepSpeed's wrappers."""
@@ -228,6 +247,7 @@ def shared_prefix_loss(model, inputs, num_items_in_batch=None, weights=None):
     vocabulary projection over it), its KV cache is repeated for the group's rows, and their
     remainders run on it at positions ``P..``. Gradients flow through the cache into the prefix,
     so LoRA on ``v_proj`` still learns from the tool list. Rows in no group run as a plain batch.
+    Logits are computed only from the first label token on (:func:`label_window`).
     A planner batch of 8 rows that list the same ~420-token toolbox then costs about
     ``420 + 8 x 80`` tokens instead of ``8 x 500``."""
     import torch  # noqa: PLC0415
@@ -249,14 +269,16 @@ def shared_prefix_loss(model, inputs, num_items_in_batch=None, weights=None):
         cache.batch_repeat_interleave(len(rows))
         end = int(lengths[rows].max())
         positions = torch.arange(p, end, device=ids.device).expand(len(rows), -1)
-        out = model(input_ids=ids[rows, p:end], attention_mask=mask[rows, :end], position_ids=positions,
-                    use_cache=True, **{cache_kw: cache})
-        add(_nll_sum(out.logits, labels[rows, p:end], None if weights is None else weights[rows, p:end]))
+        logits, tail = _windowed(model, labels[rows, p:end], input_ids=ids[rows, p:end],
+                                 attention_mask=mask[rows, :end], position_ids=positions, use_cache=True,
+                                 **{cache_kw: cache})
+        add(_nll_sum(logits, tail, None if weights is None else weights[rows, end - tail.shape[1]:end]))
     rest = (group < 0).nonzero().flatten()
     if len(rest):
         end = int(lengths[rest].max())
-        out = model(input_ids=ids[rest, :end], attention_mask=mask[rest, :end], use_cache=False)
-        add(_nll_sum(out.logits, labels[rest, :end], None if weights is None else weights[rest, :end]))
+        logits, tail = _windowed(model, labels[rest, :end], input_ids=ids[rest, :end], attention_mask=mask[rest, :end],
+                                 use_cache=False)
+        add(_nll_sum(logits, tail, None if weights is None else weights[rest, end - tail.shape[1]:end]))
     n = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum()
     return total / (n.to(total.device) if torch.is_tensor(n) else n)
 
