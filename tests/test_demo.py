@@ -6,7 +6,12 @@ from __future__ import annotations
 import collections
 import json
 import random
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -569,3 +574,77 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     few = dict(catalog_planner_rows=2, catalog_caller_rows=300, typed_chains=False)
     assert [a for a in calls(demo.DemoConfig(**few, distinct_values=False)) if same(a)]
     assert not [a for a in calls(demo.DemoConfig(**few, distinct_values=True)) if same(a)]
+
+
+def _sleeper(pidfile: Path):
+    """An sft_command stand-in: a job that records its pid and runs for two minutes."""
+    code = f"import os, pathlib, time; pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid())); time.sleep(120)"
+    return lambda role, cfg, base, work: [sys.executable, "-c", code]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(pidfile: Path, seconds: float = 60) -> int:
+    deadline = time.monotonic() + seconds
+    while not pidfile.is_file() or not pidfile.read_text():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    return int(pidfile.read_text())
+
+
+def _gone(pid: int, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_build_leaves_no_trainer_behind(tmp_path, sig):
+    """Observed: `kill <pid>` of a running build (`python -m train.demo` under nohup) left its
+    `python -m train sft` job training on, with both cores, and a rerun resumes into the same work
+    folder beside it. The job now dies with the build, by any signal."""
+    pidfile = tmp_path / "job.pid"
+    script = tmp_path / "build.py"
+    script.write_text(
+        "import os, sys\nfrom pathlib import Path\nimport train.demo as demo\nimport tests.test_demo as t\n"
+        f"demo.sft_command = t._sleeper(Path({str(pidfile)!r}))\n"
+        f"work = Path({str(tmp_path / 'work')!r}); work.mkdir()\n"
+        "demo._train_one('planner', demo.DemoConfig(), 'BASE', work, dict(os.environ, OMP_NUM_THREADS='1'), print)\n")
+    root = Path(demo.__file__).resolve().parents[1]
+    build = subprocess.Popen([sys.executable, str(script)], cwd=root, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(root)))
+    try:
+        job = _wait_for(pidfile)
+        assert _alive(job)
+        build.send_signal(sig)
+        build.wait(timeout=30)
+        assert _gone(job), f"the training job {job} outlived its build (killed by {sig.name})"
+    finally:
+        build.kill()
+        if pidfile.is_file() and pidfile.read_text() and _alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def test_an_error_while_following_a_job_stops_it(tmp_path, monkeypatch):
+    """Ctrl-C (or any error) in the build's progress loop stops the training job it started."""
+    pidfile = tmp_path / "job.pid"
+    monkeypatch.setattr(demo, "sft_command", _sleeper(pidfile))
+
+    def interrupted(work, jobs):
+        _wait_for(pidfile)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_follow", interrupted)
+    (tmp_path / "work").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        demo._train_one("planner", demo.DemoConfig(), "BASE", tmp_path / "work",
+                        dict(os.environ, OMP_NUM_THREADS="1"), lambda m: None)
+    assert _gone(int(pidfile.read_text()))

@@ -34,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -359,6 +360,23 @@ def _train_adapters(cfg: DemoConfig, base: str, work: Path, say, reuse: list[Pat
     return stats
 
 
+def _dies_with(parent: int):
+    """A ``preexec_fn`` for the SFT jobs (Linux): the kernel sends the job SIGTERM when the process
+    that started it dies, by any signal (SIGKILL included), so a killed build leaves no trainer
+    behind writing checkpoints into the work folder, where a rerun would resume alongside it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # noqa: PLC0415  (here, not in the forked child: no import between fork and exec)
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the build died before the line above: nothing would send it
+            os.kill(os.getpid(), signal.SIGTERM)
+    return arm
+
+
 def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say) -> dict:
     from tqdm import tqdm
 
@@ -367,8 +385,23 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
     cmd = sft_command(role, cfg, base, work)
     say(f"training the {role} adapter ({env['OMP_NUM_THREADS']} threads): {' '.join(cmd[1:4])} ... "
         f"(log: {work / role / 'train.log'})")
-    jobs = {role: (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO),
-                   tqdm(desc=role, unit="step", file=sys.stderr, dynamic_ncols=True), time.perf_counter(), log)}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                            preexec_fn=_dies_with(os.getpid()))
+    try:
+        return _follow(work, {role: (proc, tqdm(desc=role, unit="step", file=sys.stderr, dynamic_ncols=True),
+                                     time.perf_counter(), log)})
+    finally:  # an exception here (Ctrl-C, an error in this loop) stops the job too
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def _follow(work: Path, jobs: dict) -> dict:
+    """Progress bars from the jobs' logs until they end; a job's stats, or its log's end if it failed."""
     stats = {}
     while jobs:
         time.sleep(5)
