@@ -121,7 +121,8 @@ def test_adapters_come_from_the_shipped_recipes(tmp_path):
 @pytest.mark.slow
 def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, tiny_model_dir, capsys):
     cfg = demo.DemoConfig(base=str(tiny_model_dir), planner_rows=12, solver_rows=4, caller_rows=4,
-                          catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768, extra_planner_rows=4)
+                          catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768, extra_planner_rows=4,
+                          chain_rows=2, wide_rows=2, focus_rows=2, films_rows=2, rare_rows=2)  # not 570 more rows
     out = tmp_path / "demo"
     manifest = demo.build(out, cfg, progress=False)
     assert manifest["key"] == cfg.key() and manifest["adapters"] == {"planner": "planner", "caller": "caller"}

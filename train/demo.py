@@ -400,13 +400,20 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
         log.close()
 
 
+def _tail(path: Path, size: int = 4000) -> str:
+    """The last ``size`` bytes of a log (a two-hour build's grows to megabytes of progress bars)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+        return f.read().decode("utf-8", errors="replace")
+
+
 def _follow(work: Path, jobs: dict) -> dict:
     """Progress bars from the jobs' logs until they end; a job's stats, or its log's end if it failed."""
     stats = {}
     while jobs:
-        time.sleep(5)
+        time.sleep(1)
         for role, (proc, bar, t0, log) in list(jobs.items()):
-            text = (work / role / "train.log").read_text(encoding="utf-8", errors="replace")[-4000:]
+            text = _tail(work / role / "train.log")
             found = _PROGRESS_RE.findall(text)
             if found:
                 done, total = map(int, found[-1])
