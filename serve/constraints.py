@@ -195,19 +195,21 @@ class ServedConstraint:
 
     def __init__(self, lltok, grammar: str, vocab_size: int):
         import llguidance
-        import llguidance.torch as lt
+
+        from pipeline.formats.constrain import allocate_bitmask
 
         self.lltok, self.vocab_size = lltok, vocab_size
         self.matcher = llguidance.LLMatcher(lltok, grammar, log_level=0, limits=_limits())
         if self.matcher.is_error():
             raise BackendError(f"cannot use this constraint: {_cap(self.matcher.get_error())}",
                                code="invalid_constraint")
-        self.bitmask = lt.allocate_token_bitmask(1, lltok.vocab_size)
+        self.bitmask = allocate_bitmask(1, lltok.vocab_size)
         self.started = False
 
     def _fill(self, matcher) -> None:
-        import llguidance.torch as lt
-        lt.fill_next_token_bitmask(matcher, self.bitmask, 0)
+        from pipeline.formats.constrain import fill_bitmask
+
+        fill_bitmask(matcher, self.bitmask, 0)
         if matcher.is_error():
             raise ConstraintFailed(_cap(matcher.get_error()))
 
@@ -233,7 +235,7 @@ class ServedConstraint:
             self._fill(copy)
 
     def __call__(self, input_ids, scores):
-        import llguidance.torch as lt
+        from pipeline.formats.constrain import apply_bitmask
 
         if self.started and not self.matcher.is_stopped():
             if not self.matcher.consume_token(int(input_ids[0, -1])):
@@ -247,8 +249,7 @@ class ServedConstraint:
             return scores
         self._fill(self.matcher)
         width = min(scores.shape[-1], self.lltok.vocab_size)
-        masked = scores[:, :width]
-        lt.apply_token_bitmask_inplace(masked, self.bitmask.to(scores.device))
+        apply_bitmask(scores[:, :width], self.bitmask)  # not llguidance's: it torch.compiles on first use
         if scores.shape[-1] > width:
             scores[:, width:] = float("-inf")
         return scores

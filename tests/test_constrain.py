@@ -197,3 +197,60 @@ def test_call_constraint_accepts_the_spacing_the_caller_is_trained_on(tiny_token
             ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
             got = m.try_consume_tokens(ids) == len(ids) and m.is_accepting() and not m.is_error()
             assert got is want, (text, want)
+
+
+def test_the_bitmask_forbids_exactly_the_tokens_whose_bit_is_0():
+    """apply_bitmask against the layout read bit by bit: token 32 w + j is bit j of word w;
+    tokens past the words are forbidden; rows are independent; a CPU mask for any device."""
+    g = torch.Generator().manual_seed(0)
+    for vocab, columns in ((100, 100), (96, 96), (70, 90), (64, 40), (40, 100)):
+        words = (vocab + 31) // 32
+        mask = torch.randint(-2**31, 2**31 - 1, (3, words), generator=g, dtype=torch.int64).to(torch.int32)
+        scores = torch.randn(3, columns, generator=g)
+        want = scores.clone()
+        for row in range(3):
+            for t in range(columns):
+                bit = t < 32 * words and (int(mask[row, t // 32]) >> (t % 32)) & 1
+                if not bit:
+                    want[row, t] = float("-inf")
+        got = scores.clone()
+        constrain.apply_bitmask(got, mask)
+        assert torch.equal(got, want), (vocab, columns)
+
+
+def test_constrained_decoding_compiles_nothing(model, tiny_tokenizer):
+    """Observed: the first constrained token of every new process took 5.2 s on a 2-core EPYC,
+    llguidance's mask kernel being torch.compile'd (Dynamo, Inductor, a C++ build) on first use;
+    the CLI's one task took 10-12 s where later tasks take 1-2. No frame is compiled now."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # whatever an earlier test compiled would have to compile again
+    before = dict(counters["frames"])
+    proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, regex=r"(yes|no)")
+    (text, ended), = _generate(model, tiny_tokenizer, ["Answer:"], proc, 10, True)
+    assert text in ("yes", "no") and ended
+    assert dict(counters["frames"]) == before
+
+
+def test_constrained_decoding_never_imports_llguidance_torch(tiny_model_dir):
+    """Importing llguidance.torch loads TorchDynamo and Inductor for its torch.compile'd kernel
+    (3.3 s on a 2-core EPYC), in the first constrained call of every process. A fresh process that
+    masks a token must not import it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, torch\n"
+            "from transformers import AutoTokenizer\n"
+            "from pipeline.formats import constrain\n"
+            "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+            "proc = constrain.logits_processor(tok, len(tok), regex=r'(yes|no)')\n"
+            "scores = proc(torch.tensor([[1, 2]]), torch.zeros(1, len(tok)))\n"
+            "assert 0 < int(torch.isfinite(scores).sum()) < len(tok)\n"
+            "print(sorted(m for m in ('llguidance.torch', 'torch._dynamo', 'torch._inductor') if m in sys.modules))\n")
+    root = Path(constrain.__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)], capture_output=True, text=True,
+                         cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
