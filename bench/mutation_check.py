@@ -92,6 +92,8 @@ MUTATIONS = [
              "        apply_bitmask(scores[:, :width], self.bitmask)",
              "        import llguidance.torch as _lt\n        _lt.apply_token_bitmask_inplace(scores[:, :width], self.bitmask)",
              ("tests/test_constrain.py", "-k", "compiles_nothing")),
+    Mutation("constrain: every row's mask written into the first row", "pipeline/formats/constrain.py",
+             "    words = bitmask[row]", "    words = bitmask[0]", ("tests/test_constrain.py", "-k", "valid_plans")),
     Mutation("constrain: the bitmask read big-endian", "pipeline/formats/constrain.py",
              'bitorder="little")', 'bitorder="big")', ("tests/test_constrain.py", "-k", "bitmask")),
     Mutation("constrain: tokens past the bitmask allowed", "pipeline/formats/constrain.py",
