@@ -223,19 +223,20 @@ def _ui(argv: list[str]) -> int:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                _stop(proc)
+                stop_process(proc)
                 return _fail(f"ui: the server did not answer {base}/health within {a.startup_timeout:g} s")
             time.sleep(0.25)
         return proc.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(proc)
+        stop_process(proc)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
+    """Stop a child process if it still runs: SIGTERM, 30 s to exit, then SIGKILL."""
     if proc.poll() is None:
         proc.terminate()
         try:

@@ -248,10 +248,7 @@ class ServedConstraint:
                     scores[:, eos] = 0.0
             return scores
         self._fill(self.matcher)
-        width = min(scores.shape[-1], self.lltok.vocab_size)
-        apply_bitmask(scores[:, :width], self.bitmask)  # not llguidance's: it torch.compiles on first use
-        if scores.shape[-1] > width:
-            scores[:, width:] = float("-inf")
+        apply_bitmask(scores, self.bitmask, self.lltok.vocab_size)  # not llguidance's: it torch.compiles on first use
         return scores
 
 

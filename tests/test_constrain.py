@@ -216,6 +216,9 @@ def test_the_bitmask_forbids_exactly_the_tokens_whose_bit_is_0():
         got = scores.clone()
         constrain.apply_bitmask(got, mask)
         assert torch.equal(got, want), (vocab, columns)
+        cut = scores.clone()  # the tokenizer's vocabulary ends before the words do: the rest forbidden too
+        constrain.apply_bitmask(cut, mask, vocab)
+        assert torch.equal(cut[:, :vocab], want[:, :vocab]) and torch.isinf(cut[:, vocab:]).all(), (vocab, columns)
 
 
 def test_constrained_decoding_compiles_nothing(model, tiny_tokenizer):

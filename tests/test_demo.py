@@ -639,7 +639,7 @@ def test_an_error_while_following_a_job_stops_it(tmp_path, monkeypatch):
     pidfile = tmp_path / "job.pid"
     monkeypatch.setattr(demo, "sft_command", _sleeper(pidfile))
 
-    def interrupted(work, jobs):
+    def interrupted(*args):
         _wait_for(pidfile)
         raise KeyboardInterrupt
 
@@ -649,3 +649,13 @@ def test_an_error_while_following_a_job_stops_it(tmp_path, monkeypatch):
         demo._train_one("planner", demo.DemoConfig(), "BASE", tmp_path / "work",
                         dict(os.environ, OMP_NUM_THREADS="1"), lambda m: None)
     assert _gone(int(pidfile.read_text()))
+
+
+def test_a_failed_job_is_an_error_with_the_end_of_its_log(tmp_path, monkeypatch):
+    code = "import sys; print('loading'); print('ValueError: bad recipe', file=sys.stderr); sys.exit(3)"
+    monkeypatch.setattr(demo, "sft_command", lambda role, cfg, base, work: [sys.executable, "-c", code])
+    (tmp_path / "work").mkdir()
+    with pytest.raises(RuntimeError, match=r"(?s)training the caller adapter failed \(exit 3\).*ValueError: bad recipe"):
+        demo._train_one("caller", demo.DemoConfig(), "BASE", tmp_path / "work",
+                        dict(os.environ, OMP_NUM_THREADS="1"), lambda m: None)
+    assert not (tmp_path / "work" / "caller" / "done.json").exists()

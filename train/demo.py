@@ -378,26 +378,32 @@ def _dies_with(parent: int):
 
 
 def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say) -> dict:
-    from tqdm import tqdm
+    from pipeline.cli import stop_process
 
-    (work / role).mkdir(exist_ok=True)
-    log = open(work / role / "train.log", "a", encoding="utf-8")
+    folder = work / role
+    folder.mkdir(exist_ok=True)
     cmd = sft_command(role, cfg, base, work)
     say(f"training the {role} adapter ({env['OMP_NUM_THREADS']} threads): {' '.join(cmd[1:4])} ... "
-        f"(log: {work / role / 'train.log'})")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            preexec_fn=_dies_with(os.getpid()))
-    try:
-        return _follow(work, {role: (proc, tqdm(desc=role, unit="step", file=sys.stderr, dynamic_ncols=True),
-                                     time.perf_counter(), log)})
-    finally:  # an exception here (Ctrl-C, an error in this loop) stops the job too
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        f"(log: {folder / 'train.log'})")
+    t0 = time.perf_counter()
+    with open(folder / "train.log", "a", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                preexec_fn=_dies_with(os.getpid()))
+        try:
+            _follow(folder, role, proc)
+        finally:  # an exception while following (Ctrl-C, an error) stops the job too
+            stop_process(proc)
+    text = _tail(folder / "train.log")
+    if proc.returncode != 0:
+        tail = "\n".join(text.splitlines()[-15:])
+        raise RuntimeError(f"training the {role} adapter failed (exit {proc.returncode}); the end of "
+                           f"{folder / 'train.log'}:\n{tail}")
+    history = json.loads((folder / "log_history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    stats = {"seconds": round(time.perf_counter() - t0, 1), "first_loss": losses[0],
+             "final_loss": losses[-1], "steps": history[-1].get("step")}
+    (folder / "done.json").write_text(json.dumps(stats))
+    return stats
 
 
 def _tail(path: Path, size: int = 4000) -> str:
@@ -407,34 +413,19 @@ def _tail(path: Path, size: int = 4000) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
-def _follow(work: Path, jobs: dict) -> dict:
-    """Progress bars from the jobs' logs until they end; a job's stats, or its log's end if it failed."""
-    stats = {}
-    while jobs:
-        time.sleep(1)
-        for role, (proc, bar, t0, log) in list(jobs.items()):
-            text = _tail(work / role / "train.log")
-            found = _PROGRESS_RE.findall(text)
+def _follow(folder: Path, role: str, proc: subprocess.Popen) -> None:
+    """A progress bar from the job's log (``folder/train.log``) until the job ends."""
+    from tqdm import tqdm
+
+    with tqdm(desc=role, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+        while True:
+            time.sleep(1)
+            found = _PROGRESS_RE.findall(_tail(folder / "train.log"))
             if found:
-                done, total = map(int, found[-1])
-                bar.total = total
-                bar.n = done
+                bar.n, bar.total = map(int, found[-1])
                 bar.refresh()
-            if proc.poll() is None:
-                continue
-            bar.close()
-            log.close()
-            del jobs[role]
-            if proc.returncode != 0:
-                tail = "\n".join(text.splitlines()[-15:])
-                raise RuntimeError(f"training the {role} adapter failed (exit {proc.returncode}); the end of "
-                                   f"{work / role / 'train.log'}:\n{tail}")
-            history = json.loads((work / role / "log_history.json").read_text())
-            losses = [h["loss"] for h in history if "loss" in h]
-            stats = {"seconds": round(time.perf_counter() - t0, 1), "first_loss": losses[0],
-                     "final_loss": losses[-1], "steps": history[-1].get("step")}
-            (work / role / "done.json").write_text(json.dumps(stats))
-    return stats
+            if proc.poll() is not None:
+                return
 
 
 def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, progress: bool = True) -> dict:

@@ -216,7 +216,6 @@ def label_window(labels) -> int:
     label token of any row to the end (``logits_to_keep``). The vocabulary projection (49k x 576
     on SmolLM2) and its float copy over a ~400-token prompt whose labels are all masked are then
     never computed; the loss over the window is the loss over the whole row."""
-
     cols = (labels != -100).any(dim=0).nonzero().flatten()
     if not len(cols):
         return 1

@@ -266,16 +266,17 @@ def fill_bitmask(matcher, bitmask: torch.Tensor, row: int = 0) -> None:
     matcher.unsafe_compute_mask_ptr(words.data_ptr(), words.numel() * words.element_size())
 
 
-def apply_bitmask(scores, bitmask) -> None:
+def apply_bitmask(scores, bitmask, vocab_size: int | None = None) -> None:
     """Set to -inf, in place, every logit of ``scores`` (B, V) whose bit is 0 in ``bitmask`` (B, W)
-    int32 words, llguidance's layout: token ``32 w + j`` is bit ``j`` of word ``w``; tokens beyond
-    ``32 W`` are forbidden too (what ``llguidance.torch.apply_token_bitmask_inplace`` does). The
-    bits are unpacked with numpy (about 0.1 ms for 49k tokens), then moved to the logits' device."""
+    int32 words, llguidance's layout: token ``32 w + j`` is bit ``j`` of word ``w``; tokens from
+    ``32 W`` (or ``vocab_size``, the tokenizer's, when smaller) on are forbidden too (what
+    ``llguidance.torch.apply_token_bitmask_inplace`` does). The bits are unpacked with numpy (about
+    0.1 ms for 49k tokens), then moved to the logits' device."""
     import numpy as np  # noqa: PLC0415
 
     words = bitmask.cpu().numpy().astype("<i4", copy=False)  # little-endian words: bit j of byte b
     bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")  # (B, 32 W): token order
-    width = min(scores.shape[-1], bits.shape[1])
+    width = min(scores.shape[-1], bits.shape[1], vocab_size or bits.shape[1])
     allowed = torch.from_numpy(bits[:, :width].astype(bool)).to(scores.device)
     scores[:, :width].masked_fill_(~allowed, float("-inf"))
     if scores.shape[-1] > width:
@@ -323,10 +324,7 @@ class GrammarLogitsProcessor:
                     raise RuntimeError(f"row {i}: the sampled token broke the constraint: {m.get_error()}")
         for i, m in enumerate(self.matchers):
             fill_bitmask(m, self.bitmask, i)
-        width = min(scores.shape[-1], self.lltok.vocab_size)
-        apply_bitmask(scores[:, :width], self.bitmask)
-        if scores.shape[-1] > width:  # logits for ids beyond the tokenizer: never allowed
-            scores[:, width:] = float("-inf")
+        apply_bitmask(scores, self.bitmask, self.lltok.vocab_size)  # ids beyond the tokenizer: never allowed
         return scores
 
 
