@@ -801,13 +801,9 @@ class LlamaCppEngine(Engine):
         if proc is not None or (temperature or 0) >= MIN_TEMPERATURE:
             control = RowControl(ids, temperature or 0.0, 1.0, self.seed, proc,
                                  min(self.model.eos_ids))
-        import torch
-
         box: dict = {"done": threading.Event(), "stopped": False}
         text_so_far = [""]
-
-        def pick(logits):
-            return greedy(logits) if control is None else control.pick(torch.from_numpy(logits))
+        pick = greedy if control is None else control.pick
 
         def on_token(_token) -> bool:
             if not stop and on_text is None:

@@ -25,9 +25,9 @@ however many requests carry it.
 A request is admitted only when the cache can hold its prompt plus ``max_tokens`` next to the
 running ones, so a decode never runs out of cache mid-way.
 
-The tokenizer is the model's own as transformers reads it from the GGUF (or ``tokenizer.json``
-beside it): ids are llama.cpp's, and prompts and chat templates render exactly as on the other
-backends.
+The tokenizer is the model's own: ``tokenizer.json`` beside the GGUF (:class:`TokenizerFolder`,
+without transformers), else as transformers reads it from the GGUF. Ids are llama.cpp's, and prompts
+and chat templates render exactly as on the other backends.
 """
 
 from __future__ import annotations
@@ -123,14 +123,86 @@ def is_gguf(path: str | Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def load_tokenizer(path: Path):
-    """The model's tokenizer as a transformers fast tokenizer: ``tokenizer.json`` beside the GGUF
-    (``<name>.tokenizer/`` or the same folder) when present, else read from the GGUF itself."""
-    from transformers import AutoTokenizer
+class TokenizerFolder:
+    """A ``tokenizer.json`` + ``tokenizer_config.json`` folder read with the ``tokenizers`` library
+    alone: what the llama.cpp path asks of a tokenizer (encode, decode, EOS, llguidance's view
+    through ``backend_tokenizer``, the chat template's text) without importing transformers, which
+    imports torch: about 4 s of a cold command's start on 2 cores (2026-12-02). The same calls as
+    a transformers fast tokenizer of the folder, and the same ids (a test compares them).
+    :meth:`apply_chat_template` loads that transformers tokenizer on its first call."""
 
+    def __init__(self, folder: str | Path):
+        import json
+
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self.backend_tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        config = json.loads((self.folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        self.eos_token = _token_text(config.get("eos_token"))
+        self.eos_token_id = None if self.eos_token is None else self.backend_tokenizer.token_to_id(self.eos_token)
+        self.pad_token = _token_text(config.get("pad_token"))
+        self.pad_token_id = None if self.pad_token is None else self.backend_tokenizer.token_to_id(self.pad_token)
+        template_file = self.folder / "chat_template.jinja"
+        self.chat_template = (template_file.read_text(encoding="utf-8") if template_file.is_file()
+                              else config.get("chat_template"))
+        self._with_templates = None
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        return {"input_ids": self.encode(text, add_special_tokens=add_special_tokens)}
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.backend_tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def apply_chat_template(self, *args, **kwargs):
+        if self._with_templates is None:  # jinja with transformers' own extensions and checks
+            from transformers import AutoTokenizer
+
+            self._with_templates = AutoTokenizer.from_pretrained(str(self.folder))
+        return self._with_templates.apply_chat_template(*args, **kwargs)
+
+
+def _token_text(token) -> str | None:
+    """A special token of ``tokenizer_config.json``: a string or an ``{"content": ...}`` object."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
+_FOLDERS: dict[str, TokenizerFolder] = {}
+_FOLDERS_LOCK = threading.Lock()
+
+
+def _tokenizer_folder(folder: Path) -> TokenizerFolder:
+    """One :class:`TokenizerFolder` per content: the default planner's and caller's GGUFs carry the
+    same tokenizer, which is then read once and gets one llguidance view (~1 s to build). Sharing
+    it between threads is safe: encoding and decoding only read the ``tokenizers`` object."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        f = folder / name
+        digest.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"") + b"\0")
+    key = digest.hexdigest()
+    with _FOLDERS_LOCK:
+        if key not in _FOLDERS:
+            _FOLDERS[key] = TokenizerFolder(folder)
+        return _FOLDERS[key]
+
+
+def load_tokenizer(path: Path):
+    """The model's tokenizer: ``tokenizer.json`` beside the GGUF (``<name>.tokenizer/`` or the
+    same folder) as a :class:`TokenizerFolder` when present, else transformers' fast tokenizer
+    read from the GGUF itself."""
     for folder in (path.with_name(path.stem + ".tokenizer"), path.parent):
         if (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(folder))
+            return _tokenizer_folder(folder)
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds here

@@ -135,15 +135,18 @@ def _toolbox(args, demo: dict | None = None) -> Any:
 
 def set_threads(threads: int | None) -> None:
     """torch threads for in-process models: ``threads``, else 1 on machines with at most 2 cores
-    (there a second thread competes with the tools and the OS: see bench/bench_demo.py --speed)."""
+    (there a second thread competes with the tools and the OS: see bench/bench_demo.py --speed).
+    Only in a process that has imported torch: :func:`build_engines` calls it again once the
+    engines are loaded, and a process whose models all run on llama.cpp never imports torch
+    (~2.5 s of a cold start on 2 cores)."""
     import os
+    import sys
 
     if threads:  # llama.cpp models (pipeline.llamacpp) take it too; their own default is every core
         os.environ["REWOO_LLAMACPP_THREADS"] = str(threads)
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else None)
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
+    if threads and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
@@ -171,6 +174,7 @@ def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
         solver = _engine(args.solver, args) if args.solver else planner
     except (EngineError, ValueError, DefaultModelError) as e:
         raise UsageError(str(e)) from e
+    set_threads(getattr(args, "threads", None))  # the models loaded may have imported torch
     if "llm" in toolbox and getattr(toolbox["llm"], "engine", "absent") is None:
         toolbox["llm"].engine = solver
     return toolbox, demo, planner, caller, solver

@@ -215,11 +215,12 @@ class ServedConstraint:
 
     def probe(self) -> None:
         """Compute the first mask and feed a few allowed first tokens to copies of the matcher."""
-        import torch
+        import numpy as np
+
         self._fill(self.matcher)
         bits = self.bitmask[0]  # int32 words, bit j of word w = token 32 * w + j
         allowed = []
-        for word in torch.nonzero(bits).flatten().tolist():
+        for word in np.flatnonzero(bits).tolist():
             value = int(bits[word]) & 0xFFFFFFFF
             allowed += [32 * word + j for j in range(32) if value >> j & 1]
             if len(allowed) > 4 * PROBE_TOKENS:

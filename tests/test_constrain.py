@@ -216,6 +216,9 @@ def test_the_bitmask_forbids_exactly_the_tokens_whose_bit_is_0():
         got = scores.clone()
         constrain.apply_bitmask(got, mask)
         assert torch.equal(got, want), (vocab, columns)
+        as_numpy = scores.numpy().copy()  # the llama.cpp paths' logits, and the mask as allocate_bitmask makes it
+        constrain.apply_bitmask(as_numpy, mask.numpy())
+        assert (as_numpy == want.numpy()).all(), (vocab, columns)
         cut = scores.clone()  # the tokenizer's vocabulary ends before the words do: the rest forbidden too
         constrain.apply_bitmask(cut, mask, vocab)
         assert torch.equal(cut[:, :vocab], want[:, :vocab]) and torch.isinf(cut[:, vocab:]).all(), (vocab, columns)

@@ -470,3 +470,73 @@ def test_two_first_runs_at_once_export_the_default_gguf_once(smol_tiny_dir, tmp_
     assert errors == [] and len(merges) == 1, (errors, merges)
     assert got["a"] == got["b"] and got["a"].is_file()
     assert not list((tmp_path / "cache").glob("gguf/*.work"))
+
+
+TOKENIZER_TEXTS = ["Plan: find the director of 'Casino'\n#E1 = query_sql[SELECT director FROM films]",
+                   "<|im_start|>user\nWhat time is it?<|im_end|>\n", "  two  spaces, tabs\tand\nnew lines  ",
+                   "caf\u00e9 na\u00efve \u4e2d\u6587 \U0001f600 -- \u00bd", "", "#E12 = llm[#E1]"]
+
+
+@pytest.mark.parametrize("which", ["smol", "tiny"])
+def test_the_tokenizer_folder_reads_as_transformers_does(which, smol_tiny_dir, tiny_model_dir):
+    """The llama.cpp path's tokenizer (tokenizer.json read without transformers) gives the ids,
+    text, special tokens, chat template and llguidance view of transformers' fast tokenizer."""
+    from transformers import AutoTokenizer
+
+    folder = smol_tiny_dir if which == "smol" else tiny_model_dir
+    light, full = lc.TokenizerFolder(folder), AutoTokenizer.from_pretrained(str(folder))
+    assert (light.eos_token_id, light.pad_token_id, len(light)) == (full.eos_token_id, full.pad_token_id, len(full))
+    for text in TOKENIZER_TEXTS:
+        for special in (False, True):
+            ids = light(text, add_special_tokens=special)["input_ids"]
+            assert ids == full(text, add_special_tokens=special)["input_ids"], (text, special)
+            for skip in (False, True):
+                assert light.decode(ids, skip_special_tokens=skip) == full.decode(ids, skip_special_tokens=skip)
+    assert light.backend_tokenizer.to_str() == full.backend_tokenizer.to_str()  # what llguidance reads
+    assert light.chat_template == full.chat_template
+    if full.chat_template:
+        messages = [{"role": "user", "content": "What is 2 + 3?"}]
+        assert light.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+            full.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_a_run_on_llama_cpp_never_imports_torch(ggufs, smol_tiny_dir, tmp_path):
+    """Observed: every `python -m pipeline.run` imported torch and transformers (4-5 s of a 12.5 s
+    cold run on 2 cores) though llama.cpp ran both models: for the thread count, the progress-bar
+    switch, the tokenizer and the sampler. A GGUF with its tokenizer folder now runs, constrained
+    plan included, without either."""
+    import shutil
+
+    model = tmp_path / "planner.gguf"
+    shutil.copyfile(ggufs["Q8_0"].path, model)
+    tok = tmp_path / "planner.tokenizer"
+    tok.mkdir()
+    for f in smol_tiny_dir.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy2(f, tok / f.name)
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline.run", "What is 2 + 3?", "--planner",
+                        str(model), "--tools", "builtin", "--json", "--max-new-tokens", "64"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    assert json.loads(r.stdout)["stats"]["steps"] >= 1  # a constrained plan ran through llama.cpp
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "llama_cpp" in imported and "llguidance" in imported
+    assert not imported & {"torch", "transformers"}, sorted(imported & {"torch", "transformers"})
+
+
+def test_gguf_files_with_the_same_tokenizer_share_one(smol_tiny_dir, tiny_model_dir, tmp_path):
+    """The default planner and caller carry the same tokenizer: read once, so llguidance's view of
+    it (~1 s to build) is built once per process; a different tokenizer is its own."""
+    import shutil
+
+    from pipeline.formats import constrain
+
+    for name, src in (("planner", smol_tiny_dir), ("caller", smol_tiny_dir), ("other", tiny_model_dir)):
+        (tmp_path / f"{name}.tokenizer").mkdir()
+        for f in src.iterdir():
+            if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+                shutil.copy2(f, tmp_path / f"{name}.tokenizer" / f.name)
+    planner, caller, other = (lc.load_tokenizer(tmp_path / f"{n}.gguf") for n in ("planner", "caller", "other"))
+    assert planner is caller and other is not planner
+    vocab = len(planner)
+    assert constrain._lltokenizer(planner, vocab) is constrain._lltokenizer(caller, vocab)

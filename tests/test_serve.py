@@ -388,3 +388,24 @@ def test_row_control_is_greedy_at_tiny_temperatures_and_repeats_by_seed():
     a = [RowControl([1], 1.5, 0.9, 42).pick(scores) for _ in range(5)]
     b = [RowControl([1], 1.5, 0.9, 42).pick(scores) for _ in range(5)]
     assert a == b
+
+
+def test_row_control_reads_numpy_and_torch_rows_alike_and_samples_only_inside_top_p():
+    """The llama.cpp paths hand RowControl numpy logits, the transformers backend torch rows: the
+    same picks for the same seed; top-p keeps the fewest best tokens that hold p of the mass, and
+    a token the constraint forbids (-inf) is never drawn."""
+    import numpy as np
+
+    from pipeline.sampling import RowControl
+
+    scores = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float32))
+    for temperature, top_p in ((1.0, 1.0), (1.0, 0.7), (0.7, 0.9)):
+        a = RowControl([1], temperature, top_p, 5)
+        b = RowControl([1], temperature, top_p, 5)
+        assert [a.pick(scores) for _ in range(30)] == [b.pick(torch.from_numpy(scores)) for _ in range(30)]
+    drawn = {RowControl([1], 1.0, 0.7, seed).pick(scores) for seed in range(200)}
+    assert drawn == {0, 1}  # 0.5 + 0.3 hold 0.7; token 2 would only be needed past 0.8
+    assert {RowControl([1], 1.0, 1.0, seed).pick(scores) for seed in range(200)} == {0, 1, 2, 3}
+    forbidden = scores.copy()
+    forbidden[0] = -np.inf
+    assert 0 not in {RowControl([1], 1.0, 1.0, seed).pick(forbidden) for seed in range(200)}

@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+import numpy as np
 
 __all__ = ["PlanBounds", "plan_bounds", "plan_grammar", "call_schema", "logits_processor", "batch_logits_processor",
            "GrammarLogitsProcessor", "lark_literal"]
@@ -205,8 +205,13 @@ _LLTOK_LOCK = threading.Lock()
 
 
 def _lltokenizer(tokenizer, vocab_size: int):
-    """llguidance's view of a HF fast tokenizer (~1 s to build; cached per tokenizer and size)."""
-    import llguidance.hf
+    """llguidance's view of a fast tokenizer (~1 s to build; cached per tokenizer and size): a
+    transformers fast tokenizer or :class:`pipeline.llamacpp.TokenizerFolder`, anything with a
+    ``tokenizers`` ``backend_tokenizer`` and an ``eos_token_id``. Built as ``llguidance.hf`` builds
+    it, without importing transformers (which imports torch)."""
+    import copy
+
+    import llguidance
 
     key = (id(tokenizer), vocab_size)
     with _LLTOK_LOCK:
@@ -214,8 +219,14 @@ def _lltokenizer(tokenizer, vocab_size: int):
             eos = tokenizer.eos_token_id
             if eos is None:
                 raise ValueError("constrained decoding needs a tokenizer with an EOS token")
-            _LLTOK_CACHE[key] = (tokenizer, llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size,
-                                                                         eos_token=eos))
+            backend = getattr(tokenizer, "backend_tokenizer", None)
+            if backend is None:
+                raise ValueError("constrained decoding needs a fast tokenizer (tokenizer.json)")
+            backend = copy.copy(backend)  # the JSON llguidance reads: without padding and truncation
+            backend.no_padding()
+            backend.no_truncation()
+            _LLTOK_CACHE[key] = (tokenizer, llguidance.LLTokenizer(backend.to_str(), n_vocab=vocab_size,
+                                                                   eos_token=eos))
         return _LLTOK_CACHE[key][1]
 
 
@@ -251,40 +262,48 @@ def _compile(lltok, grammar: str | None, regex: str | None, json_schema: dict | 
 # constrained call of every new process (CLI run, server, eval): the CLI's one task took 8-12 s
 # where later tasks take 1-2.
 
-def allocate_bitmask(batch: int, vocab_size: int) -> torch.Tensor:
+def allocate_bitmask(batch: int, vocab_size: int) -> np.ndarray:
     """``(batch, ceil(vocab_size / 32))`` int32 words, every token allowed."""
-    return torch.full((batch, (vocab_size + 31) // 32), -1, dtype=torch.int32)
+    return np.full((batch, (vocab_size + 31) // 32), -1, dtype=np.int32)
 
 
-def fill_bitmask(matcher, bitmask: torch.Tensor, row: int = 0) -> None:
-    """Write ``matcher``'s next-token mask into row ``row`` of a CPU bitmask (llguidance's call)."""
-    if bitmask.dtype != torch.int32 or bitmask.device.type != "cpu" or bitmask.dim() != 2:
-        raise ValueError("the bitmask must be a 2-D int32 CPU tensor")
+def fill_bitmask(matcher, bitmask: np.ndarray, row: int = 0) -> None:
+    """Write ``matcher``'s next-token mask into row ``row`` of a bitmask (llguidance's call)."""
+    if not isinstance(bitmask, np.ndarray) or bitmask.dtype != np.int32 or bitmask.ndim != 2:
+        raise ValueError("the bitmask must be a 2-D int32 numpy array (allocate_bitmask)")
     words = bitmask[row]
-    if not words.is_contiguous():
+    if not words.flags["C_CONTIGUOUS"]:
         raise ValueError("the bitmask's rows must be contiguous")
-    matcher.unsafe_compute_mask_ptr(words.data_ptr(), words.numel() * words.element_size())
+    matcher.unsafe_compute_mask_ptr(words.ctypes.data, words.nbytes)
 
 
 def apply_bitmask(scores, bitmask, vocab_size: int | None = None) -> None:
     """Set to -inf, in place, every logit of ``scores`` (B, V) whose bit is 0 in ``bitmask`` (B, W)
     int32 words, llguidance's layout: token ``32 w + j`` is bit ``j`` of word ``w``; tokens from
     ``32 W`` (or ``vocab_size``, the tokenizer's, when smaller) on are forbidden too (what
-    ``llguidance.torch.apply_token_bitmask_inplace`` does). The bits are unpacked with numpy (about
-    0.1 ms for 49k tokens), then moved to the logits' device."""
-    import numpy as np  # noqa: PLC0415
-
-    words = bitmask.cpu().numpy().astype("<i4", copy=False)  # little-endian words: bit j of byte b
+    ``llguidance.torch.apply_token_bitmask_inplace`` does). ``scores``: a numpy array or a torch
+    tensor on any device; ``bitmask``: numpy or a CPU tensor. The bits are unpacked with numpy
+    (about 0.1 ms for 49k tokens), then moved to the logits' device."""
+    if not isinstance(bitmask, np.ndarray):
+        bitmask = bitmask.cpu().numpy()
+    words = bitmask.astype("<i4", copy=False)
     bits = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")  # (B, 32 W): token order
     width = min(scores.shape[-1], bits.shape[1], vocab_size or bits.shape[1])
-    allowed = torch.from_numpy(bits[:, :width].astype(bool)).to(scores.device)
-    scores[:, :width].masked_fill_(~allowed, float("-inf"))
+    forbidden = bits[:, :width] == 0
+    if isinstance(scores, np.ndarray):
+        scores[:, :width][forbidden] = -np.inf
+    else:
+        import torch  # noqa: PLC0415 - only a torch caller gets here, with torch imported
+
+        scores[:, :width].masked_fill_(torch.from_numpy(forbidden).to(scores.device), float("-inf"))
     if scores.shape[-1] > width:
         scores[:, width:] = float("-inf")
 
 
 class GrammarLogitsProcessor:
-    """A transformers ``LogitsProcessor`` that masks every token the constraint forbids.
+    """A transformers ``LogitsProcessor`` that masks every token the constraint forbids: called
+    with ``input_ids`` (B, T) and ``scores`` (B, V), torch tensors (``generate()``) or numpy
+    arrays (:class:`pipeline.sampling.RowControl`).
 
     ``grammars`` are compiled llguidance grammars: one for the whole batch, or one per row
     (a batch of calls to different tools). One matcher per row, created on the first call (the
@@ -300,7 +319,7 @@ class GrammarLogitsProcessor:
         self.matchers: list | None = None
         self.bitmask = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids, scores):
         import llguidance
 
         batch = input_ids.shape[0]  # input_ids: (B, T), scores: (B, V)

@@ -80,8 +80,6 @@ class LlamaCppBackend:
         return self._run(request, control)
 
     async def _run(self, request: GenerationRequest, control) -> AsyncIterator[Chunk]:
-        import torch
-
         from pipeline.llamacpp import Job, greedy
 
         s = request.sampling
@@ -89,8 +87,7 @@ class LlamaCppBackend:
         events: asyncio.Queue = asyncio.Queue()
         text = TextStream(self.tokenizer, s.stop)
 
-        def pick(logits):
-            return greedy(logits) if control is None else control.pick(torch.from_numpy(logits))
+        pick = greedy if control is None else control.pick
 
         def on_token(token: int) -> bool:
             loop.call_soon_threadsafe(events.put_nowait, ("token", token))
