@@ -141,8 +141,10 @@ def convert_gguf(gguf: Path, out: Path, progress: bool = True) -> None:
     partial.mkdir(parents=True)
     folder, name = str(gguf.parent), gguf.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # Each of these reads the whole file's metadata (~6 s for SmolLM2's vocabulary on 2 cores):
+    # the config is read once and handed to the model, which would otherwise read it twice.
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.bfloat16
