@@ -97,22 +97,6 @@ def test_an_adapter_folder_is_a_model_spec(tiny_model_dir, adapters):
         engine.with_adapter(tiny_model_dir, "other")
 
 
-@pytest.mark.slow
-def test_a_half_written_cache_is_detected_and_redone(tmp_path, monkeypatch):
-    """A conversion killed half-way leaves a folder without complete.json: the next use converts
-    again instead of loading it. (Loads the real 135M GGUF: ~20-100 s.)"""
-    monkeypatch.setenv("REWOO_CACHE_DIR", str(tmp_path))
-    _, version = defaults.gguf_file(defaults.BASES[defaults.DEFAULT_BASE])
-    out = tmp_path / "base" / f"{defaults.DEFAULT_BASE}-{version}"
-    out.mkdir(parents=True)
-    (out / "config.json").write_text("{half written")
-    got = defaults.base_dir()
-    assert got == out and (out / "complete.json").is_file()
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576 and cfg["tie_word_embeddings"]
-    assert not list(tmp_path.glob("base/*.partial"))
-
-
 def test_auto_backend_falls_back_to_transformers_with_one_line_and_explicit_llamacpp_fails(monkeypatch, capsys):
     """``auto`` picks llama.cpp where the binding imports; when the default GGUF cannot be made
     (no converter reachable, say) it runs the transformers path and says why in one line. Asked

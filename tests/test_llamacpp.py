@@ -540,3 +540,22 @@ def test_gguf_files_with_the_same_tokenizer_share_one(smol_tiny_dir, tiny_model_
     assert planner is caller and other is not planner
     vocab = len(planner)
     assert constrain._lltokenizer(planner, vocab) is constrain._lltokenizer(caller, vocab)
+
+
+def test_a_half_written_base_cache_is_detected_and_redone(ggufs, tmp_path, monkeypatch):
+    """A conversion killed half-way leaves a folder without complete.json: the next use converts
+    again instead of loading it. The real conversion (transformers reading a GGUF) of the tiny
+    Q8_0 file stands in for the wheel's 135M one, which took this test 50 s."""
+    from pipeline import defaults
+
+    monkeypatch.setenv("REWOO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(defaults, "gguf_file", lambda base: (ggufs["Q8_0"].path, "0.0.test"))
+    out = tmp_path / "base" / f"{defaults.DEFAULT_BASE}-0.0.test"
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{half written")
+    got = defaults.base_dir(progress=False)
+    assert got == out and (out / "complete.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 2 and cfg["hidden_size"] == 256 and cfg["tie_word_embeddings"]
+    assert not list(tmp_path.glob("base/*.partial"))
+    assert defaults.base_dir(progress=False) == out  # whole now: used as it is
