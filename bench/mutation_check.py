@@ -105,6 +105,10 @@ MUTATIONS = [
     Mutation("constrain: numpy logits masked with the bits inverted", "pipeline/formats/constrain.py",
              "        scores[:, :width][forbidden] = -np.inf", "        scores[:, :width][~forbidden] = -np.inf",
              ("tests/test_constrain.py", "-k", "bitmask")),
+    Mutation("defaults: a half-written base folder used as it is", "pipeline/defaults.py",
+             '    if (out / "complete.json").is_file():\n        return out\n    with _exclusive(out):  # another process converting it',
+             '    if out.is_dir():\n        return out\n    with _exclusive(out):  # another process converting it',
+             ("tests/test_llamacpp.py", "-k", "half_written")),
     # -- a llama.cpp run without torch ----------------------------------------------------------------
     Mutation("fast start: torch threads set by importing torch", "pipeline/run.py",
              '    if threads and "torch" in sys.modules:\n        sys.modules["torch"].set_num_threads(threads)',
