@@ -43,7 +43,9 @@ class RowControl:
         self.constraint = constraint
         self.eos_token_id = eos_token_id
         self.error: Exception | None = None  # set when picking failed; the request then ends in an error
-        self.rng = np.random.default_rng(seed)  # seed None: fresh entropy
+        # seed None: fresh entropy; any other int as a 64-bit word, as torch.manual_seed takes it
+        # (OpenAI's seed may be negative: numpy refuses those)
+        self.rng = np.random.default_rng(None if seed is None else seed % 2**64)
 
     def pick(self, scores) -> int:
         """``scores``: (V,) logits of this row (numpy or torch). Returns the chosen token id."""

@@ -406,6 +406,9 @@ def test_row_control_reads_numpy_and_torch_rows_alike_and_samples_only_inside_to
     drawn = {RowControl([1], 1.0, 0.7, seed).pick(scores) for seed in range(200)}
     assert drawn == {0, 1}  # 0.5 + 0.3 hold 0.7; token 2 would only be needed past 0.8
     assert {RowControl([1], 1.0, 1.0, seed).pick(scores) for seed in range(200)} == {0, 1, 2, 3}
+    for seed in (-1, -2**63, 2**64 + 3):  # any int is a seed (the fuzz test sent -1: a 500)
+        assert [RowControl([1], 1.0, 1.0, seed).pick(scores) for _ in range(3)] == \
+            [RowControl([1], 1.0, 1.0, seed).pick(scores) for _ in range(3)]
     forbidden = scores.copy()
     forbidden[0] = -np.inf
     assert 0 not in {RowControl([1], 1.0, 1.0, seed).pick(forbidden) for seed in range(200)}
