@@ -148,8 +148,8 @@ class TokenizerFolder:
                               else config.get("chat_template"))
         self._with_templates = None
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
-        return {"input_ids": self.encode(text, add_special_tokens=add_special_tokens)}
+    def __call__(self, text: str, add_special_tokens: bool = True) -> Encoding:
+        return Encoding(input_ids=self.encode(text, add_special_tokens=add_special_tokens))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
@@ -166,6 +166,14 @@ class TokenizerFolder:
 
             self._with_templates = AutoTokenizer.from_pretrained(str(self.folder))
         return self._with_templates.apply_chat_template(*args, **kwargs)
+
+
+class Encoding(dict):
+    """``{"input_ids": [...]}``, also read as ``.input_ids`` (as transformers' ``BatchEncoding``)."""
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self["input_ids"]
 
 
 def _token_text(token) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from typing import Any
 
 from serve.backends.base import BackendError, Constraint
@@ -110,9 +109,6 @@ LIMITS = dict(verbose_errors=False, initial_lexer_fuel=200_000, step_lexer_fuel=
 PROBE_TOKENS = 3  # allowed first tokens tried at admission
 MESSAGE_CHARS = 300  # of llguidance's error messages, in replies and logs
 
-_LLTOK: dict[tuple[int, int], Any] = {}
-_LLTOK_LOCK = threading.Lock()
-
 
 def _cap(text: str, n: int = MESSAGE_CHARS) -> str:
     text = " ".join(str(text).split())
@@ -125,18 +121,14 @@ def _limits():
 
 
 def lltokenizer(tokenizer, vocab_size: int):
-    """llguidance's view of a HF tokenizer (about a second at a 49k vocabulary; cached)."""
-    import llguidance.hf
+    """llguidance's view of the model's tokenizer (:func:`pipeline.formats.constrain.lltokenizer`,
+    cached there); a tokenizer without an EOS token is a 501."""
+    from pipeline.formats import constrain
 
-    key = (id(tokenizer), vocab_size)
-    with _LLTOK_LOCK:
-        if key not in _LLTOK:
-            if tokenizer.eos_token_id is None:
-                raise BackendError("constrained decoding needs a tokenizer with an EOS token", status=501,
-                                   code="not_implemented")
-            _LLTOK[key] = (tokenizer, llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size,
-                                                                    eos_token=tokenizer.eos_token_id))
-        return _LLTOK[key][1]
+    if tokenizer.eos_token_id is None:
+        raise BackendError("constrained decoding needs a tokenizer with an EOS token", status=501,
+                           code="not_implemented")
+    return constrain.lltokenizer(tokenizer, vocab_size)
 
 
 def _json_grammar(schema: dict, max_tokens: int, param: str) -> tuple[str, str]:

@@ -79,7 +79,7 @@ def test_unconstrained_random_model_does_not_plan(model, tiny_tokenizer):
 
 def _accepts(tok, grammar: str, text: str) -> bool:
     import llguidance
-    lltok = constrain._lltokenizer(tok, len(tok))
+    lltok = constrain.lltokenizer(tok, len(tok))
     m = llguidance.LLMatcher(lltok, llguidance.grammar_from("lark", grammar))
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if m.try_consume_tokens(ids) != len(ids) or m.is_error():
@@ -185,7 +185,7 @@ def test_call_constraint_accepts_the_spacing_the_caller_is_trained_on(tiny_token
     what its constraint allows: a constraint that forced compact JSON held the tuned caller to a
     spacing it never saw in training."""
     import llguidance
-    lltok = constrain._lltokenizer(tiny_tokenizer, len(tiny_tokenizer))
+    lltok = constrain.lltokenizer(tiny_tokenizer, len(tiny_tokenizer))
     calls = {"search_wiki": {"query": "Ada Lovelace"}, "save_file": {"path": "a.txt", "content": "hi #E1"},
              "top_k": {"items": ["x", "y"], "k": 1}}
     for spec in SPECS:

@@ -204,7 +204,7 @@ _LLTOK_CACHE: dict[tuple[int, int], Any] = {}
 _LLTOK_LOCK = threading.Lock()
 
 
-def _lltokenizer(tokenizer, vocab_size: int):
+def lltokenizer(tokenizer, vocab_size: int):
     """llguidance's view of a fast tokenizer (~1 s to build; cached per tokenizer and size): a
     transformers fast tokenizer or :class:`pipeline.llamacpp.TokenizerFolder`, anything with a
     ``tokenizers`` ``backend_tokenizer`` and an ``eos_token_id``. Built as ``llguidance.hf`` builds
@@ -313,7 +313,7 @@ class GrammarLogitsProcessor:
     """
 
     def __init__(self, tokenizer, vocab_size: int, grammars: list[str]):
-        self.lltok = _lltokenizer(tokenizer, vocab_size)
+        self.lltok = lltokenizer(tokenizer, vocab_size)
         self.grammars = grammars
         self.vocab_size = vocab_size
         self.matchers: list | None = None
@@ -354,14 +354,14 @@ def logits_processor(tokenizer, vocab_size: int, *, grammar: str | None = None, 
     ``vocab_size`` is the model's logits width (``model.config.vocab_size``), which may exceed
     the tokenizer's length. Raises ``ValueError`` for a constraint llguidance cannot compile.
     """
-    lltok = _lltokenizer(tokenizer, vocab_size)
+    lltok = lltokenizer(tokenizer, vocab_size)
     return GrammarLogitsProcessor(tokenizer, vocab_size, [_compile(lltok, grammar, regex, json_schema)])
 
 
 def batch_logits_processor(tokenizer, vocab_size: int, rows: list[dict]) -> GrammarLogitsProcessor:
     """A single-use processor with one constraint per batch row; each row is a dict with one
     key, ``grammar``, ``regex`` or ``json_schema``."""
-    lltok = _lltokenizer(tokenizer, vocab_size)
+    lltok = lltokenizer(tokenizer, vocab_size)
     compiled = []
     for row in rows:
         unknown = set(row) - {"grammar", "regex", "json_schema"}
