@@ -249,15 +249,8 @@ def _export_gguf(role: str, models: dict, adapter: Path, out: Path, tok_dir: Pat
         gguf.export(merged, out, type_name, work=work, progress=progress)
     except gguf.GGUFError as e:
         raise DefaultModelError(str(e)) from e
-    shutil.rmtree(tok_dir, ignore_errors=True)
-    partial = tok_dir.with_name(tok_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for f in merged.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy2(f, partial / f.name)
-    (partial / "complete.json").write_text(json.dumps({"source": str(adapter), "type": type_name}))
-    partial.rename(tok_dir)
+    if not (tok_dir / "complete.json").is_file():  # gguf.export puts the source's tokenizer beside the file
+        raise DefaultModelError(f"the merged {role} at {merged} has no tokenizer.json to put beside {out.name}")
     shutil.rmtree(work, ignore_errors=True)
     if progress:
         print(f"[defaults] {out.name} ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)

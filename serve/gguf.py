@@ -465,7 +465,37 @@ def export(src: Path, out: Path, type_name: str, calibration: Path | None = None
     else:
         imatrix = compute_imatrix(src, texts, imatrix_tokens, progress=progress) if texts is not None else None
         quantize(full, out, type_name, imatrix, threads, progress)
+    write_tokenizer_folder(src, out)
     return GGUFReport(out, type_name, out.stat().st_size, gguf_parameters(out), time.perf_counter() - t0)
+
+
+TOKENIZER_FILES = ("tokenizer", "special_tokens", "chat_template")
+
+
+def tokenizer_folder(out: Path) -> Path:
+    """Where the tokenizer of GGUF ``out`` goes: ``<name>.tokenizer/`` beside it."""
+    return out.with_name(out.stem + ".tokenizer")
+
+
+def write_tokenizer_folder(src: Path, out: Path) -> Path | None:
+    """Copy ``src``'s tokenizer files beside GGUF ``out`` (:func:`tokenizer_folder`), whole or not
+    at all (written aside, then renamed; ``complete.json`` last). The llama.cpp path reads it
+    without transformers (:class:`pipeline.llamacpp.TokenizerFolder`); without it the tokenizer is
+    rebuilt from the GGUF's own metadata. None when ``src`` has no ``tokenizer.json``."""
+    src = Path(src)
+    if not (src / "tokenizer.json").is_file():
+        return None
+    folder = tokenizer_folder(Path(out))
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name.startswith(TOKENIZER_FILES):
+            shutil.copy2(f, partial / f.name)
+    (partial / "complete.json").write_text(json.dumps({"source": src.name}))
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
 
 
 def source_outtype(src: Path) -> str:

@@ -90,6 +90,28 @@ def test_export_writes_each_type_with_its_size_and_effective_bpw(ggufs):
     assert 15 < ggufs["BF16"].bpw < 17.5  # bf16 weights, f32 norms
 
 
+def test_an_export_puts_the_tokenizer_beside_the_file_and_a_gguf_alone_reads_its_own(ggufs, smol_tiny_dir, tmp_path):
+    """Each export writes ``<name>.tokenizer/`` (the source's files, complete.json last), read
+    without transformers; a GGUF copied alone falls back to its own metadata, with the same ids."""
+    import shutil
+
+    from transformers import PreTrainedTokenizerFast
+
+    path = ggufs["Q4_K_M"].path
+    folder = path.with_name(path.stem + ".tokenizer")
+    assert (folder / "complete.json").is_file() and not folder.with_name(folder.name + ".partial").exists()
+    assert (folder / "tokenizer.json").read_bytes() == (smol_tiny_dir / "tokenizer.json").read_bytes()
+    beside = lc.load_tokenizer(path)
+    assert isinstance(beside, lc.TokenizerFolder)
+    alone = tmp_path / "alone.gguf"
+    shutil.copyfile(path, alone)
+    own = lc.load_tokenizer(alone)
+    assert isinstance(own, PreTrainedTokenizerFast)
+    for text in TOKENIZER_TEXTS:
+        if "<|" not in text:  # (special tokens: the GGUF's own reading may class them otherwise)
+            assert own(text, add_special_tokens=False)["input_ids"] == beside(text, add_special_tokens=False)["input_ids"]
+
+
 def _quantize_cli(*args):
     return subprocess.run([sys.executable, "-m", "serve.quantize", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
@@ -490,6 +512,7 @@ def test_the_tokenizer_folder_reads_as_transformers_does(which, smol_tiny_dir, t
         for special in (False, True):
             ids = light(text, add_special_tokens=special)["input_ids"]
             assert ids == full(text, add_special_tokens=special)["input_ids"], (text, special)
+            assert light(text, add_special_tokens=special).input_ids == ids  # as the server reads it
             for skip in (False, True):
                 assert light.decode(ids, skip_special_tokens=skip) == full.decode(ids, skip_special_tokens=skip)
     assert light.backend_tokenizer.to_str() == full.backend_tokenizer.to_str()  # what llguidance reads
@@ -500,22 +523,13 @@ def test_the_tokenizer_folder_reads_as_transformers_does(which, smol_tiny_dir, t
             full.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def test_a_run_on_llama_cpp_never_imports_torch(ggufs, smol_tiny_dir, tmp_path):
+def test_a_run_on_llama_cpp_never_imports_torch(ggufs):
     """Observed: every `python -m pipeline.run` imported torch and transformers (4-5 s of a 12.5 s
     cold run on 2 cores) though llama.cpp ran both models: for the thread count, the progress-bar
-    switch, the tokenizer and the sampler. A GGUF with its tokenizer folder now runs, constrained
-    plan included, without either."""
-    import shutil
-
-    model = tmp_path / "planner.gguf"
-    shutil.copyfile(ggufs["Q8_0"].path, model)
-    tok = tmp_path / "planner.tokenizer"
-    tok.mkdir()
-    for f in smol_tiny_dir.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy2(f, tok / f.name)
+    switch, the tokenizer and the sampler. A GGUF with its tokenizer folder (every export writes
+    one) now runs, constrained plan included, without either."""
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline.run", "What is 2 + 3?", "--planner",
-                        str(model), "--tools", "builtin", "--json", "--max-new-tokens", "64"],
+                        str(ggufs["Q8_0"].path), "--tools", "builtin", "--json", "--max-new-tokens", "64"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode in (0, 1), r.stderr[-2000:]
     assert json.loads(r.stdout)["stats"]["steps"] >= 1  # a constrained plan ran through llama.cpp
@@ -539,7 +553,7 @@ def test_gguf_files_with_the_same_tokenizer_share_one(smol_tiny_dir, tiny_model_
     planner, caller, other = (lc.load_tokenizer(tmp_path / f"{n}.gguf") for n in ("planner", "caller", "other"))
     assert planner is caller and other is not planner
     vocab = len(planner)
-    assert constrain._lltokenizer(planner, vocab) is constrain._lltokenizer(caller, vocab)
+    assert constrain.lltokenizer(planner, vocab) is constrain.lltokenizer(caller, vocab)
 
 
 def test_a_half_written_base_cache_is_detected_and_redone(ggufs, tmp_path, monkeypatch):
