@@ -149,7 +149,7 @@ MUTATIONS = [
              "np.random.default_rng(None if seed is None else seed % 2**64)", "np.random.default_rng(seed)",
              ("tests/test_serve.py", "-k", "row_control")),
     Mutation("serve: the mask comes from llguidance's torch.compile'd kernel", "serve/constraints.py",
-             "        apply_bitmask(scores, self.bitmask, self.lltok.vocab_size)",
+             "        constrain.apply_bitmask(scores, self.bitmask, self.lltok.vocab_size)",
              "        import llguidance.torch as _lt\n        _lt.apply_token_bitmask_inplace(scores, self.bitmask)",
              ("tests/test_serve_constrained.py", "-k", "compiles_nothing")),
     Mutation("constrain: compact JSON forced on the caller", "pipeline/formats/constrain.py",

@@ -223,7 +223,9 @@ def default_gguf(role: str, models: dict | None = None, type_name: str | None = 
     adapter = Path(models["adapters"][role])
     key = (models.get("role_keys") or {}).get(role) or _folder_key(adapter)
     out = cache_root() / "gguf" / f"{role}-{key}-{type_name}.v{GGUF_EXPORT_VERSION}.gguf"
-    tok_dir = out.with_name(out.stem + ".tokenizer")
+    from pipeline.llamacpp import tokenizer_dir
+
+    tok_dir = tokenizer_dir(out)
     if out.is_file() and (tok_dir / "complete.json").is_file():
         return out
     with _exclusive(out):  # another process exporting it: wait for it, then use what it made

@@ -202,11 +202,17 @@ def _tokenizer_folder(folder: Path) -> TokenizerFolder:
         return _FOLDERS[key]
 
 
+def tokenizer_dir(path: Path) -> Path:
+    """Where the tokenizer files of GGUF ``path`` go: ``<name>.tokenizer/`` beside it (every
+    :func:`serve.gguf.export` writes it)."""
+    return path.with_name(path.stem + ".tokenizer")
+
+
 def load_tokenizer(path: Path):
     """The model's tokenizer: ``tokenizer.json`` beside the GGUF (``<name>.tokenizer/`` or the
     same folder) as a :class:`TokenizerFolder` when present, else transformers' fast tokenizer
     read from the GGUF itself."""
-    for folder in (path.with_name(path.stem + ".tokenizer"), path.parent):
+    for folder in (tokenizer_dir(path), path.parent):
         if (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file():
             return _tokenizer_folder(folder)
     from transformers import AutoTokenizer
@@ -215,7 +221,7 @@ def load_tokenizer(path: Path):
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
         raise LlamaCppError(f"cannot read the tokenizer of {path} ({type(e).__name__}: {str(e)[:200]}); put "
-                            f"tokenizer.json and tokenizer_config.json in {path.with_name(path.stem + '.tokenizer')}/") \
+                            f"tokenizer.json and tokenizer_config.json in {tokenizer_dir(path)}/") \
             from e
 
 

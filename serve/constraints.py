@@ -27,6 +27,9 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+
+from pipeline.formats import constrain
 from serve.backends.base import BackendError, Constraint
 
 FIELDS = ("response_format", "guided_json", "guided_regex", "guided_grammar", "guided_choice",
@@ -123,8 +126,6 @@ def _limits():
 def lltokenizer(tokenizer, vocab_size: int):
     """llguidance's view of the model's tokenizer (:func:`pipeline.formats.constrain.lltokenizer`,
     cached there); a tokenizer without an EOS token is a 501."""
-    from pipeline.formats import constrain
-
     if tokenizer.eos_token_id is None:
         raise BackendError("constrained decoding needs a tokenizer with an EOS token", status=501,
                            code="not_implemented")
@@ -141,7 +142,6 @@ def _json_grammar(schema: dict, max_tokens: int, param: str) -> tuple[str, str]:
     except TooSmall as e:
         raise BackendError(str(e), param="max_tokens", code="invalid_value") from e
     except Unsupported:
-        from pipeline.formats import constrain
         # A character in a byte-level vocabulary costs up to 4 tokens.
         try:
             bounded = constrain._bound_strings(schema, max(1, (max_tokens - 1) // 8))
@@ -160,7 +160,6 @@ def grammar_text(constraint: Constraint, max_tokens: int) -> tuple[str, str]:
     if constraint.kind == "grammar":
         return "lark", constraint.value
     if constraint.kind == "plan":
-        from pipeline.formats import constrain
         try:
             return "lark", constrain.plan_grammar(constraint.value, max_tokens)
         except ValueError as e:
@@ -188,27 +187,21 @@ class ServedConstraint:
     def __init__(self, lltok, grammar: str, vocab_size: int):
         import llguidance
 
-        from pipeline.formats.constrain import allocate_bitmask
-
         self.lltok, self.vocab_size = lltok, vocab_size
         self.matcher = llguidance.LLMatcher(lltok, grammar, log_level=0, limits=_limits())
         if self.matcher.is_error():
             raise BackendError(f"cannot use this constraint: {_cap(self.matcher.get_error())}",
                                code="invalid_constraint")
-        self.bitmask = allocate_bitmask(1, lltok.vocab_size)
+        self.bitmask = constrain.allocate_bitmask(1, lltok.vocab_size)
         self.started = False
 
     def _fill(self, matcher) -> None:
-        from pipeline.formats.constrain import fill_bitmask
-
-        fill_bitmask(matcher, self.bitmask, 0)
+        constrain.fill_bitmask(matcher, self.bitmask, 0)
         if matcher.is_error():
             raise ConstraintFailed(_cap(matcher.get_error()))
 
     def probe(self) -> None:
         """Compute the first mask and feed a few allowed first tokens to copies of the matcher."""
-        import numpy as np
-
         self._fill(self.matcher)
         bits = self.bitmask[0]  # int32 words, bit j of word w = token 32 * w + j
         allowed = []
@@ -228,8 +221,6 @@ class ServedConstraint:
             self._fill(copy)
 
     def __call__(self, input_ids, scores):
-        from pipeline.formats.constrain import apply_bitmask
-
         if self.started and not self.matcher.is_stopped():
             if not self.matcher.consume_token(int(input_ids[0, -1])):
                 raise ConstraintFailed(_cap(self.matcher.get_error()))
@@ -241,7 +232,7 @@ class ServedConstraint:
                     scores[:, eos] = 0.0
             return scores
         self._fill(self.matcher)
-        apply_bitmask(scores, self.bitmask, self.lltok.vocab_size)  # not llguidance's: it torch.compiles on first use
+        constrain.apply_bitmask(scores, self.bitmask, self.lltok.vocab_size)  # not llguidance's: it torch.compiles on first use
         return scores
 
 

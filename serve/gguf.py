@@ -472,20 +472,17 @@ def export(src: Path, out: Path, type_name: str, calibration: Path | None = None
 TOKENIZER_FILES = ("tokenizer", "special_tokens", "chat_template")
 
 
-def tokenizer_folder(out: Path) -> Path:
-    """Where the tokenizer of GGUF ``out`` goes: ``<name>.tokenizer/`` beside it."""
-    return out.with_name(out.stem + ".tokenizer")
-
-
 def write_tokenizer_folder(src: Path, out: Path) -> Path | None:
-    """Copy ``src``'s tokenizer files beside GGUF ``out`` (:func:`tokenizer_folder`), whole or not
+    """Copy ``src``'s tokenizer files beside GGUF ``out`` (:func:`pipeline.llamacpp.tokenizer_dir`), whole or not
     at all (written aside, then renamed; ``complete.json`` last). The llama.cpp path reads it
     without transformers (:class:`pipeline.llamacpp.TokenizerFolder`); without it the tokenizer is
     rebuilt from the GGUF's own metadata. None when ``src`` has no ``tokenizer.json``."""
+    from pipeline.llamacpp import tokenizer_dir
+
     src = Path(src)
     if not (src / "tokenizer.json").is_file():
         return None
-    folder = tokenizer_folder(Path(out))
+    folder = tokenizer_dir(Path(out))
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

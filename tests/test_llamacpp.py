@@ -98,7 +98,7 @@ def test_an_export_puts_the_tokenizer_beside_the_file_and_a_gguf_alone_reads_its
     from transformers import PreTrainedTokenizerFast
 
     path = ggufs["Q4_K_M"].path
-    folder = path.with_name(path.stem + ".tokenizer")
+    folder = lc.tokenizer_dir(path)
     assert (folder / "complete.json").is_file() and not folder.with_name(folder.name + ".partial").exists()
     assert (folder / "tokenizer.json").read_bytes() == (smol_tiny_dir / "tokenizer.json").read_bytes()
     beside = lc.load_tokenizer(path)
@@ -541,15 +541,10 @@ def test_a_run_on_llama_cpp_never_imports_torch(ggufs):
 def test_gguf_files_with_the_same_tokenizer_share_one(smol_tiny_dir, tiny_model_dir, tmp_path):
     """The default planner and caller carry the same tokenizer: read once, so llguidance's view of
     it (~1 s to build) is built once per process; a different tokenizer is its own."""
-    import shutil
-
     from pipeline.formats import constrain
 
     for name, src in (("planner", smol_tiny_dir), ("caller", smol_tiny_dir), ("other", tiny_model_dir)):
-        (tmp_path / f"{name}.tokenizer").mkdir()
-        for f in src.iterdir():
-            if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-                shutil.copy2(f, tmp_path / f"{name}.tokenizer" / f.name)
+        gguf.write_tokenizer_folder(src, tmp_path / f"{name}.gguf")
     planner, caller, other = (lc.load_tokenizer(tmp_path / f"{n}.gguf") for n in ("planner", "caller", "other"))
     assert planner is caller and other is not planner
     vocab = len(planner)

@@ -393,9 +393,8 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
             _follow(folder, role, proc)
         finally:  # an exception while following (Ctrl-C, an error) stops the job too
             stop_process(proc)
-    text = _tail(folder / "train.log")
     if proc.returncode != 0:
-        tail = "\n".join(text.splitlines()[-15:])
+        tail = "\n".join(_tail(folder / "train.log").splitlines()[-15:])
         raise RuntimeError(f"training the {role} adapter failed (exit {proc.returncode}); the end of "
                            f"{folder / 'train.log'}:\n{tail}")
     history = json.loads((folder / "log_history.json").read_text())
