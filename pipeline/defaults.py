@@ -286,14 +286,16 @@ def default_engines(models: dict | None = None, load_in_4bit: bool = False, back
     """``(planner, caller)`` engines of the default models.
 
     On llama.cpp (:func:`resolve_backend`): two GGUF files (:func:`default_gguf`), each in its
-    own :class:`~pipeline.engines.LlamaCppEngine`. When ``auto`` chose it and the export fails
+    own :class:`~pipeline.engines.LlamaCppEngine`; the caller's is a
+    :class:`~pipeline.engines.LazyEngine`, loaded (and exported, the first time) when a step first
+    needs it, so a task without such a step never loads it. When ``auto`` chose it and the export fails
     (no converter reachable), the transformers path runs instead, with one line saying why.
 
     On transformers: ONE copy of the base with the planner adapter (also the solver's and the
     ``llm`` tool's) and the caller adapter, PEFT named adapters switched per call.
     ``dtype="auto"``: bf16 on a GPU that has it, fp32 on a CPU (bf16 matmuls without
     AVX512-BF16 ran several times slower than fp32 on these machines, measured)."""
-    from pipeline.engines import LlamaCppEngine, TransformersEngine
+    from pipeline.engines import LazyEngine, LlamaCppEngine, TransformersEngine
 
     models = models or default_models()
     adapters = models["adapters"]
@@ -301,7 +303,7 @@ def default_engines(models: dict | None = None, load_in_4bit: bool = False, back
     if chosen == "llamacpp" and not load_in_4bit:
         try:
             planner = LlamaCppEngine(default_gguf("planner", models))
-            caller = LlamaCppEngine(default_gguf("caller", models)) if "caller" in adapters else None
+            caller = LazyEngine(lambda: _caller_gguf_engine(models), "gguf:caller") if "caller" in adapters else None
             return planner, caller
         except DefaultModelError as e:
             if (backend or os.environ.get("REWOO_BACKEND") or "auto") != "auto":
@@ -311,6 +313,16 @@ def default_engines(models: dict | None = None, load_in_4bit: bool = False, back
                                  adapter=adapters["planner"], adapter_name="planner")
     caller = planner.with_adapter(adapters["caller"], "caller") if "caller" in adapters else None
     return planner, caller
+
+
+def _caller_gguf_engine(models: dict):
+    """The caller's llama.cpp engine, made when a step first needs it (most tasks never do)."""
+    from pipeline.engines import EngineError, LlamaCppEngine
+
+    try:
+        return LlamaCppEngine(default_gguf("caller", models))
+    except DefaultModelError as e:
+        raise EngineError(f"the default function caller: {e}") from e
 
 
 def default_pipeline(models: dict | None = None, toolbox=None, backend: str | None = None, **kw):

@@ -26,7 +26,7 @@ from typing import Any
 import jsonschema
 
 from pipeline import formats
-from pipeline.engines import Constraint, Engine, role
+from pipeline.engines import Constraint, Engine, EngineError, role
 from pipeline.formats import constrain as constrain_mod
 from pipeline.plan import CODE_MEDIA_TYPE, VAR_RE, Plan, Step, substitute, substitute_code
 
@@ -136,6 +136,22 @@ def string_budget(spec: formats.ToolSpec, max_new_tokens: int) -> int:
     return max(1, (max_new_tokens - 1 - skeleton - 8 * len(props)) // (4 * slots))
 
 
+def _call_caller(caller: Engine, needs_caller: list[tuple[Step, formats.ToolSpec]], template: str,
+                 constrain: bool, max_new_tokens: int) -> list:
+    """The caller's completions for the steps that need it, in order (one batch on Alpaca)."""
+    use_constraint = constrain and caller.supports_constraints
+    constraints = ([Constraint("json_schema", constrain_mod.call_schema(spec, string_budget(spec, max_new_tokens)))
+                    for _, spec in needs_caller] if use_constraint else None)
+    with role("caller"):
+        if template == "alpaca":
+            return caller.complete_batch([formats.caller_prompt(step, [spec]) for step, spec in needs_caller],
+                                         stop_sequences=formats.ALPACA_STOP, max_new_tokens=max_new_tokens,
+                                         constraints=constraints)
+        return [caller.chat(formats.caller_prompt(step, [spec], "chat"), max_new_tokens=max_new_tokens,
+                            constraint=None if constraints is None else constraints[i])
+                for i, (step, spec) in enumerate(needs_caller)]
+
+
 def distribute(plan: Plan, toolbox: Any, caller: Engine | None = None, *, template: str = "alpaca",
                constrain: bool = True, max_new_tokens: int = 256) -> dict[str, Call]:
     """A :class:`Call` for every step of ``plan``, in plan order."""
@@ -156,18 +172,12 @@ def distribute(plan: Plan, toolbox: Any, caller: Engine | None = None, *, templa
             needs_caller.append((step, spec))
 
     if needs_caller:
-        use_constraint = constrain and caller.supports_constraints
-        constraints = ([Constraint("json_schema", constrain_mod.call_schema(spec, string_budget(spec, max_new_tokens)))
-                        for _, spec in needs_caller] if use_constraint else None)
-        with role("caller"):
-            if template == "alpaca":
-                outs = caller.complete_batch([formats.caller_prompt(step, [spec]) for step, spec in needs_caller],
-                                             stop_sequences=formats.ALPACA_STOP, max_new_tokens=max_new_tokens,
-                                             constraints=constraints)
-            else:
-                outs = [caller.chat(formats.caller_prompt(step, [spec], "chat"), max_new_tokens=max_new_tokens,
-                                    constraint=None if constraints is None else constraints[i])
-                        for i, (step, spec) in enumerate(needs_caller)]
+        try:
+            outs = _call_caller(caller, needs_caller, template, constrain, max_new_tokens)
+        except EngineError as e:  # the caller failed (or could not load): each of its steps says so, the run goes on
+            for step, _ in needs_caller:
+                calls[step.var] = Call(step.var, step.tool, {}, "caller", f"function caller: {e}")
+            needs_caller, outs = [], []
         for (step, spec), out in zip(needs_caller, outs):
             try:
                 call = formats.parse_call(out.text, [spec])

@@ -47,7 +47,7 @@ from typing import Any
 
 from pipeline import formats
 
-__all__ = ["Completion", "Constraint", "Engine", "EngineError", "FunctionEngine", "TransformersEngine",
+__all__ = ["Completion", "Constraint", "Engine", "EngineError", "FunctionEngine", "LazyEngine", "TransformersEngine",
            "OpenAIEngine", "ExLlamaV2Engine", "LlamaCppEngine", "as_engine", "load_engine", "recording", "Usage"]
 
 
@@ -258,6 +258,82 @@ class Engine:
     @property
     def supports_constraints(self) -> bool:
         return False
+
+
+class LazyEngine(Engine):
+    """An engine made on first use: ``factory()`` runs once, under a lock, when a call first needs
+    the model; until then nothing is loaded. The default function caller is one: most tasks never
+    call it, and loading its model cost every run ~0.5 s (llama.cpp) before the plan's first token.
+
+    A ``factory`` that raises :class:`EngineError` raises it at that call, and again at the next
+    (nothing half-made is kept). Calls, accounting and recordings are the made engine's own.
+    """
+
+    def __init__(self, factory: Callable[[], Engine], name: str):
+        self._factory = factory
+        self.name = name
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                engine = self._factory()
+                self._engine, self.name = engine, engine.name
+            return self._engine
+
+    # Settings and counts read before the first call must not load the model.
+    @property
+    def usage(self) -> Usage:
+        return self._engine.usage if self._engine is not None else Usage()
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.engine.max_new_tokens
+
+    @property
+    def temperature(self) -> float:
+        return self.engine.temperature
+
+    @property
+    def streams(self) -> bool:  # type: ignore[override]
+        return self.engine.streams
+
+    @property
+    def supports_constraints(self) -> bool:
+        return self.engine.supports_constraints
+
+    def chat(self, messages, stop_sequences=None, **kw) -> Completion:
+        return self.engine.chat(messages, stop_sequences, **kw)
+
+    def complete(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None,
+                 constraint=None) -> Completion:
+        return self.engine.complete(prompt, stop_sequences, max_new_tokens, temperature, constraint)
+
+    def complete_batch(self, prompts, stop_sequences=None, max_new_tokens=None, temperature=None,
+                       constraints=None) -> list[Completion]:
+        return self.engine.complete_batch(prompts, stop_sequences, max_new_tokens, temperature, constraints)
+
+    def complete_stream(self, prompt, stop_sequences=None, max_new_tokens=None, temperature=None,
+                        constraint=None) -> Iterator[str]:
+        return self.engine.complete_stream(prompt, stop_sequences, max_new_tokens, temperature, constraint)
+
+    def chat_stream(self, messages, stop_sequences=None, max_new_tokens=None, temperature=None,
+                    constraint=None) -> Iterator[str]:
+        return self.engine.chat_stream(messages, stop_sequences, max_new_tokens, temperature, constraint)
+
+    def _render(self, messages) -> str:
+        return self.engine._render(messages)
+
+    def __getattr__(self, attr: str):  # tokenizer, model, template, ... of the made engine
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(self.engine, attr)
 
 
 class FunctionEngine(Engine):

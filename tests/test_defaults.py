@@ -134,3 +134,41 @@ def test_auto_backend_falls_back_to_transformers_with_one_line_and_explicit_llam
     assert defaults.resolve_backend() == "transformers"
     with pytest.raises(defaults.DefaultModelError, match="choose one of auto, transformers, llamacpp"):
         defaults.resolve_backend("vllm")
+
+
+def test_on_llama_cpp_the_default_caller_loads_at_its_first_call(monkeypatch):
+    """Every run loaded (and on a first run exported) the caller's GGUF before planning, though
+    most tasks never call it; now default_engines makes the planner's engine alone and the
+    caller's when it is first asked. Its export failing is an EngineError at that call."""
+    from pipeline import defaults, engines, llamacpp
+
+    made, exported = [], []
+
+    class Recorder(engines.Engine):
+        def __init__(self, model, **kw):
+            super().__init__()
+            self.name = f"gguf:{model}"
+            made.append(str(model))
+
+        def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+            return [engines.Completion("{}", 1, 1, "stop") for _ in prompts]
+
+    def gguf(role, models=None, type_name=None, progress=True):
+        exported.append(role)
+        if role == "caller" and models.get("fail"):
+            raise defaults.DefaultModelError("disk full")
+        return f"{role}.gguf"
+
+    monkeypatch.setattr(engines, "LlamaCppEngine", Recorder)
+    monkeypatch.setattr(defaults, "default_gguf", gguf)
+    monkeypatch.setattr(llamacpp, "available", lambda: True)
+    monkeypatch.delenv("REWOO_BACKEND", raising=False)
+    models = {"base": "/base", "adapters": {"planner": "/p", "caller": "/c"}}
+    planner, caller = defaults.default_engines(models)
+    assert made == ["planner.gguf"] and exported == ["planner"]
+    assert isinstance(caller, engines.LazyEngine) and not caller.loaded
+    caller.complete("x")
+    assert made == ["planner.gguf", "caller.gguf"] and caller.name == "gguf:caller.gguf"
+    _, failing = defaults.default_engines({**models, "fail": True})  # the planner's export works
+    with pytest.raises(engines.EngineError, match="the default function caller: disk full"):
+        failing.complete("x")

@@ -394,3 +394,51 @@ def test_stop_sequences_cut_at_the_earliest_match_whatever_their_order():
         pieces = [text[i:i + 3] for i in range(0, len(text), 3)]
         assert "".join(_stream_text(iter(pieces), stops)) == "Plan: a"  # streamed: the same cut
     assert _cut("no stop here", ["###"]) == ("no stop here", False)
+
+
+def test_a_lazy_caller_is_made_only_when_a_step_needs_it_and_once(scripted_engine):
+    """The default caller is a LazyEngine: a plan of one-string tools never makes it (its load cost
+    every run before the first plan token); the first step that needs it makes it, once, even with
+    several threads asking; counts read before that do not make it."""
+    from pipeline.engines import LazyEngine
+
+    made = []
+
+    def factory():
+        time.sleep(0.2)  # a window for a second thread to make it again
+        made.append(threading.current_thread().name)
+        return FunctionEngine(scripted_engine(['{"name": "save_file", "arguments": {"path": "a.txt", "content": "x"}}'] * 4),
+                              name="made")
+
+    caller = LazyEngine(factory, "lazy-caller")
+    box = toolbox()
+    planner = scripted_engine(["Plan: look.\n#E1 = search_wiki[Martin Scorsese filmography]", "Goodfellas"])
+    result = Pipeline(FunctionEngine(planner), caller, toolbox=box).run("films?")
+    assert result.answer == "Goodfellas" and made == [] and not caller.loaded
+    assert caller.usage.calls == 0 and caller.name == "lazy-caller" and made == []
+    plan = parse_plan("Plan: save.\n#E1 = save_file[a.txt: x]")
+    threads = [threading.Thread(target=distribute, args=(plan, box, caller)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and caller.loaded and caller.name == "made" and caller.usage.calls == 2
+
+
+def test_a_caller_that_fails_becomes_each_steps_error_and_the_run_goes_on(scripted_engine):
+    """A function caller that cannot load or answer (EngineError) used to end the whole run; now
+    each step it was asked for records the error as its evidence, and the other steps and the
+    solver still run."""
+    from pipeline.engines import EngineError, LazyEngine
+
+    def cannot_load():
+        raise EngineError("caller.gguf: no space left on device")
+
+    planner = scripted_engine(["Plan: look.\n#E1 = search_wiki[Martin Scorsese filmography]\n"
+                               "Plan: save.\n#E2 = save_file[films.txt: #E1]", "Goodfellas, not saved"])
+    result = Pipeline(FunctionEngine(planner), LazyEngine(cannot_load, "caller"), toolbox=toolbox(),
+                      replan=0).run("save films")
+    assert result.evidence["#E1"].ok and "Goodfellas" in result.evidence["#E1"].text
+    assert not result.evidence["#E2"].ok
+    assert "function caller: caller.gguf: no space left on device" in result.evidence["#E2"].text
+    assert result.answer == "Goodfellas, not saved"
