@@ -110,6 +110,9 @@ MUTATIONS = [
              '    if out.is_dir():\n        return out\n    with _exclusive(out):  # another process converting it',
              ("tests/test_llamacpp.py", "-k", "half_written")),
     # -- a llama.cpp run without torch ----------------------------------------------------------------
+    Mutation("importance matrix: the logits computed for the output layer's statistic", "serve/gguf.py",
+             "        if module is head and decoder is not None:", "        if False:",
+             ("tests/test_llamacpp.py", "-k", "never_computes_logits")),
     Mutation("fast start: the default caller loaded before planning", "pipeline/defaults.py",
              'caller = LazyEngine(lambda: _caller_gguf_engine(models), "gguf:caller")',
              'caller = _caller_gguf_engine(models)', ("tests/test_defaults.py", "-k", "first_call")),

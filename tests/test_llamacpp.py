@@ -181,6 +181,40 @@ def test_the_importance_matrix_reaches_the_quantizer(smol_tiny_dir, tmp_path):
     assert files[0] != files[1]
 
 
+def test_the_importance_matrix_never_computes_logits_and_equals_the_full_forwards(smol_tiny_dir, monkeypatch):
+    """The output layer's statistic is its input's, the decoder's last hidden state: the vocabulary
+    projection (most of a small model's forward) is not computed, and every column equals what
+    hooks on the whole model's forward collect."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    text = " ".join(f"{p} number {i}" for i in range(8) for p in PROMPTS)
+    tok = AutoTokenizer.from_pretrained(smol_tiny_dir)
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert 128 <= len(ids) <= 512  # one chunk
+    model = AutoModelForCausalLM.from_pretrained(smol_tiny_dir, dtype=torch.float32).eval()
+    seen = {}
+    pairs = {"token_embd.weight": model.lm_head, "blk.1.ffn_down.weight": model.model.layers[1].mlp.down_proj,
+             "blk.0.attn_q.weight": model.model.layers[0].self_attn.q_proj}
+    for key, module in pairs.items():
+        module.register_forward_pre_hook(lambda _m, args, key=key: seen.__setitem__(key, args[0][0].pow(2).mean(0)))
+    with torch.no_grad():
+        model(torch.tensor([ids]))
+    vocab = model.config.vocab_size
+    real_linear, projections = torch.nn.functional.linear, []
+
+    def counting_linear(x, weight, bias=None):
+        if weight.shape[0] == vocab:
+            projections.append(tuple(x.shape))
+        return real_linear(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", counting_linear)
+    m = gguf.compute_imatrix(smol_tiny_dir, [text], progress=False)
+    assert projections == []
+    for key in pairs:
+        torch.testing.assert_close(torch.tensor(m[key]), seen[key], rtol=1e-4, atol=1e-6)
+
+
 def test_a_missing_binding_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     with pytest.raises(gguf.GGUFError, match="make install-llamacpp"):
