@@ -119,6 +119,40 @@ def _exclusive(target: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """While converting, one parse per GGUF file and one tensor-name map per architecture.
+
+    transformers reads the file's metadata for the tokenizer, the config and the weights, a fresh
+    ``gguf.GGUFReader`` each time (the ``gguf`` package walks SmolLM2's 49k-entry vocabulary
+    field by field: ~6 s a read on 2 cores), and builds ``gguf.get_tensor_name_map`` once per
+    module of the model (397 times for SmolLM2, ~0.03 s each). Both are pure reads: within this
+    context the package hands out one of each (``gguf.GGUFReader`` and ``gguf.get_tensor_name_map``
+    are looked up on the package at each call)."""
+    import gguf as gguf_pkg
+
+    real_reader, real_map = gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map
+    readers: dict = {}
+    maps: dict = {}
+
+    def reader(path, mode="r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = real_reader(path, mode)
+        return readers[key]
+
+    def name_map(arch, n_blocks):
+        if (arch, n_blocks) not in maps:
+            maps[arch, n_blocks] = real_map(arch, n_blocks)
+        return maps[arch, n_blocks]
+
+    gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map = reader, name_map
+    try:
+        yield readers
+    finally:
+        gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map = real_reader, real_map
+
+
 def convert_gguf(gguf: Path, out: Path, progress: bool = True) -> None:
     """Dequantize ``gguf`` into a bf16 transformers folder at ``out`` (atomically: whole or absent).
 
@@ -140,11 +174,11 @@ def convert_gguf(gguf: Path, out: Path, progress: bool = True) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     folder, name = str(gguf.parent), gguf.name
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    # Each of these reads the whole file's metadata (~6 s for SmolLM2's vocabulary on 2 cores):
-    # the config is read once and handed to the model, which would otherwise read it twice.
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
+    with _gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        # The config is read once and handed to the model, which would otherwise read it again.
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.bfloat16

@@ -49,13 +49,15 @@ def pipe(tmp_path_factory):
 
 def test_auto_runs_the_default_models_on_llama_cpp_where_it_is_installed(pipe):
     """Under `make test` llama.cpp is installed: the default models run from their GGUF files
-    (made once from base + adapter), planner and caller each in its own llama.cpp engine."""
-    from pipeline.engines import LlamaCppEngine
+    (made once from base + adapter), planner and caller each in its own llama.cpp engine; the
+    caller's is made at its first call (most tasks never call it)."""
+    from pipeline.engines import LazyEngine, LlamaCppEngine
     from pipeline.llamacpp import available
 
     if not available():
         pytest.fail("llama-cpp-python is not installed: `make install-llamacpp` (make test runs it)")
-    assert isinstance(pipe.planner, LlamaCppEngine) and isinstance(pipe.caller, LlamaCppEngine)
+    assert isinstance(pipe.planner, LlamaCppEngine) and isinstance(pipe.caller, LazyEngine)
+    assert isinstance(pipe.caller.engine, LlamaCppEngine) and pipe.caller.loaded
     assert pipe.planner.name.startswith("gguf:planner-") and pipe.caller.name.startswith("gguf:caller-")
 
 

