@@ -23,6 +23,7 @@ default models without importing ``train``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -132,23 +133,14 @@ def _gguf_parsed_once():
     import gguf as gguf_pkg
 
     real_reader, real_map = gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map
-    readers: dict = {}
-    maps: dict = {}
+    parse = functools.cache(lambda path, mode: real_reader(path, mode))
 
     def reader(path, mode="r"):
-        key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = real_reader(path, mode)
-        return readers[key]
+        return parse(str(Path(path).resolve()), mode)
 
-    def name_map(arch, n_blocks):
-        if (arch, n_blocks) not in maps:
-            maps[arch, n_blocks] = real_map(arch, n_blocks)
-        return maps[arch, n_blocks]
-
-    gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map = reader, name_map
+    gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map = reader, functools.cache(real_map)
     try:
-        yield readers
+        yield
     finally:
         gguf_pkg.GGUFReader, gguf_pkg.get_tensor_name_map = real_reader, real_map
 
