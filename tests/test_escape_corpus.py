@@ -146,7 +146,9 @@ CORPUS_REFUSED_BY.update({
     "sum of lists bomb": _CAP.format("a concatenated sequence") + "|" + TIMEOUT,  # the cap, unless the clock runs out
     "str.replace bomb": _CAP.format(r"replace\(\)"),
     "bytes bomb": _CAP.format(r"bytes\(\)"),
-    "combinatorial explosion": TIMEOUT,
+    # the list grows as fast as the loop runs: the memory limit or the time limit, whichever this
+    # machine reaches first (a 2-core Xeon with AMX ran out of memory first, 2026-12-03), as for "memory bomb by growth"
+    "combinatorial explosion": r"line 2: out of memory|" + TIMEOUT,
     "json nesting bomb": r"line 2: maximum recursion depth exceeded",
 })
 # in the agents the tools exist, and the tool channel refuses what is not data
