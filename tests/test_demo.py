@@ -659,3 +659,22 @@ def test_a_failed_job_is_an_error_with_the_end_of_its_log(tmp_path, monkeypatch)
         demo._train_one("caller", demo.DemoConfig(), "BASE", tmp_path / "work",
                         dict(os.environ, OMP_NUM_THREADS="1"), lambda m: None)
     assert not (tmp_path / "work" / "caller" / "done.json").exists()
+
+
+def test_catalog_extra_rows_add_catalog_plans_for_the_planner_only():
+    """catalog_extra_rows draws more catalog tasks after the catalog's own rows, with a seed of their
+    own: planner rows only, over the training tools (no held-out tool is listed or planned), no
+    prompt twice, and the catalog's rows, the caller's rows and the unseen-tools tasks stay the same;
+    the caller's key stays, and at 0 the key is v20's (the recipe before it)."""
+    small = dict(catalog_planner_rows=12, catalog_caller_rows=6)
+    plain = demo.catalog_rows(demo.DemoConfig(**small))
+    more = demo.catalog_rows(demo.DemoConfig(**small, catalog_extra_rows=15))
+    assert more["planner"][:12] == plain["planner"] and len(more["planner"]) == 27
+    assert more["caller"] == plain["caller"] and more["tasks"] == plain["tasks"] and more["heldout"] == plain["heldout"]
+    extra = more["planner"][12:]
+    assert len({r["instruction"] for r in more["planner"]}) == 27
+    held = set(plain["heldout"])
+    assert held and not any(held & (set(r["meta"]["tools"]) | set(r["meta"]["plan_tools"])) for r in extra)
+    assert any(len(r["meta"]["plan_tools"]) > 1 for r in extra)
+    planner_only_key("catalog_extra_rows", 100)
+    assert demo.DemoConfig(catalog_extra_rows=0).key() == "6ef8efb4eedc"  # at 0 it is left out: v20's key still names v20
