@@ -301,3 +301,32 @@ def test_linked_slots_must_be_known_and_of_one_length(tmp_path):
         path.write_text(json.dumps({"slots": {"a": ["x", "y"], "b": ["z"]}, "linked_slots": linked, "tools": [tool]}))
         with pytest.raises(CatalogError, match=r"linked\.json: linked_slots .*" + message):
             load_catalog(path)
+
+
+def test_renamed_rows_list_and_plan_tools_by_other_names(catalog, capsys):
+    """GenConfig.renamed: that share of the train planner rows gives the listed tools (never the
+    built-ins or llm) other names, the same in the list and the plan, none of them a catalog tool's;
+    every other row (caller rows, eval and test splits) stays as without it."""
+    from train.datagen import other_names
+
+    plain = generate(catalog, SMALL)
+    renamed = generate(catalog, GenConfig(**{**SMALL.__dict__, "renamed": 0.5}))
+    assert {k: v for k, v in renamed.items() if k != "planner_train"} == {k: v for k, v in plain.items() if k != "planner_train"}
+    rows = [r for r in renamed["planner_train"] if "renamed" in r["meta"]]
+    assert 0.3 * len(plain["planner_train"]) <= len(rows) <= 0.7 * len(plain["planner_train"])
+    kept = [r for r in renamed["planner_train"] if "renamed" not in r["meta"]]
+    assert all(r in plain["planner_train"] for r in kept)
+    for row in rows:
+        names = row["meta"]["renamed"]
+        assert not set(names) & BUILTINS and not set(names.values()) & set(catalog.names)
+        assert all(new in other_names(old) for old, new in names.items())
+        listed = [line.split("[")[0] for line in row["instruction"].splitlines() if "[input]:" in line]
+        assert listed == row["meta"]["tools"] and not set(names) & set(listed)
+        plan = formats.parse_plan(row["output"], listed)
+        assert [s.tool for s in plan.steps] == row["meta"]["plan_tools"]
+        original = plain["planner_train"][renamed["planner_train"].index(row)]
+        assert row["output"].count("#E") == original["output"].count("#E")
+    assert any(set(r["meta"]["plan_tools"]) & set(r["meta"]["renamed"].values()) for r in rows)
+    with pytest.raises(SystemExit) as e:
+        main(["--renamed", "1.5", "--out", "/nonexistent"])
+    assert e.value.code == 2 and "--renamed is a share" in capsys.readouterr().err

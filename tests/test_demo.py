@@ -678,3 +678,18 @@ def test_catalog_extra_rows_add_catalog_plans_for_the_planner_only():
     assert any(len(r["meta"]["plan_tools"]) > 1 for r in extra)
     planner_only_key("catalog_extra_rows", 100)
     assert demo.DemoConfig(catalog_extra_rows=0).key() == "6ef8efb4eedc"  # at 0 it is left out: v20's key still names v20
+
+
+def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():
+    """catalog_renamed gives that share of the catalog's planner rows (the extra ones too) tools under
+    other names; the caller's rows and the unseen-tools tasks stay the same, the caller's key too,
+    and at 0 the key is v20's."""
+    small = dict(catalog_planner_rows=12, catalog_caller_rows=6, catalog_extra_rows=8)
+    plain = demo.catalog_rows(demo.DemoConfig(**small))
+    renamed = demo.catalog_rows(demo.DemoConfig(**small, catalog_renamed=0.5))
+    assert renamed["caller"] == plain["caller"] and renamed["tasks"] == plain["tasks"]
+    flags = ["renamed" in r["meta"] for r in renamed["planner"]]
+    assert len(flags) == 20 and any(flags[:12]) and any(flags[12:]) and not all(flags)
+    assert [r for r, f in zip(renamed["planner"], flags) if not f] == [r for r, f in zip(plain["planner"], flags) if not f]
+    planner_only_key("catalog_renamed", 1)
+    assert demo.DemoConfig(catalog_renamed=0.0).key() == "6ef8efb4eedc"

@@ -24,6 +24,7 @@ Deterministic: the same catalog, arguments and seed give byte-identical files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -51,6 +52,26 @@ PARALLEL_JOINERS = ["{a}, and {b}", "{a} as well as {b}", "{a}; also {b}", "{a} 
 HELDOUT_PARALLEL_JOINERS = ["{a}, and in parallel {b}", "{a} alongside the request to {b}"]
 # What "{ref}" reads as inside a task's goal.
 REF_WORDS = ["it", "the result", "that", "what you found"]
+# Other verbs a tool's name may open on (GenConfig.renamed): "get_weather" -> "fetch_weather".
+NAME_VERBS = {"get": ["fetch", "lookup", "retrieve", "read"], "search": ["find", "lookup", "browse"],
+              "create": ["make", "add", "new"], "send": ["post", "deliver"], "book": ["reserve"],
+              "convert": ["change", "transform"], "detect": ["identify", "guess"], "extract": ["pull", "find"],
+              "list": ["show", "browse"], "read": ["open", "load"], "translate": ["localize"],
+              "summarize": ["condense", "shorten"], "transcribe": ["decode"], "distance": ["measure"]}
+
+
+def other_names(name: str) -> list[str]:
+    """Names a tool ``name`` could go by in another toolbox: its first word in another verb, its
+    words in another order, camelCase, without its verb, with a suffix. Never ``name`` itself."""
+    words = name.split("_")
+    forms = ["_".join([v] + words[1:]) for v in NAME_VERBS.get(words[0], [])]
+    forms.append(words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:]))
+    if len(words) > 1:
+        forms += ["_".join(words[1:] + words[:1]), "_".join(words[1:])]
+    forms += [name + "_tool", name + "_api"]
+    return [f for f in dict.fromkeys(forms) if f != name]
+
+
 # The llm step that combines evidence: (goal, prompt); "{refs}" lists the variables.
 COMBINE = [
     ("compare the results and say which looks best", "Compare {refs} and say which looks best."),
@@ -95,6 +116,11 @@ class GenConfig:
     # catalog's ``gives``/``takes``, :func:`train.catalog.fits`); False pairs them at random (the
     # generator before 2026-12-01: "get the latest results of the current time").
     typed: bool = True
+    # The share of train planner rows whose listed tools (built-ins and llm excepted) go by other
+    # names (:func:`other_names`), in the list and the plan alike: the planner learns to take a tool's
+    # name from the list it is given, as it must for tools it never saw. Drawn from a generator of
+    # its own, so every other row (caller rows, eval and test splits) stays the same.
+    renamed: float = 0.0
     # Values that make sense together (train.catalog.fill_example's ``distinct``): the catalog's
     # linked slots drawn together, no two arguments the same ("USD to USD", "Berlin to Berlin").
     distinct: bool = True
@@ -151,6 +177,7 @@ class Generator:
         self.heldout_set = [t for t in catalog.tools if t.name in self.heldout]
         self.llm = next((t for t in catalog.tools if t.name == "llm"), None)
         self.seen: set[str] = set()
+        self.rename_rng = random.Random(cfg.seed + 29)
 
     # -- plans ------------------------------------------------------------------------------
 
@@ -282,9 +309,34 @@ class Generator:
         parsed = formats.parse_plan(plan, [t.name for t in listed])  # the contract: every plan parses
         assert [(p.var, p.tool) for p in parsed.steps] == [(s.var, s.tool.name) for s in steps], plan
         self.seen.add(instruction)
-        return {"instruction": instruction, "input": "", "output": plan,
-                "meta": {"split": split, "kind": "planner", "task": task, "shape": shape, "frame": frame,
-                         "tools": [t.name for t in listed], "plan_tools": [s.tool.name for s in steps]}}
+        names = {t.name: t.name for t in listed}
+        if split == "train" and self.cfg.renamed and self.rename_rng.random() < self.cfg.renamed:
+            names = self._renames(listed)  # (after the check above: the rows drawn stay the same)
+            instruction = formats.planner_instruction(
+                task, [dataclasses.replace(t.spec, name=names[t.name]) for t in listed])
+            plan = "\n".join(render_step(s.var, names[s.tool.name], _step_input(s, style), s.description)
+                             for s in steps)
+            formats.parse_plan(plan, list(names.values()))
+        row = {"instruction": instruction, "input": "", "output": plan,
+               "meta": {"split": split, "kind": "planner", "task": task, "shape": shape, "frame": frame,
+                        "tools": [names[t.name] for t in listed], "plan_tools": [names[s.tool.name] for s in steps]}}
+        if any(n != o for o, n in names.items()):
+            row["meta"]["renamed"] = {o: n for o, n in names.items() if n != o}
+        return row
+
+    def _renames(self, listed: Sequence[CatalogTool]) -> dict[str, str]:
+        """``{name: name in this row}``: each listed tool but the built-ins and ``llm`` under
+        another name, none of them a catalog tool's or another listed tool's."""
+        taken = set(self.catalog.names)
+        names = {}
+        for t in listed:
+            if t.builtin or t.name == "llm":
+                names[t.name] = t.name
+                continue
+            options = [n for n in other_names(t.name) if n not in taken]
+            names[t.name] = self.rename_rng.choice(options) if options else t.name
+            taken.add(names[t.name])
+        return names
 
     def caller_rows(self, split: str) -> list[dict]:
         """Caller rows for the steps of one freshly drawn plan (steps a distributor would send
@@ -408,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=GEN_HELP[name])
     p.add_argument("--heldout", default="", metavar="TOOL,...",
                    help="comma-separated tools to hold out (overrides --heldout-tools)")
+    p.add_argument("--renamed", type=float, default=0.0, metavar="SHARE",
+                   help="share of train planner rows whose listed tools (not built-ins, not llm) go by other "
+                        "names, in the list and the plan (get_weather -> fetch_weather): teaches taking names "
+                        "from the list, for tools never seen; the other rows stay the same")
     p.add_argument("--untyped", action="store_true",
                    help="chain steps onto earlier evidence at random, ignoring the catalog's gives/takes, "
                         "and draw each slot on its own, allowing equal arguments (the generator before "
@@ -421,7 +477,9 @@ def main(argv: list[str] | None = None) -> dict:
     catalog = load_catalog(a.tools or a.catalog)
     cfg = GenConfig(a.planner, a.caller, a.eval, a.test, a.heldout_tools, a.min_tools, a.max_tools,
                     a.max_steps, a.seed, [h for h in a.heldout.split(",") if h], typed=not a.untyped,
-                    distinct=not a.untyped)
+                    distinct=not a.untyped, renamed=a.renamed)
+    if not 0.0 <= a.renamed <= 1.0:
+        p.error(f"--renamed is a share of rows, from 0 to 1 (got {a.renamed})")
     manifest = write(a.out, generate(catalog, cfg), catalog, cfg)
     print(f"wrote {sum(v for k, v in manifest['files'].items() if not k.startswith('tasks'))} rows to {a.out} "
           f"({len(catalog.tools)} tools; held out: {', '.join(manifest['heldout']['tools']) or 'none'})")

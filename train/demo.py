@@ -186,6 +186,10 @@ class DemoConfig:
     # 19 of its 28 planned a step twice or dropped one (four identical search_hotels steps for a
     # three-tool task).
     catalog_extra_rows: int = 0
+    # The share of the catalog's planner rows (those above included) whose listed tools go by other
+    # names (train.datagen.GenConfig.renamed): the planner learns to take names from the list, as
+    # it must for the held-out tools, whose names it never wrote. The caller's rows stay the same.
+    catalog_renamed: float = 0.0
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
@@ -220,13 +224,15 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "share_prefix": 0, "tool_first": False, "react_rows": 0, "code_rows": 0, "planner_max_seq_len": 0,
            "typed_chains": False, "chain_rows": 0, "distinct_values": False, "wide_rows": 0,
            "focus_rows": 0, "films_rows": 0, "rare_rows": 0,
-           "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0}
+           "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
+           "catalog_renamed": 0.0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
-                           "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows"),
+                           "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
+                           "catalog_renamed"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -249,7 +255,7 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
     catalog = load_catalog(REPO / "data" / "catalog" / "tools.json")
     gen = GenConfig(planner=cfg.catalog_planner_rows, caller=cfg.catalog_caller_rows, eval=1, test=40,
                     heldout_tools=cfg.heldout_catalog_tools, max_steps=3, max_tools=9, seed=cfg.seed,
-                    typed=cfg.typed_chains, distinct=cfg.distinct_values)
+                    typed=cfg.typed_chains, distinct=cfg.distinct_values, renamed=cfg.catalog_renamed)
     sets = generate(catalog, gen)
     heldout = sets["_heldout"][0]["tools"]
     planner = sets["planner_train"]
