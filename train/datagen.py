@@ -474,12 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     p = build_parser()
     a = p.parse_args(argv)
+    if not 0.0 <= a.renamed <= 1.0:
+        p.error(f"--renamed is a share of rows, from 0 to 1 (got {a.renamed})")
     catalog = load_catalog(a.tools or a.catalog)
     cfg = GenConfig(a.planner, a.caller, a.eval, a.test, a.heldout_tools, a.min_tools, a.max_tools,
                     a.max_steps, a.seed, [h for h in a.heldout.split(",") if h], typed=not a.untyped,
                     distinct=not a.untyped, renamed=a.renamed)
-    if not 0.0 <= a.renamed <= 1.0:
-        p.error(f"--renamed is a share of rows, from 0 to 1 (got {a.renamed})")
     manifest = write(a.out, generate(catalog, cfg), catalog, cfg)
     print(f"wrote {sum(v for k, v in manifest['files'].items() if not k.startswith('tasks'))} rows to {a.out} "
           f"({len(catalog.tools)} tools; held out: {', '.join(manifest['heldout']['tools']) or 'none'})")

@@ -182,9 +182,9 @@ class DemoConfig:
     planner_lora_alpha: int = 16
     # More train.datagen rows over the catalog's training tools (never the held-out ones), planner
     # rows only, drawn with a seed of their own after the catalog's rows (which, with the caller's
-    # rows and data/eval/unseen_tools.jsonl, stay the same). Written after v20's unseen-tools misses:
-    # 19 of its 28 planned a step twice or dropped one (four identical search_hotels steps for a
-    # three-tool task).
+    # rows and data/eval/unseen_tools.jsonl, stay the same). Written after v20's 28 unseen-tools
+    # misses: 7 repeat a step (four identical search_hotels steps for a three-tool task), 7 drop
+    # one, 2 add one, 12 pick another tool for a step.
     catalog_extra_rows: int = 0
     # The share of the catalog's planner rows (those above included) whose listed tools go by other
     # names (train.datagen.GenConfig.renamed): the planner learns to take names from the list, as
