@@ -22,4 +22,7 @@ def solve(task: str, plan: Plan, evidence: Mapping[str, str], engine: Engine, *,
                                   max_new_tokens=max_new_tokens)
         else:
             out = engine.chat(formats.solver_prompt(task, plan.steps, evidence, "chat"), max_new_tokens=max_new_tokens)
-    return formats.parse_answer(out.text)
+    answer = formats.parse_answer(out.text)
+    if not answer and plan.steps:  # it wrote only plan steps: the last step's evidence is all there is
+        answer = str(evidence.get(plan.steps[-1].var, "")).strip()
+    return answer

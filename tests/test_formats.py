@@ -173,3 +173,25 @@ def test_toolspec_openai_form():
     spec = ToolSpec("f", "does f", {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})
     assert formats.tool_spec(spec.to_openai()) == spec
     assert formats.tool_spec(spec.to_json_schema()) == spec
+
+
+def test_the_solvers_answer_ends_where_it_goes_on_writing_the_plan():
+    """A solver that writes its answer and then plan steps (seen on the default planner: "Alibaba
+    Group\\n\\n\\n#E1 = search_wiki[coffee shop]") answers what came before them; "Plan:" alone, a
+    line of an answer, stays; one that writes only plan steps answers the last step's evidence."""
+    from pipeline.engines import FunctionEngine
+    from pipeline.plan import parse_plan
+    from pipeline.solver import solve
+
+    assert formats.parse_answer("Alibaba Group\n\n\n#E1 = search_wiki[coffee shop]") == "Alibaba Group"
+    assert formats.parse_answer("Hero\nPlan: Save it.\n#E3 = save_file[path=a.txt, content=#E1]") == "Hero"
+    assert formats.parse_answer("#E3 = llm[Summarize in one sentence: #E1]") == ""
+    assert formats.parse_answer("Plan: see Rome on day 1.\nThen Florence.") == "Plan: see Rome on day 1.\nThen Florence."
+    assert formats.parse_answer("Use #E1 = 42 as given") == "Use #E1 = 42 as given"  # not at a line's start
+    plan = parse_plan("Plan: look it up\n#E1 = search_wiki[Ada Lovelace]\nPlan: sum up\n#E2 = llm[Summarize: #E1]",
+                      ["search_wiki", "llm"])
+    evidence = {"#E1": "Ada Lovelace was a mathematician.", "#E2": "A mathematician who wrote the first program."}
+    only_steps = FunctionEngine(lambda messages, **kw: "#E3 = llm[Summarize in one sentence: #E1]")
+    assert solve("Sum up Ada Lovelace.", plan, evidence, only_steps) == "A mathematician who wrote the first program."
+    then_steps = FunctionEngine(lambda messages, **kw: "A mathematician.\nPlan: more\n#E3 = llm[x]")
+    assert solve("Sum up Ada Lovelace.", plan, evidence, then_steps) == "A mathematician."

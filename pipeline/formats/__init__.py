@@ -540,7 +540,14 @@ def solver_prompt(task: str, steps: Iterable[Step | Mapping], evidence: Mapping[
 _ANSWER_PREFIX_RE = re.compile(r"^\s*(?:final answer|answer|the answer is)\s*[:\-]\s*", re.IGNORECASE)
 
 
+# A plan step (``#E3 = tool[...]``, maybe after its ``Plan:`` line) opening a line of the solver's
+# output: the solver went on writing the plan, which is never part of an answer.
+_PLAN_STEP_LINE_RE = re.compile(r"^[ \t]*(?:Plan:[^\n]*\n\s*)?#E\d+\s*=", re.MULTILINE)
+
+
 def parse_answer(text: str) -> str:
-    """The solver's answer: its output without an ``Answer:`` prefix, a following Alpaca turn
-    or surrounding whitespace."""
-    return _ANSWER_PREFIX_RE.sub("", _cut_at_stop(text)).strip()
+    """The solver's answer: its output up to a following Alpaca turn or plan step, without an
+    ``Answer:`` prefix or surrounding whitespace."""
+    text = _cut_at_stop(text)
+    step = _PLAN_STEP_LINE_RE.search(text)
+    return _ANSWER_PREFIX_RE.sub("", text[:step.start()] if step else text).strip()
