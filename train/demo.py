@@ -190,6 +190,12 @@ class DemoConfig:
     # names (train.datagen.GenConfig.renamed): the planner learns to take names from the list, as
     # it must for the held-out tools, whose names it never wrote. The caller's rows stay the same.
     catalog_renamed: float = 0.0
+    # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
+    # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
+    # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
+    # unseen tools 0.33 vs 0.25 (get_movie_details now planned), hand-written tool-set 0.75 vs 0.74,
+    # but exact answers fell (in-distribution 0.73 vs 0.82, hand-written 0.45 vs 0.58: the solver
+    # wrote plan steps where v20 answered).
     # The pipeline settings the default models run with (not part of the recipe's key). 512 tokens
     # leave a 4-step constrained plan 62 tokens per input and 31 per description.
     planner_max_new_tokens: int = 512
