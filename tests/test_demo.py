@@ -693,3 +693,19 @@ def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():
     assert [r for r, f in zip(renamed["planner"], flags) if not f] == [r for r, f in zip(plain["planner"], flags) if not f]
     planner_only_key("catalog_renamed", 1)
     assert demo.DemoConfig(catalog_renamed=0.0).key() == "6ef8efb4eedc"
+
+
+def test_the_planner_dtype_reaches_its_command_and_leaves_the_caller_alone():
+    """planner_dtype sets the planner's training dtype (bf16 trains 2x as fast on a CPU with
+    AVX512-BF16); the caller's command keeps dtype=auto and its key; at "auto" the key is v20's."""
+    bf16 = demo.DemoConfig(planner_dtype="bf16")
+    from train.recipe import load_recipe
+
+    assert load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("planner", bf16, "B", Path("/w")))).model.dtype == "bf16"
+    assert "dtype=auto" in demo.sft_command("caller", bf16, "B", Path("/w"))
+    assert "dtype=auto" in demo.sft_command("planner", demo.DemoConfig(), "B", Path("/w"))
+    assert bf16.role_key("caller") == demo.DemoConfig().role_key("caller")
+    assert bf16.role_key("planner") != demo.DemoConfig().role_key("planner")
+    assert demo.DemoConfig(planner_dtype="auto").key() == "6ef8efb4eedc"
+    with pytest.raises(ValueError, match="planner_dtype"):
+        demo.sft_command("planner", demo.DemoConfig(planner_dtype="int3"), "B", Path("/w"))

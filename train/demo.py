@@ -190,6 +190,12 @@ class DemoConfig:
     # names (train.datagen.GenConfig.renamed): the planner learns to take names from the list, as
     # it must for the held-out tools, whose names it never wrote. The caller's rows stay the same.
     catalog_renamed: float = 0.0
+    # The planner's training dtype ("auto": fp32 on a CPU; "bf16"). On a CPU with AVX512-BF16 (a
+    # 2-core EPYC, 2026-12-03) bf16 ran LoRA q/v forward+backward of SmolLM2-135M 2.0-2.6x as fast
+    # as fp32 on 2 threads (bench/bench_train_dtype.py: 549 vs 214 tokens/s on 384-token rows; 338 vs
+    # 169 on shorter ones); without it, bf16 ran several times slower. No build has used it yet. The
+    # caller keeps "auto" (its NF4 base computes in its own dtype).
+    planner_dtype: str = "auto"
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -231,14 +237,14 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "typed_chains": False, "chain_rows": 0, "distinct_values": False, "wide_rows": 0,
            "focus_rows": 0, "films_rows": 0, "rare_rows": 0,
            "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
-           "catalog_renamed": 0.0}
+           "catalog_renamed": 0.0, "planner_dtype": "auto"}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
-                           "catalog_renamed"),
+                           "catalog_renamed", "planner_dtype"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -310,6 +316,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
 def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     """The ``python -m train sft`` command line of one adapter: the shipped recipe plus overrides."""
     recipe = {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml"}[role]
+    if cfg.planner_dtype not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"planner_dtype must be auto, bf16 or fp32, not {cfg.planner_dtype!r}")
     lr = cfg.planner_lr if role == "planner" else cfg.caller_lr
     epochs = cfg.planner_epochs if role == "planner" else cfg.caller_epochs
     batch = (cfg.planner_batch or cfg.batch) if role == "planner" else cfg.batch
@@ -317,7 +325,7 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     max_len = (cfg.planner_max_seq_len or cfg.max_seq_len) if role == "planner" else cfg.max_seq_len
     return [sys.executable, "-m", "train", "sft", "--config", str(REPO / "train" / "configs" / recipe),
             f"model_name_or_path={base}", f"dataset={work / (role + '.jsonl')}", "eval_dataset=",
-            "eval_fraction=0", f"output_dir={work / role}", "dtype=auto", "attn_implementation=sdpa",
+            "eval_fraction=0", f"output_dir={work / role}", f"dtype={cfg.planner_dtype if role == 'planner' else 'auto'}", "attn_implementation=sdpa",
             "gradient_checkpointing=false", "packing=false", "group_by_length=true",
             f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"share_prefix={share}",
             f"num_train_epochs={epochs}", f"learning_rate={lr}", "warmup_ratio=0.03",
