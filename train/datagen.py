@@ -300,28 +300,25 @@ class Generator:
         shape, steps = self.draft_plan(pool if split != "test_tools" else self.catalog.tools, must)
         task, frame = self.task_text(steps, held_tpl)
         listed = self._tool_list([s.tool for s in steps], pool)
-        specs = [t.spec for t in listed]
         style = self.rng.choice(HELDOUT_INPUT_STYLES if held_tpl else TRAIN_INPUT_STYLES)
-        plan = "\n".join(render_step(s.var, s.tool.name, _step_input(s, style), s.description) for s in steps)
-        instruction = formats.planner_instruction(task, specs)
+        instruction = formats.planner_instruction(task, [t.spec for t in listed])
         if instruction in self.seen:
             return None
-        parsed = formats.parse_plan(plan, [t.name for t in listed])  # the contract: every plan parses
-        assert [(p.var, p.tool) for p in parsed.steps] == [(s.var, s.tool.name) for s in steps], plan
         self.seen.add(instruction)
         names = {t.name: t.name for t in listed}
         if split == "train" and self.cfg.renamed and self.rename_rng.random() < self.cfg.renamed:
             names = self._renames(listed)  # (after the check above: the rows drawn stay the same)
             instruction = formats.planner_instruction(
                 task, [dataclasses.replace(t.spec, name=names[t.name]) for t in listed])
-            plan = "\n".join(render_step(s.var, names[s.tool.name], _step_input(s, style), s.description)
-                             for s in steps)
-            formats.parse_plan(plan, list(names.values()))
+        plan = "\n".join(render_step(s.var, names[s.tool.name], _step_input(s, style), s.description) for s in steps)
+        parsed = formats.parse_plan(plan, list(names.values()))  # the contract: every plan parses
+        assert [(p.var, p.tool) for p in parsed.steps] == [(s.var, names[s.tool.name]) for s in steps], plan
         row = {"instruction": instruction, "input": "", "output": plan,
                "meta": {"split": split, "kind": "planner", "task": task, "shape": shape, "frame": frame,
                         "tools": [names[t.name] for t in listed], "plan_tools": [names[s.tool.name] for s in steps]}}
-        if any(n != o for o, n in names.items()):
-            row["meta"]["renamed"] = {o: n for o, n in names.items() if n != o}
+        renamed = {old: new for old, new in names.items() if new != old}
+        if renamed:
+            row["meta"]["renamed"] = renamed
         return row
 
     def _renames(self, listed: Sequence[CatalogTool]) -> dict[str, str]:
