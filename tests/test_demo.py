@@ -262,8 +262,10 @@ def test_the_planner_rank_reaches_its_recipe_and_leaves_the_caller_alone():
     assert (caller.lora.r, caller.lora.alpha) == (default.lora.r, default.lora.alpha)
     assert wide.role_key("caller") == demo.DemoConfig().role_key("caller")
     assert wide.role_key("planner") != demo.DemoConfig().role_key("planner") and wide.key() != demo.DemoConfig().key()
-    v20 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16)
+    v20 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16, **V20)
     assert v20.key() == "6ef8efb4eedc" and v20.role_key("planner") == "d11506e397f3"  # v20's keys (its manifest)
+    v25 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16)
+    assert v25.key() == "10f470ca28bb" and v25.role_key("planner") == "bb0424ebda8f"  # v25's (the shipped manifest)
 
 
 def test_extra_planner_rows_leave_the_solver_and_caller_rows_and_the_callers_key_alone(tmp_path):
@@ -348,6 +350,10 @@ def later_draw(tmp_path, before: dict, **more) -> list[dict]:
     return b["planner"][n:]
 
 
+# The two fields whose defaults changed with v25, at v20's values: with them an older build's key still names it.
+V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto"}
+
+
 def planner_only_key(field: str, value: int) -> None:
     """A planner-only field changes the recipe's key and the planner's, not the caller's."""
     plain, more = demo.DemoConfig(**{field: 0}), demo.DemoConfig(**{field: value})
@@ -391,7 +397,7 @@ def test_wide_rows_add_new_shapes_for_the_planner_only(tmp_path):
             assert {s.tool for s in plan} == {"query_sql"}, row
     planner_only_key("wide_rows", 100)
     # at 0 it is left out of the keys: v13's recipe still has v13's keys
-    v13 = demo.DemoConfig(extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, rare_rows=0, distinct_values=False,
+    v13 = demo.DemoConfig(**V20, extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, rare_rows=0, distinct_values=False,
                           catalog_planner_rows=90)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v13 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
@@ -438,7 +444,7 @@ def test_focus_rows_come_after_the_wide_ones_for_the_planner_only(tmp_path):
     for row in extra:
         assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == [tool[row["meta"]["intent"]]], row
     planner_only_key("focus_rows", 150)
-    v14 = demo.DemoConfig(extra_planner_rows=100, wide_rows=100, focus_rows=0, films_rows=0, rare_rows=0, distinct_values=False,
+    v14 = demo.DemoConfig(**V20, extra_planner_rows=100, wide_rows=100, focus_rows=0, films_rows=0, rare_rows=0, distinct_values=False,
                           catalog_planner_rows=90)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v14 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
@@ -465,7 +471,7 @@ def test_films_rows_come_after_the_focused_ones_for_the_planner_only(tmp_path):
     wider = {r["meta"]["intent"] for r in extra if int(r["meta"]["phrasing"].split("/")[0].split(":")[1]) >= base[r["meta"]["intent"]]}
     assert wider == set(base)
     planner_only_key("films_rows", 120)
-    assert demo.DemoConfig(films_rows=0, rare_rows=0, catalog_planner_rows=90).key() == "d4f53934ee4c"  # at 0 it is left out: v15's key still names v15
+    assert demo.DemoConfig(films_rows=0, rare_rows=0, catalog_planner_rows=90, **V20).key() == "d4f53934ee4c"  # at 0 it is left out: v15's key still names v15
 
 
 RARE_TOOLS = {"clock": ["get_current_time"], "web": ["search_web"], "save_text": ["save_file"],
@@ -486,7 +492,7 @@ def test_rare_rows_come_after_the_film_ones_for_the_planner_only(tmp_path):
     for row in extra:
         assert [s.tool for s in parse_plan(row["output"], BUILTINS)] == RARE_TOOLS[row["meta"]["intent"]], row
     planner_only_key("rare_rows", 120)
-    assert demo.DemoConfig(rare_rows=0).key() == "4df725859b28"  # at 0 it is left out: v19's key still names v19
+    assert demo.DemoConfig(rare_rows=0, **V20).key() == "4df725859b28"  # at 0 it is left out: v19's key still names v19
 
 
 def test_rare_drafts_ground_on_the_real_tools(tmp_path):
@@ -538,7 +544,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
-    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v20's
+    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v25's
     training files byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
@@ -546,7 +552,7 @@ def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trai
     demo.build_data(demo.DemoConfig(), tmp_path)
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
               for name in ("planner", "caller")}
-    assert digest == {"planner": "f8ccad2c28d3ad9d", "caller": "0f2de4fd3df2b4d5"}, (
+    assert digest == {"planner": "d78c8e3ab931c05a", "caller": "0f2de4fd3df2b4d5"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 
@@ -555,7 +561,7 @@ def test_typed_chains_change_the_catalog_rows_of_both_adapters(tmp_path):
     """typed_chains makes the catalog's chains typed and distinct_values its values distinct
     (train.datagen): both adapters' rows come from that generator, so both keys change; at False
     (and chain_rows 0, 30 catalog rows) the key still names v11, the build before them."""
-    v11 = demo.DemoConfig(typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False,
+    v11 = demo.DemoConfig(**V20, typed_chains=False, chain_rows=0, catalog_planner_rows=30, distinct_values=False,
                           extra_planner_rows=200, wide_rows=0, focus_rows=0, films_rows=0, rare_rows=0)
     with pytest.MonkeyPatch.context() as data:  # the caller's key as of its data version 7, when v11 was built
         data.setattr(demo, "CALLER_DATA_VERSION", 7)
@@ -677,7 +683,7 @@ def test_catalog_extra_rows_add_catalog_plans_for_the_planner_only():
     assert held and not any(held & (set(r["meta"]["tools"]) | set(r["meta"]["plan_tools"])) for r in extra)
     assert any(len(r["meta"]["plan_tools"]) > 1 for r in extra)
     planner_only_key("catalog_extra_rows", 100)
-    assert demo.DemoConfig(catalog_extra_rows=0).key() == "6ef8efb4eedc"  # at 0 it is left out: v20's key still names v20
+    assert demo.DemoConfig(catalog_extra_rows=0, **V20).key() == "6ef8efb4eedc"  # at 0 it is left out: v20's key still names v20
 
 
 def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():
@@ -692,20 +698,51 @@ def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():
     assert len(flags) == 20 and any(flags[:12]) and any(flags[12:]) and not all(flags)
     assert [r for r, f in zip(renamed["planner"], flags) if not f] == [r for r, f in zip(plain["planner"], flags) if not f]
     planner_only_key("catalog_renamed", 1)
-    assert demo.DemoConfig(catalog_renamed=0.0).key() == "6ef8efb4eedc"
+    assert demo.DemoConfig(**V20).key() == "6ef8efb4eedc"
 
 
-def test_the_planner_dtype_reaches_its_command_and_leaves_the_caller_alone():
+def test_the_planner_dtype_reaches_its_command_and_leaves_the_caller_alone(monkeypatch):
     """planner_dtype sets the planner's training dtype (bf16 trains 2x as fast on a CPU with
     AVX512-BF16); the caller's command keeps dtype=auto and its key; at "auto" the key is v20's."""
-    bf16 = demo.DemoConfig(planner_dtype="bf16")
     from train.recipe import load_recipe
 
+    monkeypatch.setattr(demo, "cpu_has_bf16", lambda: True)
+    bf16 = demo.DemoConfig(planner_dtype="bf16")
     assert load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("planner", bf16, "B", Path("/w")))).model.dtype == "bf16"
     assert "dtype=auto" in demo.sft_command("caller", bf16, "B", Path("/w"))
-    assert "dtype=auto" in demo.sft_command("planner", demo.DemoConfig(), "B", Path("/w"))
-    assert bf16.role_key("caller") == demo.DemoConfig().role_key("caller")
-    assert bf16.role_key("planner") != demo.DemoConfig().role_key("planner")
-    assert demo.DemoConfig(planner_dtype="auto").key() == "6ef8efb4eedc"
+    auto = demo.DemoConfig(planner_dtype="auto")
+    assert "dtype=auto" in demo.sft_command("planner", auto, "B", Path("/w"))
+    assert bf16.role_key("caller") == auto.role_key("caller")
+    assert bf16.role_key("planner") != auto.role_key("planner")
+    assert demo.DemoConfig(**V20).key() == "6ef8efb4eedc"
     with pytest.raises(ValueError, match="planner_dtype"):
         demo.sft_command("planner", demo.DemoConfig(planner_dtype="int3"), "B", Path("/w"))
+
+
+def test_a_cpu_without_bf16_trains_the_bf16_planner_in_fp32_and_says_so(tmp_path, monkeypatch, capsys):
+    """bf16 ran several times slower than fp32 on CPUs without AVX512-BF16 or AMX-BF16: there the
+    recipe's bf16 planner trains in fp32, with a line that says so; fp32 and auto stay as asked;
+    the key stays the recipe's. The flags come from /proc/cpuinfo."""
+    monkeypatch.setattr(demo, "cpu_has_bf16", lambda: False)
+    cfg = demo.DemoConfig(planner_dtype="bf16")
+    assert "dtype=fp32" in demo.sft_command("planner", cfg, "B", tmp_path)
+    assert "dtype=auto" in demo.sft_command("planner", demo.DemoConfig(planner_dtype="auto"), "B", tmp_path)
+    assert cfg.key() == demo.DemoConfig().key()
+    said = []
+
+    def say(line):  # the first line is the one; stop before any training starts
+        said.append(line)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        demo._train_one("planner", cfg, "B", tmp_path, dict(os.environ, OMP_NUM_THREADS="1"), say)
+    assert "trains in fp32" in said[0] and "AVX512-BF16" in said[0]
+    monkeypatch.setattr(demo, "cpu_has_bf16", lambda: True)
+    assert "dtype=bf16" in demo.sft_command("planner", cfg, "B", tmp_path)
+    monkeypatch.undo()
+    info = tmp_path / "cpuinfo"
+    for flags, has in (("fpu avx2 avx512f avx512bw", False), ("avx512f avx512_bf16 avx512_vnni", True),
+                       ("avx2 amx_bf16 amx_tile", True), ("avx512_bf16x", False)):
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+        assert demo.cpu_has_bf16(info) is has, flags
+    assert demo.cpu_has_bf16(tmp_path / "missing") is False  # not Linux: fp32
