@@ -119,13 +119,16 @@ def test_adapters_come_from_the_shipped_recipes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, tiny_model_dir, capsys):
+def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "cpu_has_bf16", lambda: False)  # the same build on every CPU: the planner in fp32
     cfg = demo.DemoConfig(base=str(tiny_model_dir), planner_rows=12, solver_rows=4, caller_rows=4,
                           catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768, extra_planner_rows=4,
                           chain_rows=2, wide_rows=2, focus_rows=2, films_rows=2, rare_rows=2)  # not 570 more rows
     out = tmp_path / "demo"
     manifest = demo.build(out, cfg, progress=False)
     assert manifest["key"] == cfg.key() and manifest["adapters"] == {"planner": "planner", "caller": "caller"}
+    # the dtype each adapter trained in (the recipe's bf16 fell back to fp32: no bf16 instructions)
+    assert (manifest["train"]["planner"]["dtype"], manifest["train"]["caller"]["dtype"]) == ("fp32", "auto")
     for role in ("planner", "caller"):
         files = {p.name for p in (out / role).iterdir()}
         assert {"adapter_config.json", "adapter_model.safetensors", "loss.png", "log_history.json"} <= files

@@ -464,7 +464,8 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
     history = json.loads((folder / "log_history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     stats = {"seconds": round(time.perf_counter() - t0, 1), "first_loss": losses[0],
-             "final_loss": losses[-1], "steps": history[-1].get("step")}
+             "final_loss": losses[-1], "steps": history[-1].get("step"),
+             "dtype": planner_train_dtype(cfg) if role == "planner" else "auto"}  # what it trained in here
     (folder / "done.json").write_text(json.dumps(stats))
     return stats
 
