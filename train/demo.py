@@ -194,6 +194,8 @@ class DemoConfig:
     # tools 0.40 vs 0.25 (alone) and 0.42 vs 0.30 (after the other sets); in-distribution 0.86 / 0.82
     # / 0.91 (tool-set / exact / contains) as v20; hand-written tool-set 0.74 =, exact 0.55 vs 0.58,
     # contains 0.63 vs 0.66: shipped for the unseen tools.
+    # Tried 2026-12-03, not shipped: v26 = v25 + catalog_extra_rows 100 (510 steps, 58 min): in-distribution
+    # tool-set 0.91, exact 0.86; hand-written 0.75, exact 0.50; unseen tools 0.20 alone (v25: 0.40).
     catalog_renamed: float = 0.5
     # The planner's training dtype ("auto": fp32 on a CPU; "bf16"). On a CPU with AVX512-BF16 (a
     # 2-core EPYC, 2026-12-03) bf16 ran LoRA q/v forward+backward of SmolLM2-135M 2.0-2.6x as fast
