@@ -446,7 +446,8 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
     folder = work / role
     folder.mkdir(exist_ok=True)
     cmd = sft_command(role, cfg, base, work)
-    if role == "planner" and cfg.planner_dtype == "bf16" and planner_train_dtype(cfg) != "bf16":
+    dtype = planner_train_dtype(cfg) if role == "planner" else "auto"  # what it trains in on this machine
+    if role == "planner" and dtype != cfg.planner_dtype:  # only bf16 falls back
         say("this CPU has no AVX512-BF16 or AMX-BF16: the planner trains in fp32, not the recipe's bf16 (bf16 "
             "would run several times slower here; the figures of the two measured alike, see DemoConfig)")
     say(f"training the {role} adapter ({env['OMP_NUM_THREADS']} threads): {' '.join(cmd[1:4])} ... "
@@ -467,7 +468,7 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
     losses = [h["loss"] for h in history if "loss" in h]
     stats = {"seconds": round(time.perf_counter() - t0, 1), "first_loss": losses[0],
              "final_loss": losses[-1], "steps": history[-1].get("step"),
-             "dtype": planner_train_dtype(cfg) if role == "planner" else "auto"}  # what it trained in here
+             "dtype": dtype}
     (folder / "done.json").write_text(json.dumps(stats))
     return stats
 
