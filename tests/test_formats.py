@@ -195,3 +195,31 @@ def test_the_solvers_answer_ends_where_it_goes_on_writing_the_plan():
     assert solve("Sum up Ada Lovelace.", plan, evidence, only_steps) == "A mathematician who wrote the first program."
     then_steps = FunctionEngine(lambda messages, **kw: "A mathematician.\nPlan: more\n#E3 = llm[x]")
     assert solve("Sum up Ada Lovelace.", plan, evidence, then_steps) == "A mathematician."
+
+
+def test_a_solver_that_answers_with_a_tool_call_or_a_variable_answers_the_evidence():
+    """Seen on the v25 default: "Llm[Skew: Stanley Kubrick is older than Alfred Hitchcock.]",
+    "Saved_file: saves_file[path: #E1; content: #E2;]", "E1 = search_hotels[origin: Nairobi]", "Same
+    as #E3.": a call of a plan's tool (its name in any case or misspelt a little, after a label) is
+    not an answer, so the last step's evidence answers; a variable alone answers its evidence. Text
+    that only mentions brackets or a variable stays as written."""
+    from pipeline.engines import FunctionEngine
+    from pipeline.plan import parse_plan
+    from pipeline.solver import solve
+
+    plan = parse_plan("Plan: look\n#E1 = search_wiki[Stanley Kubrick]\nPlan: compare\n#E2 = llm[Who is older? #E1]\n"
+                      "Plan: keep\n#E3 = save_file[path=a.txt, content=#E2]", ["search_wiki", "llm", "save_file"])
+    evidence = {"#E1": "Stanley Kubrick (1928-1999)", "#E2": "Alfred Hitchcock is older.", "#E3": "saved 26 bytes to a.txt"}
+
+    def answer(text: str) -> str:
+        return solve("Who is older?", plan, evidence, FunctionEngine(lambda messages, **kw: text))
+
+    for call in ("Llm[Skew: Stanley Kubrick is older than Alfred Hitchcock.]", "Saved_file: saves_file[path: #E1; content: #E2;]",
+                 "E1 = search_hotels[origin: Nairobi; check_in: 2025-03-14]", "search_wiki[Alfred Hitchcock]",
+                 "Saved: llm[Summarize everything you found in #E1.]"):
+        assert answer(call) == "saved 26 bytes to a.txt", call
+    assert answer("Same as #E2.") == "Alfred Hitchcock is older."
+    assert answer("#E1") == "Stanley Kubrick (1928-1999)"
+    for text in ("Alfred Hitchcock [born 1899] is older.", "Kubrick is younger than in #E1 says.",
+                 "Use list[int] here", "primes[10]", "Same as #E9."):
+        assert answer(text) == text, text
