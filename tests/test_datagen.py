@@ -330,3 +330,24 @@ def test_renamed_rows_list_and_plan_tools_by_other_names(catalog, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--renamed", "1.5", "--out", "/nonexistent"])
     assert e.value.code == 2 and "--renamed is a share" in capsys.readouterr().err
+
+
+def test_the_breadth_catalog_adds_typed_tools_whose_calls_validate(catalog):
+    """data/catalog/breadth_tools.json (train.demo's catalog_breadth_rows): 33 more tools, none named
+    as a catalog tool, every use of earlier evidence typed, and over the catalog and it together
+    every plan parses and every call validates against its schema."""
+    from train.catalog import Catalog
+
+    breadth = load_catalog(CATALOG.with_name("breadth_tools.json"))
+    assert len(breadth.tools) == 33 and not set(breadth.names) & set(catalog.names)
+    assert [(t.name, ex.goal) for t in breadth.tools for ex in t.examples if ex.uses_ref and ex.takes == "any"] == []
+    wider = Catalog(catalog.tools + breadth.tools, {**catalog.slots, **breadth.slots}, "both", catalog.linked)
+    rows = generate(wider, GenConfig(planner=120, caller=200, eval=0, test=0, heldout=list(catalog.names[-8:]), seed=5))
+    called = set()
+    for r in rows["planner_train"]:
+        assert formats.parse_plan(r["output"], r["meta"]["tools"]).tools == r["meta"]["plan_tools"]
+    for r in rows["caller_train"]:
+        call = formats.parse_call(r["output"], [wider[n].spec for n in r["meta"]["tools"]])
+        jsonschema.validate(call.arguments, wider[call.name].spec.parameters)
+        called.add(call.name)
+    assert len(called & set(breadth.names)) >= 20

@@ -689,6 +689,35 @@ def test_catalog_extra_rows_add_catalog_plans_for_the_planner_only():
     assert demo.DemoConfig(catalog_extra_rows=0, **V20).key() == "6ef8efb4eedc"  # at 0 it is left out: v20's key still names v20
 
 
+def test_catalog_breadth_rows_add_plans_over_more_tools_for_the_planner_only():
+    """catalog_breadth_rows draws planner rows over the catalog's training tools and the breadth
+    file's (listed and planned, some renamed), after the catalog's rows, with a seed of their own:
+    no held-out tool anywhere in them, every plan parses over its listed names, no prompt twice, and
+    the catalog's rows, the caller's rows and the unseen-tools tasks stay the same; the caller's key
+    stays, and at 0 the key is v25's."""
+    from train.catalog import load_catalog
+
+    breadth = set(load_catalog(demo.REPO / "data" / "catalog" / "breadth_tools.json").names)
+    small = dict(catalog_planner_rows=12, catalog_caller_rows=6, catalog_renamed=0.5)
+    plain = demo.catalog_rows(demo.DemoConfig(**small))
+    more = demo.catalog_rows(demo.DemoConfig(**small, catalog_breadth_rows=40))
+    assert more["planner"][:12] == plain["planner"] and len(more["planner"]) == 52
+    assert more["caller"] == plain["caller"] and more["tasks"] == plain["tasks"] and more["heldout"] == plain["heldout"]
+    extra = more["planner"][12:]
+    assert len({r["instruction"] for r in more["planner"]}) == 52
+    held = set(plain["heldout"])
+    original = [{new: old for old, new in r["meta"].get("renamed", {}).items()} for r in extra]
+    planned = [{names.get(t, t) for t in r["meta"]["plan_tools"]} for r, names in zip(extra, original)]
+    listed = [{names.get(t, t) for t in r["meta"]["tools"]} for r, names in zip(extra, original)]
+    assert held and not any(held & (p | l) for p, l in zip(planned, listed))
+    assert sum(bool(breadth & p) for p in planned) >= 10 and sum(bool(breadth & l) for l in listed) >= 20
+    assert any("renamed" in r["meta"] for r in extra) and any(len(p) > 1 for p in planned)
+    for row in extra:
+        assert [s.tool for s in parse_plan(row["output"], row["meta"]["tools"])] == row["meta"]["plan_tools"]
+    planner_only_key("catalog_breadth_rows", 150)
+    assert demo.DemoConfig(catalog_breadth_rows=0).key() == "10f470ca28bb"  # at 0 it is left out: v25's key
+
+
 def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():
     """catalog_renamed gives that share of the catalog's planner rows (the extra ones too) tools under
     other names; the caller's rows and the unseen-tools tasks stay the same, the caller's key too,

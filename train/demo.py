@@ -207,6 +207,15 @@ class DemoConfig:
     # tasks move both ways, as with any retrain; the figures do not. The caller keeps "auto" (its NF4
     # base computes in its own dtype).
     planner_dtype: str = "bf16"
+    # Planner rows over the catalog's training tools and data/catalog/breadth_tools.json's 33 tools
+    # (training only: books, travel, geo, language, media, code, science, transport, finance,
+    # productivity), each described in other words than its goals ("Height above sea level" for "find
+    # how high Lima lies"), drawn with a seed of their own after the catalog's rows, renamed at
+    # catalog_renamed's share like them. Written after v25's unseen-tools misses: 12 of 24 pick
+    # another listed tool for a held-out one whose description shares no word with the task's
+    # ("find the coordinates of" -> geocode, "Get the latitude and longitude"); v26 showed more
+    # rows over the same 42 tools do not teach that: more tools might.
+    catalog_breadth_rows: int = 0
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -248,14 +257,14 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "typed_chains": False, "chain_rows": 0, "distinct_values": False, "wide_rows": 0,
            "focus_rows": 0, "films_rows": 0, "rare_rows": 0,
            "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
-           "catalog_renamed": 0.0, "planner_dtype": "auto"}
+           "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
-                           "catalog_renamed", "planner_dtype"),
+                           "catalog_renamed", "planner_dtype", "catalog_breadth_rows"),
                "caller": ("caller_lr", "caller_epochs")}
 
 
@@ -272,7 +281,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
     """train.datagen rows over the catalog: planner and caller rows for training, and the
     held-out-tools tasks (``tasks``) that ``data/eval/unseen_tools.jsonl`` holds."""
-    from train.catalog import load_catalog
+    from train.catalog import Catalog, load_catalog
     from train.datagen import GenConfig, eval_tasks, generate
 
     catalog = load_catalog(REPO / "data" / "catalog" / "tools.json")
@@ -287,6 +296,13 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
         more = dataclasses.replace(gen, planner=cfg.catalog_extra_rows, caller=0, eval=0, test=0,
                                    heldout=list(heldout), seed=cfg.seed + 23)
         planner = planner + generate(catalog, more)["planner_train"]
+    if cfg.catalog_breadth_rows:  # the training tools and the breadth-only ones, a seed of their own
+        breadth = load_catalog(REPO / "data" / "catalog" / "breadth_tools.json")
+        wider = Catalog(catalog.tools + breadth.tools, {**catalog.slots, **breadth.slots},
+                        f"{catalog.source} + {breadth.source}", catalog.linked + breadth.linked)
+        more = dataclasses.replace(gen, planner=cfg.catalog_breadth_rows, caller=0, eval=0, test=0,
+                                   heldout=list(heldout), seed=cfg.seed + 31)
+        planner = planner + generate(wider, more)["planner_train"]
     return {"planner": planner, "caller": sets["caller_train"],
             "tasks": eval_tasks(sets["planner_test_tools"]), "heldout": heldout}
 
