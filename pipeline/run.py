@@ -219,7 +219,8 @@ class TerminalView:
             text = payload.text if len(payload.text) <= 400 else payload.text[:400] + " ..."
             text = text.replace("\n", "\n  ")  # keep multi-line evidence under its step
             self.console.print(f"[bold]{payload.var}[/bold] [{style}]{payload.status}[/{style}] "
-                               f"[dim]{payload.tool} {payload.seconds:.2f}s[/dim]\n  {text}", highlight=False)
+                               f"[dim]{payload.tool} " + (f"same call as {payload.extra['same_as']}" if "same_as" in payload.extra
+                                                          else f"{payload.seconds:.2f}s") + f"[/dim]\n  {text}", highlight=False)
         elif kind == "answer":
             from rich.panel import Panel
             self.console.print(Panel(payload or "(empty answer)", title="Answer", expand=False))

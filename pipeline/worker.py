@@ -11,6 +11,8 @@
   recorded as timed out and abandoned: its thread is a daemon and its late result is dropped.
 - Dependants of a failed step (error, timeout, or a call the distributor could not make) do not
   run: their evidence says ``skipped`` and names the failed variable, so the solver sees why.
+- A step whose call (tool and filled arguments) repeats another step's of the same round makes no
+  second call: it waits for that step and gets its evidence, ``extra["same_as"]`` naming it.
 
 ``on_event(kind, payload)`` is told ``("start", var)`` and ``("done", Evidence)``.
 """
@@ -52,7 +54,8 @@ class Evidence:
 
     def to_dict(self) -> dict:
         return {"var": self.var, "tool": self.tool, "arguments": self.arguments, "status": self.status,
-                "text": self.text, "seconds": round(self.seconds, 4), "error": self.error}
+                "text": self.text, "seconds": round(self.seconds, 4), "error": self.error,
+                **({"same_as": self.extra["same_as"]} if "same_as" in self.extra else {})}
 
 
 def as_text(value: Any) -> str:
@@ -76,6 +79,7 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
     notify = on_event or (lambda kind, payload: None)
     results: queue.Queue = incoming if incoming is not None else queue.Queue()
     evidence: dict[str, Evidence] = dict(prior or {})
+    before = set(evidence)  # earlier rounds' steps: a repeated call there is tried again
     running: dict[str, tuple[float, float, dict]] = {}  # var -> (start, deadline, filled arguments)
     waiting = list(plan.steps)
     order = list(plan.steps)
@@ -111,8 +115,8 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
                 continue
             if any(d not in evidence for d in step.deps) or len(running) >= max_parallel:
                 continue
-            waiting.remove(step)
             if call.error:
+                waiting.remove(step)
                 finish(Evidence(step.var, step.tool, call.arguments, "error", f"Error: {call.error}", 0.0, now,
                                 call.error))
                 continue
@@ -121,7 +125,18 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
                 args = fill_arguments(call.arguments, {v: e.text for v, e in evidence.items()},
                                       formats.tool_spec(tool).parameters)
             except ValueError as e:  # evidence that cannot be bound into code: this step's error
+                waiting.remove(step)
                 finish(Evidence(step.var, step.tool, call.arguments, "error", f"Error: {e}", 0.0, now, str(e)))
+                continue
+            twin = next((v for v in running if steps[v].tool == step.tool and running[v][2] == args), None) or next(
+                (v for v, e in evidence.items() if v not in before and e.tool == step.tool and e.arguments == args
+                 and "same_as" not in e.extra), None)
+            if twin in running:
+                continue  # the same call is running: its evidence will be this step's too
+            waiting.remove(step)
+            if twin is not None:  # the same call ran in this round: no second call (no email sent twice)
+                ev = evidence[twin]
+                finish(Evidence(step.var, step.tool, args, ev.status, ev.text, 0.0, now, ev.error, {"same_as": twin}))
                 continue
             limit = getattr(tool, "timeout", None) or timeout
             running[step.var] = (now, now + limit, args)

@@ -442,3 +442,37 @@ def test_a_caller_that_fails_becomes_each_steps_error_and_the_run_goes_on(script
     assert not result.evidence["#E2"].ok
     assert "function caller: caller.gguf: no space left on device" in result.evidence["#E2"].text
     assert result.answer == "Goodfellas, not saved"
+
+
+def test_a_step_that_repeats_an_earlier_call_reuses_its_evidence():
+    """Seen on the v25 default with unseen tools: four identical search_web steps, two identical
+    get_time_zone[Oslo]. A step calling the same tool with the same arguments as another step of its
+    round runs no second call (an email is not sent twice): it gets that step's evidence, marked
+    ``same_as``, whether the first has finished or is still running; other arguments run."""
+    sent = []
+    gate = threading.Event()
+
+    def send(query):
+        sent.append(query)
+        gate.wait(5)
+        return f"sent {query!r}"
+
+    box = toolbox(send=FnTool("send", send))
+    plan = parse_plan("Plan: a\n#E1 = send[hello]\nPlan: b\n#E2 = send[hello]\nPlan: c\n#E3 = send[bye]\n"
+                      "Plan: d\n#E4 = search_wiki[#E2]\nPlan: e\n#E5 = search_wiki[#E2]\nPlan: f\n#E6 = search_wiki[on #E4]",
+                      list(box))
+    threading.Timer(0.3, gate.set).start()  # #E1 is still running when #E2 is reached
+    ev = run_steps(plan, distribute(plan, box), box)
+    assert sorted(sent) == ["bye", "hello"]
+    assert ev["#E2"].ok and ev["#E2"].text == ev["#E1"].text == "sent 'hello'" and ev["#E2"].extra == {"same_as": "#E1"}
+    assert ev["#E3"].text == "sent 'bye'" and ev["#E3"].extra == {}
+    assert ev["#E5"].extra == {"same_as": "#E4"} and ev["#E5"].text == ev["#E4"].text
+    assert ev["#E6"].extra == {} and ev["#E6"].arguments == {"query": "on " + ev["#E4"].text}
+    assert ev["#E2"].to_dict()["same_as"] == "#E1" and "same_as" not in ev["#E1"].to_dict()
+    failing = toolbox(boom=FnTool("boom", lambda query: 1 / 0))
+    plan = parse_plan("Plan: a\n#E1 = boom[x]\nPlan: b\n#E2 = boom[x]", list(failing))
+    ev = run_steps(plan, distribute(plan, failing), failing)
+    assert ev["#E2"].status == "error" and ev["#E2"].text == ev["#E1"].text and ev["#E2"].extra == {"same_as": "#E1"}
+    again = run_steps(parse_plan("Plan: c\n#E3 = boom[x]", list(failing)), distribute(parse_plan("Plan: c\n#E3 = boom[x]", list(failing)), failing),
+                      failing, prior=ev)
+    assert again["#E3"].status == "error" and again["#E3"].extra == {}  # a later round tries again
