@@ -56,6 +56,10 @@ def test_no_task_is_an_eval_task(drafts):
     # the filter is what keeps them out: without it the generator writes an eval task verbatim
     free = {demo_data.normalise(d.text) for d in demo_data.draw(3000, seed=0, banned=set())}
     assert free & banned
+    # data/eval/generated (tasks that need held-out catalog tools) is not banned, and never drawn
+    generated = {demo_data.normalise(json.loads(line)["task"])
+                 for path in (demo_data.DATA / "eval" / "generated").glob("*.jsonl") for line in path.open()}
+    assert len(generated) >= 150 and not generated & free
 
 
 def test_chains_pass_only_fitting_evidence(drafts):
