@@ -136,6 +136,7 @@ def run_steps(plan: Plan, calls: dict[str, Call], toolbox: Any, *, timeout: floa
             waiting.remove(step)
             if twin is not None:  # the same call ran in this round: no second call (no email sent twice)
                 ev = evidence[twin]
+                notify("start", step.var)  # as every step that is not skipped: start, then done
                 finish(Evidence(step.var, step.tool, args, ev.status, ev.text, 0.0, now, ev.error, {"same_as": twin}))
                 continue
             limit = getattr(tool, "timeout", None) or timeout

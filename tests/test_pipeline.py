@@ -462,8 +462,10 @@ def test_a_step_that_repeats_an_earlier_call_reuses_its_evidence():
                       "Plan: d\n#E4 = search_wiki[#E2]\nPlan: e\n#E5 = search_wiki[#E2]\nPlan: f\n#E6 = search_wiki[on #E4]",
                       list(box))
     threading.Timer(0.3, gate.set).start()  # #E1 is still running when #E2 is reached
-    ev = run_steps(plan, distribute(plan, box), box)
+    events = []
+    ev = run_steps(plan, distribute(plan, box), box, on_event=lambda k, p: events.append((k, p if k == "start" else p.var)))
     assert sorted(sent) == ["bye", "hello"]
+    assert events.index(("start", "#E2")) < events.index(("done", "#E2"))  # every step that runs starts, then is done
     assert ev["#E2"].ok and ev["#E2"].text == ev["#E1"].text == "sent 'hello'" and ev["#E2"].extra == {"same_as": "#E1"}
     assert ev["#E3"].text == "sent 'bye'" and ev["#E3"].extra == {}
     assert ev["#E5"].extra == {"same_as": "#E4"} and ev["#E5"].text == ev["#E4"].text

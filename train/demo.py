@@ -196,6 +196,9 @@ class DemoConfig:
     # contains 0.63 vs 0.66: shipped for the unseen tools.
     # Tried 2026-12-03, not shipped: v26 = v25 + catalog_extra_rows 100 (510 steps, 58 min): in-distribution
     # tool-set 0.91, exact 0.86; hand-written 0.75, exact 0.50; unseen tools 0.20 alone (v25: 0.40).
+    # Tried 2026-12-03, not shipped: v27 = v25 with catalog_renamed 0.75 (474 steps, 48 min, loss 1.53 ->
+    # 0.10): in-distribution 0.86 / 0.82 (=); hand-written tool-set 0.78 vs 0.74 but exact 0.50 vs 0.55;
+    # unseen tools 0.20 alone (v25: 0.40), but 0.27 vs 0.23 on data/eval/generated/unseen_tools_160.jsonl.
     catalog_renamed: float = 0.5
     # The planner's training dtype ("auto": fp32 on a CPU; "bf16"). On a CPU with AVX512-BF16 (a
     # 2-core EPYC, 2026-12-03) bf16 ran LoRA q/v forward+backward of SmolLM2-135M 2.0-2.6x as fast
@@ -215,6 +218,12 @@ class DemoConfig:
     # another listed tool for a held-out one whose description shares no word with the task's
     # ("find the coordinates of" -> geocode, "Get the latitude and longitude"); v26 showed more
     # rows over the same 42 tools do not teach that: more tools might.
+    # Tried 2026-12-03, not shipped: v28 = v25 + catalog_breadth_rows 150 (531 steps, 67 min sharing the
+    # cores with a bench, ~49 alone; loss 1.53 -> 0.06). Side by side with v25 (llama.cpp, 1 thread each):
+    # data/eval/generated/unseen_tools_160.jsonl 0.26 vs 0.23 (v27: 0.27; held-out tools planned 83 vs 80 of 173;
+    # plans repeating a tool 33 vs 51; geocode still 0 of 21), unseen_tools.jsonl 0.25 vs 0.40,
+    # in-distribution tool-set 0.82 vs 0.86 (exact 0.82 =), hand-written 0.74 = (exact 0.55 =, caller
+    # AST 0.67 vs 0.50): fewer repeated steps, no more held-out tools chosen.
     catalog_breadth_rows: int = 0
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
