@@ -17,7 +17,7 @@ from pipeline.plan import Plan
 
 # A whole answer that is one tool call, maybe after a label or a variable: "Llm[...]",
 # "Saved_file: saves_file[...]", "E1 = search_hotels[...]" (seen on the v25 default).
-_CALL_RE = re.compile(r"(?:[\w ]{1,30}:\s*)?(?:#?E\d+\s*=\s*)?(?P<name>[A-Za-z_][\w.\-]*)\[[^\n]*\]\.?")
+_CALL_RE = re.compile(r"(?:[\w ]{1,30}:\s*)?(?P<var>#?E\d+\s*=\s*)?(?P<name>[A-Za-z_][\w.\-]*)\[[^\n]*\]\.?")
 # A whole answer that only names a variable: "#E2", "Same as #E3."
 _VAR_RE = re.compile(r"(?:same as\s+)?(?P<var>#E\d+)\.?", re.IGNORECASE)
 
@@ -29,8 +29,7 @@ def _is_tool_call(answer: str, tools: list[str]) -> bool:
     if m is None:
         return False
     name = m["name"].lower()
-    return bool(re.match(r"(?:[\w ]{1,30}:\s*)?#?E\d+\s*=", answer)) or any(
-        difflib.SequenceMatcher(None, name, t.lower()).ratio() >= 0.8 for t in tools)
+    return m["var"] is not None or any(difflib.SequenceMatcher(None, name, t.lower()).ratio() >= 0.8 for t in tools)
 
 
 def solve(task: str, plan: Plan, evidence: Mapping[str, str], engine: Engine, *, template: str = "alpaca",
