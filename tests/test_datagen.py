@@ -336,12 +336,10 @@ def test_the_breadth_catalog_adds_typed_tools_whose_calls_validate(catalog):
     """data/catalog/breadth_tools.json (train.demo's catalog_breadth_rows): 33 more tools, none named
     as a catalog tool, every use of earlier evidence typed, and over the catalog and it together
     every plan parses and every call validates against its schema."""
-    from train.catalog import Catalog
-
     breadth = load_catalog(CATALOG.with_name("breadth_tools.json"))
     assert len(breadth.tools) == 33 and not set(breadth.names) & set(catalog.names)
     assert [(t.name, ex.goal) for t in breadth.tools for ex in t.examples if ex.uses_ref and ex.takes == "any"] == []
-    wider = Catalog(catalog.tools + breadth.tools, {**catalog.slots, **breadth.slots}, "both", catalog.linked)
+    wider = catalog.merged(breadth)
     rows = generate(wider, GenConfig(planner=120, caller=200, eval=0, test=0, heldout=list(catalog.names[-8:]), seed=5))
     called = set()
     for r in rows["planner_train"]:

@@ -674,18 +674,26 @@ def test_a_failed_job_is_an_error_with_the_end_of_its_log(tmp_path, monkeypatch)
     assert not (tmp_path / "work" / "caller" / "done.json").exists()
 
 
+def appended_catalog_rows(small: dict, **field: int) -> tuple[dict, list[dict]]:
+    """``(catalog rows without the field, the planner rows it appends)``, having checked that the
+    field only appends that many planner rows, no prompt twice, and leaves the catalog's planner
+    rows, the caller's rows, the unseen-tools tasks and the held-out tools as they were."""
+    (n,) = field.values()
+    plain = demo.catalog_rows(demo.DemoConfig(**small))
+    more = demo.catalog_rows(demo.DemoConfig(**small, **field))
+    first = small["catalog_planner_rows"]
+    assert more["planner"][:first] == plain["planner"] and len(more["planner"]) == first + n
+    assert more["caller"] == plain["caller"] and more["tasks"] == plain["tasks"] and more["heldout"] == plain["heldout"]
+    assert len({r["instruction"] for r in more["planner"]}) == first + n
+    return plain, more["planner"][first:]
+
+
 def test_catalog_extra_rows_add_catalog_plans_for_the_planner_only():
     """catalog_extra_rows draws more catalog tasks after the catalog's own rows, with a seed of their
     own: planner rows only, over the training tools (no held-out tool is listed or planned), no
     prompt twice, and the catalog's rows, the caller's rows and the unseen-tools tasks stay the same;
     the caller's key stays, and at 0 the key is v20's (the recipe before it)."""
-    small = dict(catalog_planner_rows=12, catalog_caller_rows=6)
-    plain = demo.catalog_rows(demo.DemoConfig(**small))
-    more = demo.catalog_rows(demo.DemoConfig(**small, catalog_extra_rows=15))
-    assert more["planner"][:12] == plain["planner"] and len(more["planner"]) == 27
-    assert more["caller"] == plain["caller"] and more["tasks"] == plain["tasks"] and more["heldout"] == plain["heldout"]
-    extra = more["planner"][12:]
-    assert len({r["instruction"] for r in more["planner"]}) == 27
+    plain, extra = appended_catalog_rows(dict(catalog_planner_rows=12, catalog_caller_rows=6), catalog_extra_rows=15)
     held = set(plain["heldout"])
     assert held and not any(held & (set(r["meta"]["tools"]) | set(r["meta"]["plan_tools"])) for r in extra)
     assert any(len(r["meta"]["plan_tools"]) > 1 for r in extra)
@@ -702,13 +710,8 @@ def test_catalog_breadth_rows_add_plans_over_more_tools_for_the_planner_only():
     from train.catalog import load_catalog
 
     breadth = set(load_catalog(demo.REPO / "data" / "catalog" / "breadth_tools.json").names)
-    small = dict(catalog_planner_rows=12, catalog_caller_rows=6, catalog_renamed=0.5)
-    plain = demo.catalog_rows(demo.DemoConfig(**small))
-    more = demo.catalog_rows(demo.DemoConfig(**small, catalog_breadth_rows=40))
-    assert more["planner"][:12] == plain["planner"] and len(more["planner"]) == 52
-    assert more["caller"] == plain["caller"] and more["tasks"] == plain["tasks"] and more["heldout"] == plain["heldout"]
-    extra = more["planner"][12:]
-    assert len({r["instruction"] for r in more["planner"]}) == 52
+    plain, extra = appended_catalog_rows(dict(catalog_planner_rows=12, catalog_caller_rows=6, catalog_renamed=0.5),
+                                         catalog_breadth_rows=40)
     held = set(plain["heldout"])
     original = [{new: old for old, new in r["meta"].get("renamed", {}).items()} for r in extra]
     planned = [{names.get(t, t) for t in r["meta"]["plan_tools"]} for r, names in zip(extra, original)]

@@ -150,6 +150,11 @@ class Catalog:
     def names(self) -> list[str]:
         return [t.name for t in self.tools]
 
+    def merged(self, other: "Catalog") -> "Catalog":
+        """This catalog's tools, then ``other``'s, with both catalogs' slots and linked slots."""
+        return Catalog(self.tools + other.tools, {**self.slots, **other.slots}, f"{self.source} + {other.source}",
+                       self.linked + other.linked)
+
 
 # --------------------------------------------------------------------------------------------
 # Loading

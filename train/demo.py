@@ -290,7 +290,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
     """train.datagen rows over the catalog: planner and caller rows for training, and the
     held-out-tools tasks (``tasks``) that ``data/eval/unseen_tools.jsonl`` holds."""
-    from train.catalog import Catalog, load_catalog
+    from train.catalog import load_catalog
     from train.datagen import GenConfig, eval_tasks, generate
 
     catalog = load_catalog(REPO / "data" / "catalog" / "tools.json")
@@ -306,9 +306,7 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
                                    heldout=list(heldout), seed=cfg.seed + 23)
         planner = planner + generate(catalog, more)["planner_train"]
     if cfg.catalog_breadth_rows:  # the training tools and the breadth-only ones, a seed of their own
-        breadth = load_catalog(REPO / "data" / "catalog" / "breadth_tools.json")
-        wider = Catalog(catalog.tools + breadth.tools, {**catalog.slots, **breadth.slots},
-                        f"{catalog.source} + {breadth.source}", catalog.linked + breadth.linked)
+        wider = catalog.merged(load_catalog(REPO / "data" / "catalog" / "breadth_tools.json"))
         more = dataclasses.replace(gen, planner=cfg.catalog_breadth_rows, caller=0, eval=0, test=0,
                                    heldout=list(heldout), seed=cfg.seed + 31)
         planner = planner + generate(wider, more)["planner_train"]
