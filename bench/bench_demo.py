@@ -34,19 +34,20 @@ COLUMNS = [("tool_set_accuracy", "tool-set"), ("tool_order_accuracy", "tool-orde
 
 def run(modes: list[str], limit: int | None, sets: list[str], react_iterations: int) -> list[dict]:
     from pipeline.agents import eval_runner
-    from pipeline.defaults import default_engines, default_models
+    from pipeline.defaults import agent_engine, default_engines, default_models
     from pipeline.eval import evaluate_tasks, load_tasks, rewoo_runner
     from toolkit import default_toolbox
 
     models = default_models()
     planner, caller = default_engines(models)
+    agent = agent_engine(models, planner)  # the agent adapter where the manifest ships one
     results = []
     for path in sets:
         tasks = load_tasks(REPO / path)[:limit]
         for mode in modes:
             box = default_toolbox(llm_engine=planner, tools=models["tools"])
             factory = (rewoo_runner(planner, caller, planner, **models["pipeline"]) if mode == "rewoo"
-                       else eval_runner(mode, planner, max_iterations=react_iterations))
+                       else eval_runner(mode, agent, max_iterations=react_iterations))
             t0 = time.perf_counter()
             report = evaluate_tasks(tasks, box, factory, mode, path, progress=True)
             report["seconds"] = round(time.perf_counter() - t0, 1)

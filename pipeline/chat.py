@@ -74,7 +74,8 @@ class ChatSession:
     """The engines and toolbox (loaded once), the agent mode and the conversation so far.
 
     ``settings``: ``Pipeline`` keyword arguments (template, constrain, budgets, replan, ...);
-    ``max_new_tokens``: the ReAct / Code agents' budget per step (None: theirs)."""
+    ``max_new_tokens``: the ReAct / Code agents' budget per step (None: theirs); ``agent``: the
+    engine they run on (None: the planner's)."""
 
     planner: Any
     caller: Any
@@ -86,6 +87,7 @@ class ChatSession:
     settings: dict = field(default_factory=dict)
     max_new_tokens: int | None = None
     turns: list[Turn] = field(default_factory=list)
+    agent: Any = None
     _pipeline: Any = None
 
     def ask(self, text: str) -> str:
@@ -105,7 +107,8 @@ class ChatSession:
             from rich.panel import Panel
 
             from pipeline.agents import make_agent
-            agent = make_agent(self.mode, self.planner, self.toolbox, verbose=1, max_new_tokens=self.max_new_tokens)
+            agent = make_agent(self.mode, self.agent or self.planner, self.toolbox, verbose=1,
+                               max_new_tokens=self.max_new_tokens)
             answer = agent.run(task)
             answer = answer if isinstance(answer, str) else str(answer)
             self.console.print(Panel(answer or "(empty answer)", title="Answer", expand=False))
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None, stdin=None) -> int:
     stdin = sys.stdin if stdin is None else stdin
     from rich.console import Console
 
-    from pipeline.run import build_engines, pipeline_settings
+    from pipeline.run import agent_engine, build_engines, pipeline_settings
     from toolkit.quiet import quiet_libraries
 
     console = Console(highlight=False)
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None, stdin=None) -> int:
     settings = {"template": args.template, "constrain": not args.no_constrain, "tool_timeout": args.tool_timeout,
                 **pipeline_settings(args, demo)}
     session = ChatSession(planner, caller, solver, toolbox, console, mode=args.mode, history=args.history,
-                          settings=settings, max_new_tokens=args.max_new_tokens)
+                          settings=settings, max_new_tokens=args.max_new_tokens, agent=agent_engine(demo, planner))
     interactive = stdin.isatty()
     if interactive:
         console.print(f"[bold]rewoo chat[/bold] ({args.mode}, {len(toolbox)} tools). {COMMANDS_HELP}")

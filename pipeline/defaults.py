@@ -239,7 +239,7 @@ def merge_adapter(base: Path, adapter: Path, out: Path, dtype: str = "float32") 
 
 
 def default_gguf(role: str, models: dict | None = None, type_name: str | None = None, progress: bool = True) -> Path:
-    """The GGUF of the default ``role`` (planner or caller): base + adapter merged, converted and
+    """The GGUF of the default ``role`` (planner, caller or agent): base + adapter merged, converted and
     quantized once into ``<cache>/gguf/`` (named by the adapter's recipe key and the type), with
     the tokenizer beside it in ``<name>.tokenizer/``. Raises :class:`DefaultModelError` when
     llama.cpp's binding or converter is missing. Two processes asking at once: one exports, the
@@ -339,6 +339,29 @@ def default_engines(models: dict | None = None, load_in_4bit: bool = False, back
                                  adapter=adapters["planner"], adapter_name="planner")
     caller = planner.with_adapter(adapters["caller"], "caller") if "caller" in adapters else None
     return planner, caller
+
+
+def agent_engine(models: dict, planner):
+    """The engine of ``--mode react|code`` on the default models: the manifest's ``agent`` adapter
+    (trained on the ReAct-JSON and code agents' trajectories; ``DemoConfig.agent_react_rows``) on
+    the planner's backend, else ``planner`` itself. On llama.cpp a third GGUF, made and loaded
+    when an agent first calls it (a ReWOO run never does); on transformers a third PEFT named
+    adapter on the planner's base (one copy of the weights)."""
+    from pipeline.engines import EngineError, LazyEngine, LlamaCppEngine, TransformersEngine
+
+    adapter = models.get("adapters", {}).get("agent")
+    if adapter is None:
+        return planner
+    if isinstance(planner, LlamaCppEngine):
+        def load():
+            try:
+                return LlamaCppEngine(default_gguf("agent", models))
+            except DefaultModelError as e:
+                raise EngineError(f"the default agent model: {e}") from e
+        return LazyEngine(load, "gguf:agent")
+    if isinstance(planner, TransformersEngine) and planner.adapter_name is not None:
+        return planner.with_adapter(adapter, "agent")
+    return planner
 
 
 def _caller_gguf_engine(models: dict):

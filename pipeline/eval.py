@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as e:
                 raise UsageError(f"--mode {args.mode} needs pipeline.agents, which this checkout does not "
                                  "have yet; use --mode rewoo") from e
-            factory = eval_runner(args.mode, planner)
+            factory = eval_runner(args.mode, cli.agent_engine(demo, planner))
         report = evaluate_tasks(tasks, toolbox, factory, args.mode, str(args.tasks))
     except (TaskFileError, UsageError) as e:
         if args.debug:  # the traceback as well; the exit code stays 2

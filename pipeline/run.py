@@ -180,6 +180,15 @@ def build_engines(args) -> tuple[Any, dict | None, Any, Any, Any]:
     return toolbox, demo, planner, caller, solver
 
 
+def agent_engine(demo: dict | None, planner):
+    """The engine ``--mode react|code`` runs on: with the default models, their agent adapter
+    when the manifest ships one (:func:`pipeline.defaults.agent_engine`); else the planner's."""
+    if demo is None:
+        return planner
+    from pipeline.defaults import agent_engine as default_agent_engine
+    return default_agent_engine(demo, planner)
+
+
 class TerminalView:
     """The plan as a table, each step's evidence as it lands, then the answer (rich)."""
 
@@ -258,7 +267,7 @@ def run(args) -> int:
 
     if args.mode != "rewoo":
         from pipeline.agents import run_agent_cli
-        return run_agent_cli(args, planner, toolbox)
+        return run_agent_cli(args, agent_engine(demo, planner), toolbox)
 
     from pipeline.rewoo import Pipeline
 

@@ -47,12 +47,12 @@ def test_a_manifest_whose_adapter_is_missing_is_an_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model_dir, tmp_path_factory):
-    """Two LoRA adapters on the tiny base, each with random (non-zero) weights of its own."""
+    """Three LoRA adapters on the tiny base, each with random (non-zero) weights of its own."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     root = tmp_path_factory.mktemp("adapters")
-    for i, name in enumerate(("planner", "caller")):
+    for i, name in enumerate(("planner", "caller", "agent")):
         torch.manual_seed(10 + i)
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         m = get_peft_model(base, LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
@@ -86,6 +86,73 @@ def test_one_base_serves_two_adapters_switched_per_call(tiny_model_dir, adapters
     assert planner.complete(text, max_new_tokens=6).text == alone["planner"].complete(text, max_new_tokens=6).text
     assert caller.complete(text, max_new_tokens=6).text == alone["caller"].complete(text, max_new_tokens=6).text
     assert planner.usage is not caller.usage
+
+
+def test_the_agents_run_on_the_manifests_agent_adapter_on_the_planners_base(tiny_model_dir, adapters, monkeypatch):
+    """--mode react|code ran on the planner's adapter, which never learned the agents' formats. A
+    manifest with an ``agent`` adapter gives them their own: on transformers a third named adapter
+    on the planner's one base; without one, the planner's engine. ``pipeline.run --mode react`` on
+    the default models sends every call to it."""
+    from pipeline import run as cli
+
+    planner = TransformersEngine(tiny_model_dir, adapter=str(adapters / "planner"), adapter_name="planner")
+    models = {"base": tiny_model_dir, "adapters": {"planner": str(adapters / "planner"), "agent": str(adapters / "agent")},
+              "pipeline": {"planner_max_new_tokens": 64, "max_steps": 2, "replan": 0}}
+    agent = defaults.agent_engine(models, planner)
+    assert agent is not planner and agent.model is planner.model  # one copy of the base
+    alone = TransformersEngine(tiny_model_dir, adapter=str(adapters / "agent"))
+    torch.testing.assert_close(_logits(agent, "Thought:"), _logits(alone, "Thought:"))
+    torch.testing.assert_close(_logits(planner, "Thought:"),
+                               _logits(TransformersEngine(tiny_model_dir, adapter=str(adapters / "planner")), "Thought:"))
+    no_agent = {"base": tiny_model_dir, "adapters": {"planner": str(adapters / "planner")}}
+    assert defaults.agent_engine(no_agent, planner) is planner
+    assert cli.agent_engine(None, planner) is planner  # --planner given: the agents run on it
+
+    from toolkit import default_toolbox
+    box = default_toolbox(search_url=None)
+    monkeypatch.setattr(cli, "build_engines", lambda args: (box, models, planner, None, planner))
+    assert cli.main(["Compute 12 + 30.", "--mode", "react", "--json", "--max-new-tokens", "8"]) == 0
+    assert planner.usage.calls == 0  # every model call went to the agent adapter
+    # `rewoo chat --mode code` and `pipeline.eval --mode react` too
+    import io
+
+    from pipeline import chat, eval as evaluation
+    assert chat.main(["--mode", "code", "--max-new-tokens", "8"], stdin=io.StringIO("Compute 12 + 30.\n")) == 0
+    assert evaluation.main(["--tasks", str(REPO / "data/eval/in_distribution.jsonl"), "--limit", "1",
+                            "--mode", "react", "--json"]) == 0
+    assert planner.usage.calls == 0
+
+
+def test_on_llama_cpp_the_agent_gguf_loads_at_an_agents_first_call(monkeypatch):
+    from pipeline import engines
+
+    made = []
+
+    class Recorder(engines.Engine):
+        def __init__(self, model, **kw):
+            super().__init__()
+            self.name = f"gguf:{model}"
+            made.append(str(model))
+
+        def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+            return [engines.Completion("x", 1, 1, "stop") for _ in prompts]
+
+    def gguf(role, models=None, type_name=None, progress=True):
+        if models.get("fail"):
+            raise defaults.DefaultModelError("disk full")
+        return f"{role}.gguf"
+
+    monkeypatch.setattr(engines, "LlamaCppEngine", Recorder)
+    monkeypatch.setattr(defaults, "default_gguf", gguf)
+    models = {"base": "/base", "adapters": {"planner": "/p", "caller": "/c", "agent": "/a"}}
+    planner = Recorder("planner.gguf")
+    agent = defaults.agent_engine(models, planner)
+    assert isinstance(agent, engines.LazyEngine) and not agent.loaded and made == ["planner.gguf"]
+    agent.complete("x")
+    assert made == ["planner.gguf", "agent.gguf"] and agent.name == "gguf:agent.gguf"
+    failing = defaults.agent_engine({**models, "fail": True}, planner)
+    with pytest.raises(engines.EngineError, match="the default agent model: disk full"):
+        failing.complete("x")
 
 
 def test_an_adapter_folder_is_a_model_spec(tiny_model_dir, adapters):

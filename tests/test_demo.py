@@ -4,6 +4,7 @@ grounding through the real worker, the recipes used, and a whole build on a tiny
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import random
 import os
@@ -127,23 +128,27 @@ def test_a_whole_build_on_a_tiny_base_is_resumable_and_ships_no_paths(tmp_path, 
     monkeypatch.setattr(demo, "cpu_has_bf16", lambda: False)  # the same build on every CPU: the planner in fp32
     cfg = demo.DemoConfig(base=str(tiny_model_dir), planner_rows=12, solver_rows=4, caller_rows=4,
                           catalog_planner_rows=2, catalog_caller_rows=4, max_seq_len=768, extra_planner_rows=4,
-                          chain_rows=2, wide_rows=2, focus_rows=2, films_rows=2, rare_rows=2)  # not 570 more rows
+                          chain_rows=2, wide_rows=2, focus_rows=2, films_rows=2, rare_rows=2,  # not 570 more rows
+                          agent_react_rows=2, agent_code_rows=1)
     out = tmp_path / "demo"
     manifest = demo.build(out, cfg, progress=False)
-    assert manifest["key"] == cfg.key() and manifest["adapters"] == {"planner": "planner", "caller": "caller"}
+    assert manifest["key"] == cfg.key()
+    assert manifest["adapters"] == {"planner": "planner", "caller": "caller", "agent": "agent"}
+    assert manifest["role_keys"] == {role: cfg.role_key(role) for role in ("planner", "caller", "agent")}
     # the dtype each adapter trained in (the recipe's bf16 fell back to fp32: no bf16 instructions)
-    assert (manifest["train"]["planner"]["dtype"], manifest["train"]["caller"]["dtype"]) == ("fp32", "auto")
-    for role in ("planner", "caller"):
+    assert [manifest["train"][r]["dtype"] for r in ("planner", "caller", "agent")] == ["fp32", "auto", "fp32"]
+    assert manifest["data"]["agent_adapter_rows"] > 3
+    for role in ("planner", "caller", "agent"):
         files = {p.name for p in (out / role).iterdir()}
         assert {"adapter_config.json", "adapter_model.safetensors", "loss.png", "log_history.json"} <= files
     quant = json.loads((out / "caller" / "adapter_config.json").read_text())
     assert set(quant["target_modules"]) >= {"q_proj", "v_proj", "down_proj"}  # the QLoRA recipe's modules
     assert not (tmp_path / "demo.building").exists()
-    # a second build with the same recipe finds both adapters done and only re-stages them
+    # a second build with the same recipe finds the adapters done and only re-stages them
     work = tmp_path / "demo.building"
     work.mkdir()
     (work / "key").write_text(demo.data_stamp(cfg))
-    for role in ("planner", "caller"):
+    for role in ("planner", "caller", "agent"):
         (work / role).mkdir()
         for f in (out / role).iterdir():
             (work / role / f.name).write_bytes(f.read_bytes())
@@ -343,6 +348,52 @@ def test_agent_trajectories_join_the_planners_data_only(tmp_path, tiny_model_dir
     for role, want in (("planner", 2048), ("caller", agents.max_seq_len)):
         cmd = demo.sft_command(role, agents, "BASE", tmp_path)
         assert load_recipe(cmd[5], cmd[6:]).data.max_seq_len == want
+
+
+def test_the_agent_adapter_trains_on_trajectories_alone_and_retrains_neither_other_adapter(tmp_path, tiny_model_dir):
+    """agent_react_rows / agent_code_rows make a third adapter for --mode react|code: agent.jsonl
+    holds the ReAct-JSON and code trajectories of the demo's tasks (prompt-completion rows, as the
+    engine renders them) and nothing else; planner.jsonl and caller.jsonl, and both adapters'
+    keys, stay as they were (v12 put trajectories in the planner's data and its plans got worse).
+    It trains as the planner does (LoRA q/v, its dtype and batch), at its own length, rate and epochs."""
+    from train.recipe import load_recipe
+
+    small = dict(planner_rows=16, solver_rows=6, caller_rows=4, catalog_planner_rows=2, catalog_caller_rows=4,
+                 extra_planner_rows=4)
+    plain = demo.DemoConfig(**small)
+    agent = demo.DemoConfig(**small, agent_react_rows=3, agent_code_rows=2, agent_epochs=2.0, agent_lr=5e-4)
+    assert plain.roles() == ("planner", "caller") and agent.roles() == ("planner", "caller", "agent")
+    counts = {}
+    for name, cfg in (("plain", plain), ("agent", agent)):
+        (tmp_path / name).mkdir()
+        counts[name] = demo.build_data(cfg, tmp_path / name, str(tiny_model_dir))
+    read = lambda name, f: [json.loads(line) for line in (tmp_path / name / f).read_text().splitlines()]  # noqa: E731
+    for f in ("planner.jsonl", "caller.jsonl", "unseen_tools.jsonl"):
+        assert read("plain", f) == read("agent", f)
+    assert not (tmp_path / "plain" / "agent.jsonl").exists() and "agent_adapter_rows" not in counts["plain"]
+    rows = read("agent", "agent.jsonl")
+    assert len(rows) == counts["agent"]["agent_adapter_rows"] > 5 and counts["agent"]["agent_adapter_replays_dropped"] == 0
+    assert all(set(r) == {"prompt", "completion", "meta"} and r["completion"].startswith("Thought: ")
+               and r["completion"].endswith("<end_action>") for r in rows)
+    assert {r["meta"]["mode"] for r in rows} == {"react", "code"}
+    assert len({r["meta"]["phrasing"] for r in rows if r["meta"]["mode"] == "react"}) == 3
+    assert len({r["meta"]["phrasing"] for r in rows if r["meta"]["mode"] == "code"}) == 2
+    assert not (tmp_path / "agent" / "workspace-agent").exists()
+    # keys: the recipe's changes; the planner's and the caller's do not; the agent's follows its own fields and the data
+    assert agent.key() != plain.key() and plain.key() == demo.DemoConfig(**small).key()
+    for role in ("planner", "caller"):
+        assert agent.role_key(role) == plain.role_key(role)
+    assert agent.role_key("agent") != dataclasses.replace(agent, agent_epochs=1.0).role_key("agent")
+    assert agent.role_key("agent") != dataclasses.replace(agent, planner_rows=17).role_key("agent")
+    assert agent.role_key("agent") == dataclasses.replace(agent, planner_lr=5e-4, caller_lr=5e-4).role_key("agent")
+    cmd = demo.sft_command("agent", agent, "BASE", tmp_path)
+    recipe = load_recipe(cmd[5], cmd[6:])
+    assert Path(cmd[5]).name == "planner_lora.yaml" and recipe.lora.target_modules == ["q_proj", "v_proj"]
+    assert recipe.lora.quantization == "none" and recipe.data.train_on_prompt is False
+    assert (recipe.data.max_seq_len, recipe.train.learning_rate, recipe.train.num_train_epochs) == (2304, 5e-4, 2.0)
+    assert f"dataset={tmp_path / 'agent.jsonl'}" in cmd and f"output_dir={tmp_path / 'agent'}" in cmd
+    planner = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("planner", agent, "BASE", tmp_path)))
+    assert (planner.data.max_seq_len, planner.train.learning_rate) == (agent.max_seq_len, agent.planner_lr)
 
 
 def later_draw(tmp_path, before: dict, **more) -> list[dict]:

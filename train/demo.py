@@ -225,6 +225,18 @@ class DemoConfig:
     # in-distribution tool-set 0.82 vs 0.86 (exact 0.82 =), hand-written 0.74 = (exact 0.55 =, caller
     # AST 0.67 vs 0.50): fewer repeated steps, no more held-out tools chosen.
     catalog_breadth_rows: int = 0
+    # A third adapter, "agent", for --mode react|code (pipeline.agents' ReactJsonAgent and
+    # ReactCodeAgent): LoRA q_proj/v_proj on the planner's recipe, trained on nothing but the
+    # trajectories of agent_react_rows ReAct-JSON and agent_code_rows code-agent runs over the demo's
+    # grounded tasks (train.trajectories: the real agents replayed, one row per model call). Its own
+    # adapter, since v12 showed that the same trajectories in the planner's data make ReWOO plan
+    # worse; 0 and 0: no agent adapter (the agents run on the planner's, which never learned them).
+    agent_react_rows: int = 0
+    agent_code_rows: int = 0
+    agent_epochs: float = 1.5
+    agent_lr: float = 1e-3
+    # The agents' ~1,150-token system prompt plus a task, its calls and observations (up to ~2,200 tokens).
+    agent_max_seq_len: int = 2304
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -248,14 +260,20 @@ class DemoConfig:
 
 
     def role_key(self, role: str) -> str:
-        """A digest of what one adapter's training depends on: the data's fields (both adapters'
+        """A digest of what one adapter's training depends on: the data's fields (every adapter's
         rows come from one generator) and ``role``'s own training fields."""
-        other = ROLE_FIELDS["caller" if role == "planner" else "planner"]
+        other = {k for r, keys in ROLE_FIELDS.items() if r != role for k in keys}
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
         version = CALLER_DATA_VERSION if role == "caller" else DATA_VERSION
         blob = json.dumps(fields, sort_keys=True) + f"{role}/d{version}"
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+    def roles(self) -> tuple[str, ...]:
+        """The adapters this recipe builds: the planner and the caller, and the agents' when it
+        has trajectories for one."""
+        return ("planner", "caller") + (("agent",) if self.agent_react_rows or self.agent_code_rows else ())
 
 
 RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
@@ -266,7 +284,9 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "typed_chains": False, "chain_rows": 0, "distinct_values": False, "wide_rows": 0,
            "focus_rows": 0, "films_rows": 0, "rare_rows": 0,
            "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
-           "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0}
+           "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
+           "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
+           "agent_max_seq_len": 2304}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
@@ -274,7 +294,8 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
                            "catalog_renamed", "planner_dtype", "catalog_breadth_rows"),
-               "caller": ("caller_lr", "caller_epochs")}
+               "caller": ("caller_lr", "caller_epochs"),
+               "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len")}
 
 
 def data_stamp(cfg: DemoConfig) -> str:
@@ -316,7 +337,8 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
 
 def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     """Write ``planner.jsonl`` and ``caller.jsonl`` (Alpaca rows; the agents' trajectories as
-    prompt-completion rows rendered with ``base``'s tokenizer) into ``work``; returns counts."""
+    prompt-completion rows rendered with ``base``'s tokenizer) into ``work``, and ``agent.jsonl``
+    (trajectories only) when the recipe has an agent adapter; returns counts."""
     from train.demo_data import demo_rows
     from train.trajectories import as_prompts
 
@@ -341,10 +363,32 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     _write_jsonl(work / "caller.jsonl", caller)
     _write_jsonl(work / "unseen_tools.jsonl", cat["tasks"])
     shutil.rmtree(work / "workspace", ignore_errors=True)
-    return {"planner_rows": len(rows["planner"]), "solver_rows": len(rows["solver"]),
-            "catalog_planner_rows": len(cat["planner"]), "caller_rows": len(rows["caller"]),
-            "catalog_caller_rows": len(cat["caller"]), "heldout_catalog_tools": cat["heldout"],
-            **({"agent_rows": len(agents), "agent_replays_dropped": sum(rows["dropped"])} if agents else {})}
+    counts = {"planner_rows": len(rows["planner"]), "solver_rows": len(rows["solver"]),
+              "catalog_planner_rows": len(cat["planner"]), "caller_rows": len(rows["caller"]),
+              "catalog_caller_rows": len(cat["caller"]), "heldout_catalog_tools": cat["heldout"],
+              **({"agent_rows": len(agents), "agent_replays_dropped": sum(rows["dropped"])} if agents else {})}
+    if "agent" in cfg.roles():
+        counts.update(_agent_data(cfg, work, base))
+    return counts
+
+
+def _agent_data(cfg: DemoConfig, work: Path, base: str | None) -> dict:
+    """``agent.jsonl``: the ReAct-JSON and code-agent trajectories of the demo's grounded tasks (the
+    first ``agent_react_rows`` and ``agent_code_rows`` with an answer, in the generator's order), as
+    prompt-completion rows rendered as the default engines render them, in an order of their own."""
+    from transformers import AutoTokenizer
+
+    from train.demo_data import demo_rows
+    from train.trajectories import as_prompts
+
+    rows = demo_rows(cfg.seed, work / "workspace-agent", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
+                     cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.agent_react_rows,
+                     cfg.agent_code_rows, cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows)
+    shutil.rmtree(work / "workspace-agent", ignore_errors=True)
+    agent = as_prompts(rows["agents"], AutoTokenizer.from_pretrained(base))
+    random.Random(cfg.seed + 5).shuffle(agent)
+    _write_jsonl(work / "agent.jsonl", agent)
+    return {"agent_adapter_rows": len(agent), "agent_adapter_replays_dropped": sum(rows["dropped"])}
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -369,13 +413,17 @@ def planner_train_dtype(cfg: DemoConfig) -> str:
 
 def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     """The ``python -m train sft`` command line of one adapter: the shipped recipe plus overrides."""
-    recipe = {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml"}[role]
-    dtype = planner_train_dtype(cfg) if role == "planner" else "auto"
-    lr = cfg.planner_lr if role == "planner" else cfg.caller_lr
-    epochs = cfg.planner_epochs if role == "planner" else cfg.caller_epochs
-    batch = (cfg.planner_batch or cfg.batch) if role == "planner" else cfg.batch
-    share = cfg.share_prefix if role == "planner" else 0
-    max_len = (cfg.planner_max_seq_len or cfg.max_seq_len) if role == "planner" else cfg.max_seq_len
+    # The agent adapter trains as the planner's does (LoRA q/v, its dtype, batch and shared prefixes:
+    # every row of one agent opens on the same system prompt), on its own rows, rate and epochs.
+    lora = role in ("planner", "agent")
+    recipe = {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml", "agent": "planner_lora.yaml"}[role]
+    dtype = planner_train_dtype(cfg) if lora else "auto"
+    lr = {"planner": cfg.planner_lr, "caller": cfg.caller_lr, "agent": cfg.agent_lr}[role]
+    epochs = {"planner": cfg.planner_epochs, "caller": cfg.caller_epochs, "agent": cfg.agent_epochs}[role]
+    batch = (cfg.planner_batch or cfg.batch) if lora else cfg.batch
+    share = cfg.share_prefix if lora else 0
+    max_len = {"planner": cfg.planner_max_seq_len or cfg.max_seq_len, "caller": cfg.max_seq_len,
+               "agent": cfg.agent_max_seq_len}[role]
     return [sys.executable, "-m", "train", "sft", "--config", str(REPO / "train" / "configs" / recipe),
             f"model_name_or_path={base}", f"dataset={work / (role + '.jsonl')}", "eval_dataset=",
             "eval_fraction=0", f"output_dir={work / role}", f"dtype={dtype}", "attn_implementation=sdpa",
@@ -431,7 +479,7 @@ def _train_adapters(cfg: DemoConfig, base: str, work: Path, say, reuse: list[Pat
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     stats = {}
-    for role in ("planner", "caller"):
+    for role in cfg.roles():
         if (work / role / "done.json").is_file():
             stats[role] = json.loads((work / role / "done.json").read_text())
             say(f"{role} adapter already trained: {stats[role]}")
@@ -469,8 +517,8 @@ def _train_one(role: str, cfg: DemoConfig, base: str, work: Path, env: dict, say
     folder = work / role
     folder.mkdir(exist_ok=True)
     cmd = sft_command(role, cfg, base, work)
-    dtype = planner_train_dtype(cfg) if role == "planner" else "auto"  # what it trains in on this machine
-    if role == "planner" and dtype != cfg.planner_dtype:  # only bf16 falls back
+    dtype = planner_train_dtype(cfg) if role != "caller" else "auto"  # what it trains in on this machine
+    if role != "caller" and dtype != cfg.planner_dtype:  # only bf16 falls back
         say("this CPU has no AVX512-BF16 or AMX-BF16: the planner trains in fp32, not the recipe's bf16 (bf16 "
             "would run several times slower here; the figures of the two measured alike, see DemoConfig)")
     say(f"training the {role} adapter ({env['OMP_NUM_THREADS']} threads): {' '.join(cmd[1:4])} ... "
@@ -549,7 +597,7 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     staged = work / "out"
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
-    for role in ("planner", "caller"):
+    for role in cfg.roles():
         (staged / role).mkdir()
         for name in ("adapter_model.safetensors", "loss.png", "log_history.json"):
             shutil.copy2(work / role / name, staged / role / name)
@@ -560,8 +608,8 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     from toolkit.toolbox import BUILTIN_TOOL_NAMES
 
     manifest = {"version": VERSION, "key": cfg.key(), "base": cfg.base, "config": dataclasses.asdict(cfg),
-                "role_keys": {role: cfg.role_key(role) for role in ("planner", "caller")},
-                "adapters": {"planner": "planner", "caller": "caller"}, "tools": list(BUILTIN_TOOL_NAMES),
+                "role_keys": {role: cfg.role_key(role) for role in cfg.roles()},
+                "adapters": {role: role for role in cfg.roles()}, "tools": list(BUILTIN_TOOL_NAMES),
                 "pipeline": {"planner_max_new_tokens": cfg.planner_max_new_tokens, "max_steps": cfg.max_steps,
                              "replan": cfg.replan},
                 "data": counts, "train": stats, "build_seconds": round(time.perf_counter() - t0, 1)}
@@ -569,8 +617,8 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     shutil.rmtree(out_dir, ignore_errors=True)
     staged.rename(out_dir)  # appears whole or not at all
     shutil.rmtree(work, ignore_errors=True)  # checkpoints and data: regenerable, not shipped
-    say(f"built: {out_dir} (this run {manifest['build_seconds']:.0f} s; planner {stats['planner']['seconds']} s, "
-        f"caller {stats['caller']['seconds']} s of training)")
+    trained = ", ".join(f"{role} {stats[role]['seconds']} s" for role in cfg.roles())
+    say(f"built: {out_dir} (this run {manifest['build_seconds']:.0f} s; {trained} of training)")
     return manifest
 
 
