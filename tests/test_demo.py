@@ -189,7 +189,8 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
     must then be the very file (rows and order) the adapter was trained on. One generator shuffled
     the planner's rows and then the caller's, so more planner rows reordered the caller's file."""
     small = dict(planner_rows=20, solver_rows=6, caller_rows=4, extra_planner_rows=0, chain_rows=0, wide_rows=0,
-                 focus_rows=0, films_rows=0, rare_rows=0, catalog_planner_rows=10, catalog_caller_rows=12)
+                 focus_rows=0, films_rows=0, rare_rows=0, catalog_planner_rows=10, catalog_caller_rows=12,
+                 agent_react_rows=0, agent_code_rows=0)
     files = {}
     for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10}),
                        ("rare", {"rare_rows": 10})):
@@ -276,7 +277,7 @@ def test_the_planner_rank_reaches_its_recipe_and_leaves_the_caller_alone():
     assert wide.role_key("planner") != demo.DemoConfig().role_key("planner") and wide.key() != demo.DemoConfig().key()
     v20 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16, **V20)
     assert v20.key() == "6ef8efb4eedc" and v20.role_key("planner") == "d11506e397f3"  # v20's keys (its manifest)
-    v25 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16)
+    v25 = demo.DemoConfig(planner_lora_r=8, planner_lora_alpha=16, **V25)
     assert v25.key() == "10f470ca28bb" and v25.role_key("planner") == "bb0424ebda8f"  # v25's (the shipped manifest)
 
 
@@ -326,7 +327,7 @@ def test_agent_trajectories_join_the_planners_data_only(tmp_path, tiny_model_dir
     from train.recipe import load_recipe
 
     small = dict(planner_rows=16, solver_rows=6, caller_rows=4, catalog_planner_rows=2, catalog_caller_rows=4,
-                 extra_planner_rows=4)
+                 extra_planner_rows=4, agent_react_rows=0, agent_code_rows=0)
     plain = demo.DemoConfig(**small, react_rows=0, code_rows=0, planner_max_seq_len=0)
     agents = demo.DemoConfig(**small, react_rows=3, code_rows=2, planner_max_seq_len=2048)
     counts = {}
@@ -359,9 +360,9 @@ def test_the_agent_adapter_trains_on_trajectories_alone_and_retrains_neither_oth
     from train.recipe import load_recipe
 
     small = dict(planner_rows=16, solver_rows=6, caller_rows=4, catalog_planner_rows=2, catalog_caller_rows=4,
-                 extra_planner_rows=4)
+                 extra_planner_rows=4, agent_react_rows=0, agent_code_rows=0)
     plain = demo.DemoConfig(**small)
-    agent = demo.DemoConfig(**small, agent_react_rows=3, agent_code_rows=2, agent_epochs=2.0, agent_lr=5e-4)
+    agent = demo.DemoConfig(**{**small, "agent_react_rows": 3, "agent_code_rows": 2}, agent_epochs=2.0, agent_lr=5e-4)
     assert plain.roles() == ("planner", "caller") and agent.roles() == ("planner", "caller", "agent")
     counts = {}
     for name, cfg in (("plain", plain), ("agent", agent)):
@@ -394,6 +395,15 @@ def test_the_agent_adapter_trains_on_trajectories_alone_and_retrains_neither_oth
     assert f"dataset={tmp_path / 'agent.jsonl'}" in cmd and f"output_dir={tmp_path / 'agent'}" in cmd
     planner = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("planner", agent, "BASE", tmp_path)))
     assert (planner.data.max_seq_len, planner.train.learning_rate) == (agent.max_seq_len, agent.planner_lr)
+    assert recipe.lora.init_adapter == ""  # a fresh adapter
+    # agent_from_planner: it starts from the planner's adapter (trained first), so the planner's key is in its own
+    warm = dataclasses.replace(agent, agent_from_planner=True)
+    started = load_recipe(*(lambda c: (c[5], c[6:]))(demo.sft_command("agent", warm, "BASE", tmp_path)))
+    assert started.lora.init_adapter == str(tmp_path / "planner") and (started.lora.r, started.lora.alpha) == (
+        warm.planner_lora_r, warm.planner_lora_alpha)
+    assert warm.role_key("agent") != agent.role_key("agent")
+    assert warm.role_key("agent") != dataclasses.replace(warm, planner_lr=5e-4).role_key("agent")
+    assert (warm.role_key("planner"), warm.role_key("caller")) == (agent.role_key("planner"), agent.role_key("caller"))
 
 
 def later_draw(tmp_path, before: dict, **more) -> list[dict]:
@@ -408,8 +418,11 @@ def later_draw(tmp_path, before: dict, **more) -> list[dict]:
     return b["planner"][n:]
 
 
-# The two fields whose defaults changed with v25, at v20's values: with them an older build's key still names it.
-V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto"}
+# The fields whose defaults changed after v20 (v25: the first two; v29: the agent adapter), at v20's values: with
+# them an older build's key still names it.
+V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto", "agent_react_rows": 0, "agent_code_rows": 0}
+# v25's planner and caller with no agent adapter (v29 added one, changing the recipe's key only).
+V25 = {"agent_react_rows": 0, "agent_code_rows": 0}
 
 
 def planner_only_key(field: str, value: int) -> None:
@@ -773,7 +786,7 @@ def test_catalog_breadth_rows_add_plans_over_more_tools_for_the_planner_only():
     for row in extra:
         assert [s.tool for s in parse_plan(row["output"], row["meta"]["tools"])] == row["meta"]["plan_tools"]
     planner_only_key("catalog_breadth_rows", 150)
-    assert demo.DemoConfig(catalog_breadth_rows=0).key() == "10f470ca28bb"  # at 0 it is left out: v25's key
+    assert demo.DemoConfig(catalog_breadth_rows=0, **V25).key() == "10f470ca28bb"  # at 0 it is left out: v25's key
 
 
 def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():

@@ -494,3 +494,28 @@ def test_the_recipe_seed_fixes_the_lora_init_whatever_ran_before(tmp_path, tiny_
     assert lora_a
     for k in lora_a:
         torch.testing.assert_close(adapters[0][k], adapters[1][k], atol=1e-4, rtol=0)
+
+
+def test_a_run_can_start_from_another_adapter_of_the_same_shape(lora_run, tiny_model_dir, gen_dir, tmp_path):
+    """lora.init_adapter: training starts from that adapter's weights (trainable), not a fresh
+    adapter; one of another rank, alpha or modules is refused before training, naming the field."""
+    from safetensors.torch import load_file
+
+    from train.sft import run_sft
+
+    start = load_file(lora_run.output_dir / "adapter_model.safetensors")
+    recipe = lambda out, **kw: load_recipe(ROOT / "train/configs/planner_lora.yaml", _overrides(  # noqa: E731
+        tiny_model_dir, gen_dir / "planner_train.jsonl", out, max_steps=1, eval_fraction=0, save_steps=100,
+        plot_loss="false", **kw))
+    run_sft(recipe(tmp_path / "frozen", init_adapter=lora_run.output_dir, learning_rate=0))
+    same = load_file(tmp_path / "frozen" / "adapter_model.safetensors")
+    assert sorted(same) == sorted(start) and all(torch.equal(same[k], start[k]) for k in start)
+    run_sft(recipe(tmp_path / "moved", init_adapter=lora_run.output_dir, learning_rate=1e-2))
+    moved = load_file(tmp_path / "moved" / "adapter_model.safetensors")
+    assert any(not torch.equal(moved[k], start[k]) for k in start)  # trainable: one step moves it
+    with pytest.raises(RecipeError, match=r"another adapter than the recipe's: r 8 \(the recipe's: 4\)"):
+        run_sft(recipe(tmp_path / "r4", init_adapter=lora_run.output_dir, r=4))
+    with pytest.raises(RecipeError, match="not a LoRA adapter folder"):
+        run_sft(recipe(tmp_path / "none", init_adapter=tmp_path / "nowhere"))
+    with pytest.raises(RecipeError, match="needs finetuning=lora"):
+        recipe(tmp_path / "full", init_adapter=lora_run.output_dir, finetuning="full")

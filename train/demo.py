@@ -237,6 +237,10 @@ class DemoConfig:
     agent_lr: float = 1e-3
     # The agents' ~1,150-token system prompt plus a task, its calls and observations (up to ~2,200 tokens).
     agent_max_seq_len: int = 2304
+    # Start the agent adapter from the planner's (train.recipe's lora.init_adapter) rather than a fresh
+    # one: the planner learned which tool each kind of task wants from ~1,460 rows, the agents' data
+    # holds a few hundred tasks. The agent's key then includes the planner's.
+    agent_from_planner: bool = False
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -267,6 +271,8 @@ class DemoConfig:
                   if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
         version = CALLER_DATA_VERSION if role == "caller" else DATA_VERSION
         blob = json.dumps(fields, sort_keys=True) + f"{role}/d{version}"
+        if role == "agent" and self.agent_from_planner:  # it starts from the planner's adapter
+            blob += "/from:" + self.role_key("planner")
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -286,7 +292,7 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
            "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
-           "agent_max_seq_len": 2304}
+           "agent_max_seq_len": 2304, "agent_from_planner": False}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
@@ -295,7 +301,8 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
                            "catalog_renamed", "planner_dtype", "catalog_breadth_rows"),
                "caller": ("caller_lr", "caller_epochs"),
-               "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len")}
+               "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",
+                         "agent_from_planner")}
 
 
 def data_stamp(cfg: DemoConfig) -> str:
@@ -432,7 +439,9 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
             f"num_train_epochs={epochs}", f"learning_rate={lr}", "warmup_ratio=0.03",
             f"max_seq_len={max_len}", "logging_steps=5", "save_steps=10", "save_total_limit=1",
             "resume=true", "use_cpu=true"] + (
-        [f"lora.r={cfg.planner_lora_r}", f"lora.alpha={cfg.planner_lora_alpha}"] if role == "planner" else []) + (
+        [f"lora.r={cfg.planner_lora_r}", f"lora.alpha={cfg.planner_lora_alpha}"]
+        if role == "planner" or (role == "agent" and cfg.agent_from_planner) else []) + (
+        [f"lora.init_adapter={work / 'planner'}"] if role == "agent" and cfg.agent_from_planner else []) + (
         [f"loss_weight_pattern={DECISION_PATTERN}", f"loss_weight={cfg.decision_weight}"]
         if role == "planner" and cfg.decision_weight != 1.0 else [])
 

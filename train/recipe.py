@@ -60,6 +60,8 @@ class LoraArgs:
     quantization: str = _f("none", "none, or 4bit (QLoRA: bitsandbytes NF4 base weights)")
     bnb_quant_type: str = _f("nf4", "4-bit data type: nf4 or fp4")
     bnb_double_quant: bool = _f(True, "quantise the quantisation constants too (saves ~0.4 bit/param)")
+    init_adapter: str = _f("", "a LoRA adapter folder to start from instead of a fresh adapter (its rank, alpha "
+                               "and modules must be these); empty: a fresh one")
 
     def __post_init__(self):
         _choice("finetuning", self.finetuning, ["lora", "full"])
@@ -73,6 +75,8 @@ class LoraArgs:
             raise RecipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise RecipeError("target_modules is empty: name at least one module, e.g. [q_proj, v_proj]")
+        if self.init_adapter and self.finetuning != "lora":
+            raise RecipeError("init_adapter starts from a LoRA adapter: it needs finetuning=lora")
 
 
 @dataclass

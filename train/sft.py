@@ -138,9 +138,32 @@ def apply_lora(model, recipe: Recipe):
         if missing:
             raise RecipeError(f"target module(s) {', '.join(missing)} not in {recipe.model.model_name_or_path}; "
                               f"its linear modules: {', '.join(names)} (or all-linear)")
+    if lo.init_adapter:
+        return _from_adapter(model, recipe, targets)
     config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=targets,
                         bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+def _from_adapter(model, recipe: Recipe, targets):
+    """``model`` with the trainable LoRA adapter of ``lora.init_adapter`` (say, another role's
+    adapter to start from); it must be the adapter the recipe describes: same rank, alpha and
+    modules."""
+    from peft import PeftModel  # noqa: PLC0415
+
+    lo = recipe.lora
+    folder = Path(lo.init_adapter)
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"init_adapter {folder} is not a LoRA adapter folder (no readable adapter_config.json)") from e
+    found = {"r": config.get("r"), "alpha": config.get("lora_alpha"),
+             "target_modules": sorted(config.get("target_modules") or [])}
+    wanted = {"r": lo.r, "alpha": lo.alpha, "target_modules": sorted(targets) if isinstance(targets, list) else targets}
+    differ = [f"{k} {found[k]} (the recipe's: {wanted[k]})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise RecipeError(f"init_adapter {folder} is another adapter than the recipe's: {'; '.join(differ)}")
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
 
 # --------------------------------------------------------------------------------------------
