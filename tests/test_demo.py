@@ -165,7 +165,7 @@ def test_a_work_folder_of_an_older_data_version_is_started_again(tmp_path, monke
     cfg = demo.DemoConfig(base=str(tmp_path / "base"))
     work = tmp_path / "demo.building"
     work.mkdir()
-    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION}.{demo.CALLER_DATA_VERSION - 1}")
+    (work / "key").write_text(f"{cfg.key()}/d{demo.DATA_VERSION}.{demo.CALLER_DATA_VERSION - 1}.a{demo.AGENT_DATA_VERSION}")
     (work / "data.json").write_text("{}")
     made = []
 
@@ -177,7 +177,8 @@ def test_a_work_folder_of_an_older_data_version_is_started_again(tmp_path, monke
     with pytest.raises(Stop):
         demo.build(tmp_path / "demo", cfg, progress=False)
     # the form written out (with data_stamp on both sides, a stamp of the key alone passed)
-    assert made == [work] and (work / "key").read_text() == f"{cfg.key()}/d{demo.DATA_VERSION}.{demo.CALLER_DATA_VERSION}"
+    assert made == [work] and (work / "key").read_text() == (
+        f"{cfg.key()}/d{demo.DATA_VERSION}.{demo.CALLER_DATA_VERSION}.a{demo.AGENT_DATA_VERSION}")
     made.clear()  # the same version resumes: the data is kept
     with pytest.raises(Stop):
         demo.build(tmp_path / "demo", cfg, progress=False)
@@ -218,7 +219,7 @@ def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
 
 
 def test_each_adapter_has_its_own_key_and_an_unchanged_one_is_reused(tmp_path):
-    cfg = demo.DemoConfig()
+    cfg = demo.DemoConfig(**V25)  # the planner and the caller (the agent's reuse: the whole-build test)
     planner_change = demo.DemoConfig(decision_weight=2.0)
     caller_change = demo.DemoConfig(caller_lr=5e-4)
     data_change = demo.DemoConfig(planner_rows=301)
@@ -351,7 +352,8 @@ def test_agent_trajectories_join_the_planners_data_only(tmp_path, tiny_model_dir
         assert load_recipe(cmd[5], cmd[6:]).data.max_seq_len == want
 
 
-def test_the_agent_adapter_trains_on_trajectories_alone_and_retrains_neither_other_adapter(tmp_path, tiny_model_dir):
+def test_the_agent_adapter_trains_on_trajectories_alone_and_retrains_neither_other_adapter(tmp_path, tiny_model_dir,
+                                                                                           monkeypatch):
     """agent_react_rows / agent_code_rows make a third adapter for --mode react|code: agent.jsonl
     holds the ReAct-JSON and code trajectories of the demo's tasks (prompt-completion rows, as the
     engine renders them) and nothing else; planner.jsonl and caller.jsonl, and both adapters'
@@ -404,6 +406,21 @@ def test_the_agent_adapter_trains_on_trajectories_alone_and_retrains_neither_oth
     assert warm.role_key("agent") != agent.role_key("agent")
     assert warm.role_key("agent") != dataclasses.replace(warm, planner_lr=5e-4).role_key("agent")
     assert (warm.role_key("planner"), warm.role_key("caller")) == (agent.role_key("planner"), agent.role_key("caller"))
+    before = agent.role_key("agent")  # a new version of the agent's data retrains the agent alone
+    monkeypatch.setattr(demo, "AGENT_DATA_VERSION", demo.AGENT_DATA_VERSION + 1)
+    assert agent.role_key("agent") != before and agent.role_key("planner") == plain.role_key("planner")
+
+
+def test_agent_trajectories_name_no_machine_folder(tmp_path):
+    """save_file's observation names the workspace folder; in the agents' rows it is "workspace",
+    as in the solver's rows, so two machines (two build folders) write the same rows. v29-v31 were
+    trained on rows that named the build's folder (32 of 762)."""
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=40, solver=10, caller=5, react=20, code=20)
+    b = demo_data.demo_rows(0, tmp_path / "elsewhere" / "b", planner=40, solver=10, caller=5, react=20, code=20)
+    assert a["agents"] == b["agents"]
+    texts = [m["content"] for r in a["agents"] for m in r["messages"]]
+    assert not any(str(tmp_path) in t for t in texts)
+    assert sum("in the workspace (workspace)" in t for t in texts) >= 2  # the saves' observations
 
 
 def later_draw(tmp_path, before: dict, **more) -> list[dict]:
@@ -615,15 +632,17 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
-    """python -m train.demo rebuilds the shipped adapters only if build_data still writes v25's
-    training files byte for byte. The generator reads data/eval (it never emits an eval task or asks
+    """python -m train.demo rebuilds the shipped adapters only if build_data still writes the
+    training files of v25's planner and caller and v29's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
 
-    demo.build_data(demo.DemoConfig(), tmp_path)
+    from pipeline.defaults import base_dir
+
+    demo.build_data(demo.DemoConfig(), tmp_path, str(base_dir()))  # the agent's rows: rendered with the base's template
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
-              for name in ("planner", "caller")}
-    assert digest == {"planner": "d78c8e3ab931c05a", "caller": "0f2de4fd3df2b4d5"}, (
+              for name in ("planner", "caller", "agent")}
+    assert digest == {"planner": "d78c8e3ab931c05a", "caller": "0f2de4fd3df2b4d5", "agent": "eb6b8fbe3bb46ee1"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 

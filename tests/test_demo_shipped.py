@@ -35,6 +35,21 @@ def test_the_readme_command_answers_through_the_cli(tmp_path, backend):
     assert out["stats"]["llm_calls"] == 2
 
 
+@pytest.mark.parametrize("mode", ["react", "code"])
+def test_the_agents_answer_through_the_cli_on_their_own_adapter(tmp_path, mode):
+    """`--mode react|code` on the default models: the shipped agent adapter (trained on the agents'
+    trajectories) calls the calculator once and answers; on v25's planner adapter both agents
+    wrote no action they could parse and stopped after 5 calls without an answer."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json", "--mode", mode],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [s["tool"] for s in out["plan"]] == ["calculator"] and out["evidence"]["#E1"] == "42"
+    assert re.search(r"\b42\b", str(out["answer"])), out
+    assert out["stats"]["llm_calls"] == 2 and out["stats"]["errors"] == 0
+
+
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     from pipeline.defaults import default_models, default_pipeline

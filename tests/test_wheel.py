@@ -67,9 +67,10 @@ def test_installed_wheel_finds_its_data_and_runs_from_elsewhere(installed):
     assert got["data"] == str(target / "rewoo_data") and got["demo"] == str(target / "rewoo_data" / "demo")
     assert "Christopher Nolan" in got["wiki"]
     assert got["sql"].splitlines()[1] == "48"
-    for adapter in ("planner", "caller"):
-        assert (target / "rewoo_data" / "demo" / adapter / "adapter_model.safetensors").is_file()
     manifest = (target / "rewoo_data" / "demo" / "manifest.json").read_text()
+    assert set(json.loads(manifest)["adapters"]) == {"planner", "caller", "agent"}
+    for adapter in json.loads(manifest)["adapters"].values():
+        assert (target / "rewoo_data" / "demo" / adapter / "adapter_model.safetensors").is_file()
     assert not any(p in manifest for p in ("/tmp/", "/root", "/home/", "/work/", str(ROOT))), "a build path"
     assert (target / "train" / "configs" / "planner_lora.yaml").is_file()  # the recipes ship with train
     for command in (["pipeline.run"], ["serve"], ["train", "sft"]):

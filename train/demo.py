@@ -48,6 +48,9 @@ DATA_VERSION = 7  # what build_data writes for a given config; bump when train.d
 # The caller's file since v17: shuffled with its own generator. Before, one generator shuffled the
 # planner's rows first, so a planner-only field (films_rows) reordered the caller's rows.
 CALLER_DATA_VERSION = 8
+# The agent adapter's file (agent.jsonl). 2: save_file's observations say "workspace", not the build's
+# folder (v29-v31 trained on rows that named it: 32 of 762, and no two machines wrote the same file).
+AGENT_DATA_VERSION = 2
 # A plan's decisions: the first word of each step's description and its tool. One token in ~40 of a
 # row, yet the v7 planner still got it wrong on its own training rows (per-token loss 1.8-4.1 there,
 # under 0.1 on the rest): train.data.LossWeights can weigh these tokens decision_weight.
@@ -231,8 +234,16 @@ class DemoConfig:
     # grounded tasks (train.trajectories: the real agents replayed, one row per model call). Its own
     # adapter, since v12 showed that the same trajectories in the planner's data make ReWOO plan
     # worse; 0 and 0: no agent adapter (the agents run on the planner's, which never learned them).
-    agent_react_rows: int = 0
-    agent_code_rows: int = 0
+    # v29 (2026-12-03) = v25 + 180 + 180 tasks, 1.5 epochs (762 rows, 144 steps, 37 min sharing the cores with
+    # tests; loss 1.16 -> 0.20; v25's planner and caller reused). Side by side with v25's planner adapter on
+    # in_distribution: ReAct exact 0.32 vs 0.00, code 0.59 vs 0.00 (v25's never finished: 5 calls, ~7,000
+    # tokens a task); tool-set 0.14 and 0.32 (ReWOO 0.86): the agent sends film questions to search_wiki.
+    # v30 = 300 + 300 tasks for 1 epoch (1,284 rows, 161 steps, 34 min): in_distribution ReAct 0.09 / 0.27,
+    # code 0.27 / 0.45 (tool-set / exact): more tasks at the same cost did not help. v29-v31 trained on rows
+    # naming the build's folder (AGENT_DATA_VERSION 1); v32 = v29's recipe on the fixed rows (144 steps,
+    # 31 min alone; loss 1.16 -> 0.19): shipped, see the README's "ReWOO vs ReAct vs code".
+    agent_react_rows: int = 180
+    agent_code_rows: int = 180
     agent_epochs: float = 1.5
     agent_lr: float = 1e-3
     # The agents' ~1,150-token system prompt plus a task, its calls and observations (up to ~2,200 tokens).
@@ -269,7 +280,7 @@ class DemoConfig:
         other = {k for r, keys in ROLE_FIELDS.items() if r != role for k in keys}
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
-        version = CALLER_DATA_VERSION if role == "caller" else DATA_VERSION
+        version = {"caller": CALLER_DATA_VERSION, "agent": AGENT_DATA_VERSION}.get(role, DATA_VERSION)
         blob = json.dumps(fields, sort_keys=True) + f"{role}/d{version}"
         if role == "agent" and self.agent_from_planner:  # it starts from the planner's adapter
             blob += "/from:" + self.role_key("planner")
@@ -308,7 +319,8 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
 def data_stamp(cfg: DemoConfig) -> str:
     """What a build's work folder holds data for: the recipe's key and the data versions (the key
     alone does not change when build_data does)."""
-    return f"{cfg.key()}/d{DATA_VERSION}.{CALLER_DATA_VERSION}"
+    agent = f".a{AGENT_DATA_VERSION}" if "agent" in cfg.roles() else ""
+    return f"{cfg.key()}/d{DATA_VERSION}.{CALLER_DATA_VERSION}{agent}"
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

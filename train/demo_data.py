@@ -1259,6 +1259,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
 
         for mode, limit in (("react", react), ("code", code)):
             got, dropped = agent_rows(grounded, box, mode, limit)
-            rows["agents"] += got
+            # save_file's observation names the workspace folder: "workspace", as in the solver's rows
+            rows["agents"] += [dict(r, messages=[dict(m, content=m["content"].replace(str(workspace), "workspace"))
+                                                 for m in r["messages"]]) for r in got]
             rows["dropped"].append(dropped)
     return rows
