@@ -329,7 +329,7 @@ def default_engines(models: dict | None = None, load_in_4bit: bool = False, back
     if chosen == "llamacpp" and not load_in_4bit:
         try:
             planner = LlamaCppEngine(default_gguf("planner", models))
-            caller = LazyEngine(lambda: _caller_gguf_engine(models), "gguf:caller") if "caller" in adapters else None
+            caller = _lazy_gguf_engine("caller", models, "the default function caller") if "caller" in adapters else None
             return planner, caller
         except DefaultModelError as e:
             if (backend or os.environ.get("REWOO_BACKEND") or "auto") != "auto":
@@ -347,31 +347,30 @@ def agent_engine(models: dict, planner):
     the planner's backend, else ``planner`` itself. On llama.cpp a third GGUF, made and loaded
     when an agent first calls it (a ReWOO run never does); on transformers a third PEFT named
     adapter on the planner's base (one copy of the weights)."""
-    from pipeline.engines import EngineError, LazyEngine, LlamaCppEngine, TransformersEngine
+    from pipeline.engines import LlamaCppEngine, TransformersEngine
 
     adapter = models.get("adapters", {}).get("agent")
     if adapter is None:
         return planner
     if isinstance(planner, LlamaCppEngine):
-        def load():
-            try:
-                return LlamaCppEngine(default_gguf("agent", models))
-            except DefaultModelError as e:
-                raise EngineError(f"the default agent model: {e}") from e
-        return LazyEngine(load, "gguf:agent")
+        return _lazy_gguf_engine("agent", models, "the default agent model")
     if isinstance(planner, TransformersEngine) and planner.adapter_name is not None:
         return planner.with_adapter(adapter, "agent")
     return planner
 
 
-def _caller_gguf_engine(models: dict):
-    """The caller's llama.cpp engine, made when a step first needs it (most tasks never do)."""
-    from pipeline.engines import EngineError, LlamaCppEngine
+def _lazy_gguf_engine(role: str, models: dict, what: str):
+    """``role``'s llama.cpp engine, its GGUF exported and loaded when a call first needs it (most
+    tasks never call the caller; a ReWOO run never calls the agent); a failed export is an
+    :class:`~pipeline.engines.EngineError` naming ``what`` at that call."""
+    from pipeline.engines import EngineError, LazyEngine, LlamaCppEngine
 
-    try:
-        return LlamaCppEngine(default_gguf("caller", models))
-    except DefaultModelError as e:
-        raise EngineError(f"the default function caller: {e}") from e
+    def load():
+        try:
+            return LlamaCppEngine(default_gguf(role, models))
+        except DefaultModelError as e:
+            raise EngineError(f"{what}: {e}") from e
+    return LazyEngine(load, f"gguf:{role}")
 
 
 def default_pipeline(models: dict | None = None, toolbox=None, backend: str | None = None, **kw):

@@ -123,38 +123,6 @@ def test_the_agents_run_on_the_manifests_agent_adapter_on_the_planners_base(tiny
     assert planner.usage.calls == 0
 
 
-def test_on_llama_cpp_the_agent_gguf_loads_at_an_agents_first_call(monkeypatch):
-    from pipeline import engines
-
-    made = []
-
-    class Recorder(engines.Engine):
-        def __init__(self, model, **kw):
-            super().__init__()
-            self.name = f"gguf:{model}"
-            made.append(str(model))
-
-        def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
-            return [engines.Completion("x", 1, 1, "stop") for _ in prompts]
-
-    def gguf(role, models=None, type_name=None, progress=True):
-        if models.get("fail"):
-            raise defaults.DefaultModelError("disk full")
-        return f"{role}.gguf"
-
-    monkeypatch.setattr(engines, "LlamaCppEngine", Recorder)
-    monkeypatch.setattr(defaults, "default_gguf", gguf)
-    models = {"base": "/base", "adapters": {"planner": "/p", "caller": "/c", "agent": "/a"}}
-    planner = Recorder("planner.gguf")
-    agent = defaults.agent_engine(models, planner)
-    assert isinstance(agent, engines.LazyEngine) and not agent.loaded and made == ["planner.gguf"]
-    agent.complete("x")
-    assert made == ["planner.gguf", "agent.gguf"] and agent.name == "gguf:agent.gguf"
-    failing = defaults.agent_engine({**models, "fail": True}, planner)
-    with pytest.raises(engines.EngineError, match="the default agent model: disk full"):
-        failing.complete("x")
-
-
 def test_an_adapter_folder_is_a_model_spec(tiny_model_dir, adapters):
     engine = load_engine(str(adapters / "planner"))  # its adapter_config.json names the tiny base's path
     assert engine.adapter_name == "default"
@@ -203,11 +171,12 @@ def test_auto_backend_falls_back_to_transformers_with_one_line_and_explicit_llam
         defaults.resolve_backend("vllm")
 
 
-def test_on_llama_cpp_the_default_caller_loads_at_its_first_call(monkeypatch):
-    """Every run loaded (and on a first run exported) the caller's GGUF before planning, though
-    most tasks never call it; now default_engines makes the planner's engine alone and the
-    caller's when it is first asked. Its export failing is an EngineError at that call."""
-    from pipeline import defaults, engines, llamacpp
+@pytest.fixture
+def gguf_engines(monkeypatch):
+    """llama.cpp engines that record the GGUF each loads (``made``) and an export that records the
+    role (``exported``) and fails, "disk full", for any role but the planner's when the models
+    say ``fail``. Returns ``(made, exported, Recorder)``."""
+    from pipeline import engines
 
     made, exported = [], []
 
@@ -222,12 +191,22 @@ def test_on_llama_cpp_the_default_caller_loads_at_its_first_call(monkeypatch):
 
     def gguf(role, models=None, type_name=None, progress=True):
         exported.append(role)
-        if role == "caller" and models.get("fail"):
+        if role != "planner" and models.get("fail"):
             raise defaults.DefaultModelError("disk full")
         return f"{role}.gguf"
 
     monkeypatch.setattr(engines, "LlamaCppEngine", Recorder)
     monkeypatch.setattr(defaults, "default_gguf", gguf)
+    return made, exported, Recorder
+
+
+def test_on_llama_cpp_the_default_caller_loads_at_its_first_call(monkeypatch, gguf_engines):
+    """Every run loaded (and on a first run exported) the caller's GGUF before planning, though
+    most tasks never call it; now default_engines makes the planner's engine alone and the
+    caller's when it is first asked. Its export failing is an EngineError at that call."""
+    from pipeline import engines, llamacpp
+
+    made, exported, _ = gguf_engines
     monkeypatch.setattr(llamacpp, "available", lambda: True)
     monkeypatch.delenv("REWOO_BACKEND", raising=False)
     models = {"base": "/base", "adapters": {"planner": "/p", "caller": "/c"}}
@@ -238,4 +217,19 @@ def test_on_llama_cpp_the_default_caller_loads_at_its_first_call(monkeypatch):
     assert made == ["planner.gguf", "caller.gguf"] and caller.name == "gguf:caller.gguf"
     _, failing = defaults.default_engines({**models, "fail": True})  # the planner's export works
     with pytest.raises(engines.EngineError, match="the default function caller: disk full"):
+        failing.complete("x")
+
+
+def test_on_llama_cpp_the_agent_gguf_loads_at_an_agents_first_call(gguf_engines):
+    from pipeline import engines
+
+    made, _, Recorder = gguf_engines
+    models = {"base": "/base", "adapters": {"planner": "/p", "caller": "/c", "agent": "/a"}}
+    planner = Recorder("planner.gguf")
+    agent = defaults.agent_engine(models, planner)
+    assert isinstance(agent, engines.LazyEngine) and not agent.loaded and made == ["planner.gguf"]
+    agent.complete("x")
+    assert made == ["planner.gguf", "agent.gguf"] and agent.name == "gguf:agent.gguf"
+    failing = defaults.agent_engine({**models, "fail": True}, planner)
+    with pytest.raises(engines.EngineError, match="the default agent model: disk full"):
         failing.complete("x")

@@ -20,16 +20,22 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
+def run_cli(tmp_path, *args: str) -> dict:
+    """``python -m pipeline.run ARGS --json`` in a fresh process on the default models (one torch
+    thread, ``tmp_path`` as the workspace): its JSON object, after checking it exited 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "pipeline.run", *args, "--json"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("backend", ["transformers", "auto"])
 def test_the_readme_command_answers_through_the_cli(tmp_path, backend):
     """`make run`'s default task, through the real CLI: plan, evidence, answer, two model calls,
     on the transformers path and on what ``auto`` picks (llama.cpp where installed, as under
     `make test`). (The first wave's showcase: test_a_film_by_the_director_of_a_film.)"""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json", "--backend", backend],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_cli(tmp_path, "Compute 12 + 30.", "--backend", backend)
     assert [s["tool"] for s in out["plan"]] == ["calculator"] and out["evidence"]["#E1"] == "42"
     assert re.search(r"\b42\b", out["answer"]), out
     assert out["stats"]["llm_calls"] == 2
@@ -40,11 +46,7 @@ def test_the_agents_answer_through_the_cli_on_their_own_adapter(tmp_path, mode):
     """`--mode react|code` on the default models: the shipped agent adapter (trained on the agents'
     trajectories) calls the calculator once and answers; on v25's planner adapter both agents
     wrote no action they could parse and stopped after 5 calls without an answer."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.run", "Compute 12 + 30.", "--json", "--mode", mode],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_cli(tmp_path, "Compute 12 + 30.", "--mode", mode)
     assert [s["tool"] for s in out["plan"]] == ["calculator"] and out["evidence"]["#E1"] == "42"
     assert re.search(r"\b42\b", str(out["answer"])), out
     assert out["stats"]["llm_calls"] == 2 and out["stats"]["errors"] == 0

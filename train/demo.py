@@ -434,13 +434,13 @@ def sft_command(role: str, cfg: DemoConfig, base: str, work: Path) -> list[str]:
     """The ``python -m train sft`` command line of one adapter: the shipped recipe plus overrides."""
     # The agent adapter trains as the planner's does (LoRA q/v, its dtype, batch and shared prefixes:
     # every row of one agent opens on the same system prompt), on its own rows, rate and epochs.
-    lora = role in ("planner", "agent")
+    like_planner = role in ("planner", "agent")
     recipe = {"planner": "planner_lora.yaml", "caller": "caller_qlora.yaml", "agent": "planner_lora.yaml"}[role]
-    dtype = planner_train_dtype(cfg) if lora else "auto"
+    dtype = planner_train_dtype(cfg) if like_planner else "auto"
     lr = {"planner": cfg.planner_lr, "caller": cfg.caller_lr, "agent": cfg.agent_lr}[role]
     epochs = {"planner": cfg.planner_epochs, "caller": cfg.caller_epochs, "agent": cfg.agent_epochs}[role]
-    batch = (cfg.planner_batch or cfg.batch) if lora else cfg.batch
-    share = cfg.share_prefix if lora else 0
+    batch = (cfg.planner_batch or cfg.batch) if like_planner else cfg.batch
+    share = cfg.share_prefix if like_planner else 0
     max_len = {"planner": cfg.planner_max_seq_len or cfg.max_seq_len, "caller": cfg.max_seq_len,
                "agent": cfg.agent_max_seq_len}[role]
     return [sys.executable, "-m", "train", "sft", "--config", str(REPO / "train" / "configs" / recipe),
