@@ -194,12 +194,16 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
                  agent_react_rows=0, agent_code_rows=0)
     files = {}
     for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10}),
-                       ("rare", {"rare_rows": 10})):
+                       ("rare", {"rare_rows": 10}), ("chains", {"chain_rows": 10}),
+                       ("answers", {"chain_rows": 10, "extra_solver_rows": 4})):
         demo.build_data(demo.DemoConfig(**{**small, **more}), tmp_path / name)
         files[name] = {role: (tmp_path / name / f"{role}.jsonl").read_bytes() for role in ("planner", "caller")}
-    assert files["plain"]["caller"] == files["films"]["caller"] == files["focus"]["caller"] == files["rare"]["caller"]
+    assert len({f["caller"] for f in files.values()}) == 1
     assert files["plain"]["planner"] != files["rare"]["planner"]
     assert files["plain"]["planner"] != files["films"]["planner"]
+    solved = [sum(line.startswith(b'{"instruction": "Solve the following') for line in files[name]["planner"].splitlines())
+              for name in ("chains", "answers")]
+    assert solved == [6, 10]  # extra_solver_rows: 4 more solver rows in the planner's file
 
 
 def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
@@ -821,6 +825,53 @@ def test_catalog_renamed_renames_catalog_plans_for_the_planner_only():
     assert [r for r, f in zip(renamed["planner"], flags) if not f] == [r for r, f in zip(plain["planner"], flags) if not f]
     planner_only_key("catalog_renamed", 1)
     assert demo.DemoConfig(**V20).key() == "6ef8efb4eedc"
+
+
+def test_catalog_tool_first_opens_every_catalog_step_on_its_tool_for_the_planner_only():
+    """catalog_tool_first writes the catalog's planner rows (the extra ones too, renamed or not) as
+    tool_first writes the demo's: each step's description opens on "Use <its tool> to", the steps'
+    tools, inputs and the rest of each description stay; the caller's rows, the unseen-tools tasks
+    and the caller's key stay, and off it is left out of the key (v32's still names v32)."""
+    small = dict(catalog_planner_rows=12, catalog_caller_rows=6, catalog_extra_rows=8, catalog_renamed=0.5)
+    plain = demo.catalog_rows(demo.DemoConfig(**small))
+    first = demo.catalog_rows(demo.DemoConfig(**small, catalog_tool_first=True))
+    assert first["caller"] == plain["caller"] and first["tasks"] == plain["tasks"]
+    assert len(first["planner"]) == len(plain["planner"]) == 20
+    assert any("renamed" in r["meta"] for r in first["planner"])
+    for was, now in zip(plain["planner"], first["planner"]):
+        assert {k: v for k, v in now.items() if k != "output"} == {k: v for k, v in was.items() if k != "output"}
+        old, new = parse_plan(was["output"], was["meta"]["tools"]), parse_plan(now["output"], now["meta"]["tools"])
+        assert [(s.var, s.tool, s.input) for s in new.steps] == [(s.var, s.tool, s.input) for s in old.steps]
+        for o, n in zip(old.steps, new.steps):
+            assert n.description == f"Use {o.tool} to {o.description[:1].lower()}{o.description[1:]}"
+    planner_only_key("catalog_tool_first", 1)
+    assert demo.DemoConfig().key() == "8a45f8113146"  # off: left out of the key, v32's still names v32
+
+
+def test_extra_solver_rows_answer_later_kinds_for_the_planner_only(tmp_path):
+    """extra_solver_rows adds that many solver rows after solver_rows' own, each the answer of a
+    draft beyond planner_rows (never one of the first), picked over the later kinds rather than the
+    first ones found; the planner's and caller's rows and the earlier solver rows stay the same, no
+    row names the build's folder; the caller's and the agent's keys stay, and at 0 the key is v32's."""
+    kw = dict(planner=20, solver=6, caller=4, extra_planner=10, chains=12, wide=16)
+    a = demo_data.demo_rows(0, tmp_path / "a", **kw)
+    b = demo_data.demo_rows(0, tmp_path / "b", **kw, extra_solver=9)
+    assert (a["planner"], a["caller"]) == (b["planner"], b["caller"]) and b["solver"][:6] == a["solver"]
+    extra = b["solver"][6:]
+
+    def task(row):
+        return row["instruction"].rsplit("Task: ", 1)[1].strip()
+
+    first, later = [task(r) for r in a["planner"][:20]], [task(r) for r in a["planner"][20:]]
+    asked = [task(r) for r in extra]
+    assert len(extra) == 9 and len(set(asked)) == 9 and all(r["output"].strip() for r in extra)
+    assert not set(asked) & set(first) and set(asked) <= set(later)
+    assert sorted(asked, key=later.index) == asked  # in the drafts' order
+    assert later.index(asked[-1]) >= 20 and len({r["meta"]["intent"] for r in extra}) >= 4  # spread, not the first 9
+    assert not any(str(tmp_path) in r["instruction"] for r in b["solver"])
+    planner_only_key("extra_solver_rows", 120)
+    assert demo.DemoConfig(extra_solver_rows=120).role_key("agent") == demo.DemoConfig().role_key("agent")
+    assert demo.DemoConfig().key() == "8a45f8113146"  # at 0: left out of the key, v32's still names v32
 
 
 def test_the_planner_dtype_reaches_its_command_and_leaves_the_caller_alone(monkeypatch):

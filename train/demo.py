@@ -252,6 +252,20 @@ class DemoConfig:
     # one: the planner learned which tool each kind of task wants from ~1,460 rows, the agents' data
     # holds a few hundred tasks. The agent's key then includes the planner's.
     agent_from_planner: bool = False
+    # The catalog's planner rows (and those above: catalog_extra_rows, catalog_breadth_rows) with each
+    # step opening on its tool ("Use send_email to email ..."), as tool_first writes the demo's own.
+    # Written after v25's unseen-tools plans: the catalog rows' steps open on a paraphrase of the
+    # task ("Detect the language of the result."), so on a catalog task the planner wrote one (374
+    # of 394 steps on the 160-task set) and then named a tool it was trained on (translate_text)
+    # beside the listed held-out one (detect_language): the two kinds of rows taught two formats.
+    catalog_tool_first: bool = False
+    # More solver rows (the planner adapter is the solver too), after the 110 of solver_rows, from the
+    # later drafts (extra_planner_rows, chain_rows, wide_rows, focus_rows, films_rows, rare_rows) that
+    # have an answer, picked evenly over them: planner rows only, unlike solver_rows, whose rows come
+    # from the first planner_rows drafts and so are data of every adapter. Written after v25's answers:
+    # 110 solver rows of ~1,260, two of them a capital ("capital of brazil?" answered with the
+    # encyclopedia's sentence), none of the later kinds' shapes.
+    extra_solver_rows: int = 0
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -303,14 +317,16 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
            "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
-           "agent_max_seq_len": 2304, "agent_from_planner": False}
+           "agent_max_seq_len": 2304, "agent_from_planner": False, "catalog_tool_first": False,
+           "extra_solver_rows": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
-                           "catalog_renamed", "planner_dtype", "catalog_breadth_rows"),
+                           "catalog_renamed", "planner_dtype", "catalog_breadth_rows", "catalog_tool_first",
+                           "extra_solver_rows"),
                "caller": ("caller_lr", "caller_epochs"),
                "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",
                          "agent_from_planner")}
@@ -350,8 +366,18 @@ def catalog_rows(cfg: DemoConfig) -> dict[str, list[dict]]:
         more = dataclasses.replace(gen, planner=cfg.catalog_breadth_rows, caller=0, eval=0, test=0,
                                    heldout=list(heldout), seed=cfg.seed + 31)
         planner = planner + generate(wider, more)["planner_train"]
+    if cfg.catalog_tool_first:
+        planner = [_tool_first_row(row) for row in planner]
     return {"planner": planner, "caller": sets["caller_train"],
             "tasks": eval_tasks(sets["planner_test_tools"]), "heldout": heldout}
+
+
+def _tool_first_row(row: dict) -> dict:
+    """A catalog planner row whose plan opens each step on its tool (train.demo_data.tool_first)."""
+    from pipeline.plan import parse_plan
+    from train.demo_data import tool_first
+
+    return {**row, "output": tool_first(parse_plan(row["output"])).render()}
 
 
 def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
@@ -363,7 +389,7 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
 
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
-                     cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows)
+                     cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows, cfg.extra_solver_rows)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer

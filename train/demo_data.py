@@ -1207,10 +1207,18 @@ def tool_first(plan):
     return Plan(tuple(said(s) for s in plan.steps))
 
 
+def _solver_row(text: str, shown, grounded: dict, workspace: Path, meta: dict) -> dict:
+    """The solver's row of one grounded task: its plan and evidence in, its answer out (the
+    workspace's folder named "workspace")."""
+    evidence = {k: v.replace(str(workspace.resolve()), "workspace") for k, v in grounded["evidence"].items()}
+    return {"instruction": formats.solver_instruction(text, shown.steps, evidence), "output": grounded["answer"],
+            "meta": meta}
+
+
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
-              films: int = 0, rare: int = 0) -> dict[str, list[dict]]:
+              films: int = 0, rare: int = 0, extra_solver: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1222,7 +1230,9 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
     planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
-    ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those."""
+    ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those.
+    ``extra_solver``: that many more solver rows, after the others, from the later drafts (those
+    beyond ``planner``) that have an answer, picked evenly over them by a generator of their own."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -1236,6 +1246,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     grounded = ground(drafts, box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
+    later = []  # the later drafts' solver rows, for extra_solver
     for i, g in enumerate(grounded):
         d, plan = g["draft"], g["plan"]
         shown = tool_first(plan) if tool_first_plans else plan
@@ -1245,15 +1256,18 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
                                                                            planner_tools(box, tools, rng, full_share)),
                                 "output": shown.render(), "meta": meta})
         if i >= planner:
+            if g["answer"] and extra_solver:
+                later.append(_solver_row(d.text, shown, g, workspace, meta))
             continue
         if g["answer"] and len(rows["solver"]) < solver:
-            evidence = {k: v.replace(str(workspace.resolve()), "workspace") for k, v in g["evidence"].items()}
-            rows["solver"].append({"instruction": formats.solver_instruction(d.text, shown.steps, evidence),
-                                   "output": g["answer"], "meta": meta})
+            rows["solver"].append(_solver_row(d.text, shown, g, workspace, meta))
         for step in plan:
             if step.tool == "save_file" and len(rows["caller"]) < caller:
                 rows["caller"].append({"instruction": formats.caller_instruction(step, [save]),
                                        "output": formats.render_call("save_file", call_arguments(step)), "meta": meta})
+    if later:  # evenly over the later kinds (chains, wide, focused, film and rare tasks), in their order
+        picked = sorted(random.Random(seed + 29).sample(range(len(later)), min(extra_solver, len(later))))
+        rows["solver"] += [later[i] for i in picked]
     if react or code:
         from train.trajectories import agent_rows
 
