@@ -19,7 +19,9 @@ the module's own help with every default. The modules are imported only when the
 ``--model default`` (``rewoo serve``, and what ``rewoo ui`` uses unless ``--model`` is given) means
 the demo models of ``pipeline.defaults``: the base (converted once into the user cache) with the
 planner adapter merged at load (``python -m serve --model BASE --adapter data/demo/planner``; the
-served model is the planner and the solver of ``POST /v1/pipeline/run``).
+served model is the planner and the solver of ``POST /v1/pipeline/run``), and beside it the base with
+the agent adapter (``--agent-adapter data/demo/agent``, served as ``rewoo-demo-agent``), on which the
+route's react and code modes run.
 """
 
 from __future__ import annotations
@@ -82,11 +84,15 @@ def _train_module(argv: list[str]) -> int:
 
 
 def demo_serve_args() -> list[str]:
-    """``python -m serve`` arguments for the demo models: the base folder and the planner adapter."""
+    """``python -m serve`` arguments for the demo models: the base folder, the planner adapter and,
+    when the manifest has one, the agent adapter (served as ``rewoo-demo-agent``: the react and code
+    modes of ``POST /v1/pipeline/run`` run on it)."""
     from pipeline import defaults
 
     models = defaults.default_models()
-    return ["--model", models["base"], "--adapter", models["adapters"]["planner"]]
+    agent = models["adapters"].get("agent")
+    return ["--model", models["base"], "--adapter", models["adapters"]["planner"]] + (
+        ["--agent-adapter", agent] if agent else [])
 
 
 def _with_default_model(argv: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Serve a model over the OpenAI API.
 
-    python -m serve --model PATH [--backend transformers|exllamav2|llamacpp] [--adapter PATH]
+    python -m serve --model PATH [--backend transformers|exllamav2|llamacpp] [--adapter PATH] [--agent-adapter PATH]
                     [--host 127.0.0.1 --port 8000] [--api-key K] [--tools SPEC ...]
 
 Listening beyond loopback (``--host 0.0.0.0``) requires an API key (``--api-key`` or the
@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="transformers (CPU or GPU, continuous batching), exllamav2 (GPU, EXL2 folder) or llamacpp "
                         "(a GGUF file; batched); default: llamacpp for a GGUF file, else transformers")
     p.add_argument("--adapter", help="PEFT LoRA folder merged into --model at load (transformers backend)")
+    p.add_argument("--agent-adapter", help="PEFT LoRA folder for a second model, --model with it merged, served as "
+                                           "NAME-agent; /v1/pipeline/run's react and code modes run on it")
     p.add_argument("--served-model-name", help="model id for /v1/models and requests (default: folder name)")
     p.add_argument("--host", default=defaults.host,
                    help="address to listen on; beyond loopback (0.0.0.0) an API key is required")
@@ -93,6 +95,16 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
+def build_agent_backend(cfg: ServeConfig, main):
+    """The agents' model beside ``main`` (``cfg.agent_adapter`` merged into ``cfg.model``), named
+    ``<main's name>-agent``; None without an agent adapter."""
+    if not cfg.agent_adapter:
+        return None
+    from dataclasses import replace
+    return build_backend(replace(cfg, adapter=cfg.agent_adapter, agent_adapter=None,
+                                 served_model_name=f"{main.model_id}-agent"))
+
+
 def build_backend(cfg: ServeConfig):
     """The backend ``cfg`` names, with its model loaded."""
     if cfg.backend == "exllamav2":
@@ -133,19 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     threads = cfg.threads or (1 if (os.cpu_count() or 1) <= 2 else None)
     if threads:  # on 2 cores torch's default threads stall erratically (FACTS.md)
         torch.set_num_threads(threads)
+    what = cfg.model
     try:
         backend = build_backend(cfg)
+        what = f"--agent-adapter {cfg.agent_adapter}"
+        agent = build_agent_backend(cfg, backend)
     except (ValueError, RuntimeError, OSError) as e:  # a bad path or name: the user's to fix, one line
         listener.close()
         why = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        print(f"python -m serve: cannot load {cfg.model}: {why}", file=sys.stderr)
+        print(f"python -m serve: cannot load {what}: {why}", file=sys.stderr)
         return 2
     import uvicorn
 
     from serve.app import build_app
     from serve.pipeline_route import add_pipeline_routes
     from serve.playground import add_playground_routes
-    app = build_app(backend, cfg, routes=[add_pipeline_routes, add_playground_routes])
+    app = build_app(backend, cfg, routes=[add_pipeline_routes, add_playground_routes], agent=agent)
     app.state.pipeline_toolbox = toolbox
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[listener])

@@ -7,7 +7,10 @@ Routes: ``GET /health``, ``GET /metrics`` (Prometheus), ``GET /v1/models``, ``PO
 ``POST /v1/chat/completions`` (with OpenAI ``tools``: ``serve.tools``; ``stream: true`` gives
 server-sent events ending in ``data: [DONE]``). Every route is added by a function taking the app
 (``add_openai_routes``); more routes, such as ``POST /v1/pipeline/run``, plug in the same way
-through ``routes`` and find the backend at ``app.state.backend``.
+through ``routes`` and find the backend at ``app.state.backend``. A second model, the agents'
+(``build_app(..., agent=backend)``: the base with the agent adapter), is served beside it under its
+own id (``app.state.agent_backend``); ``/v1/models`` lists both and each request goes to the model
+it names.
 
 Errors always have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for a
 bad request, 401 for a missing or wrong key, 404 for an unknown model or path, 413 for a body over
@@ -28,6 +31,7 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -201,6 +205,19 @@ class _Limits:
                                 f"({asked}) would be {n_prompt + asked}. Lower max_tokens or shorten the prompt.",
                            "max_tokens", "context_length_exceeded")
         return asked
+
+
+def backend_for(state, model: str):
+    """The backend of the model a request names: the server's (by its id or ``--model``'s path) or
+    the agents' (``<id>-agent``); a 404 naming the served ids otherwise."""
+    for backend in state.backends:
+        if model == backend.model_id:
+            return backend
+    if model == state.config.model:
+        return state.backend
+    served = ", ".join(f"'{b.model_id}'" for b in state.backends)
+    raise APIError(404, f"the model '{model}' does not exist here; this server serves {served} (see GET /v1/models)",
+                   "model", "model_not_found")
 
 
 def _check_common(body, backend, config: ServeConfig) -> None:
@@ -527,29 +544,35 @@ def add_openai_routes(app: FastAPI) -> None:
 
     @app.get("/health", tags=["server"])
     async def health(request: Request) -> dict:
-        backend = request.app.state.backend
-        return {"status": "ok", "model": backend.model_id, "stats": backend.stats.to_dict()}
+        state = request.app.state
+        out = {"status": "ok", "model": state.backend.model_id, "stats": state.backend.stats.to_dict()}
+        if state.agent_backend is not None:
+            out["agent"] = {"model": state.agent_backend.model_id, "stats": state.agent_backend.stats.to_dict()}
+        return out
 
     @app.get("/metrics", tags=["server"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> PlainTextResponse:
         state = request.app.state
-        return PlainTextResponse(state.metrics.render(state.backend.stats),
-                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+        stats = [b.stats for b in state.backends]  # the agents' model's generations count too
+        both = SimpleNamespace(**{k: sum(getattr(st, k) for st in stats)
+                                  for k in ("completion_tokens", "running", "cancelled")})
+        return PlainTextResponse(state.metrics.render(both), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/models", tags=["openai"])
     async def models(request: Request) -> dict:
-        backend = request.app.state.backend
+        state = request.app.state
         return {"object": "list", "data": [{
-            "id": backend.model_id, "object": "model", "created": request.app.state.started,
-            "owned_by": "rewoo-stack", "max_model_len": backend.context_length}]}
+            "id": backend.model_id, "object": "model", "created": state.started,
+            "owned_by": "rewoo-stack", "max_model_len": backend.context_length} for backend in state.backends]}
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(body: CompletionRequest, http: Request):
         state = http.app.state
-        requests = completion_requests(body, state.backend, state.config)
+        backend = backend_for(state, body.model)
+        requests = completion_requests(body, backend, state.config)
         rid = f"cmpl-{uuid.uuid4().hex}"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        streams = await admit(state.backend, requests)
+        streams = await admit(backend, requests)
         if body.stream:
             return _stream("completion", rid, body.model, streams, include_usage, state.metrics)
         work = asyncio.ensure_future(asyncio.gather(*(_collect(s, state.metrics) for s in streams)))
@@ -562,10 +585,11 @@ def add_openai_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(body: ChatCompletionRequest, http: Request):
         state = http.app.state
-        request, choice = chat_request(body, state.backend, state.config)
+        backend = backend_for(state, body.model)
+        request, choice = chat_request(body, backend, state.config)
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        streams = await admit(state.backend, [request])
+        streams = await admit(backend, [request])
         if body.stream:
             return _stream("chat", rid, body.model, streams, include_usage, state.metrics, choice)
         chunk = await _until_disconnect(http, asyncio.ensure_future(_collect(streams[0], state.metrics)))
@@ -609,20 +633,30 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def build_app(backend, config: ServeConfig,
-              routes: Sequence[Callable[[FastAPI], None]] = ()) -> FastAPI:
-    """The app serving ``backend``; ``routes`` are extra ``fn(app)`` route installers."""
+              routes: Sequence[Callable[[FastAPI], None]] = (), agent=None) -> FastAPI:
+    """The app serving ``backend`` (and ``agent``, the agents' model, when given: requests name it by
+    its own id); ``routes`` are extra ``fn(app)`` route installers."""
+    if agent is not None and agent.model_id == backend.model_id:
+        raise ValueError(f"the agents' model needs an id of its own, not {backend.model_id!r}")
+    backends = (backend,) if agent is None else (backend, agent)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await backend.start()
+        started = []
         try:
+            for b in backends:
+                await b.start()
+                started.append(b)
             yield
         finally:
-            await backend.stop()
+            for b in reversed(started):
+                await b.stop()
 
     app = FastAPI(title="rewoo-stack", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible completions and chat for the ReWOO planner and caller.")
     app.state.backend = backend
+    app.state.agent_backend = agent
+    app.state.backends = backends
     app.state.config = config
     app.state.started = int(time.time())
     app.state.metrics = Metrics()

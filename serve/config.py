@@ -36,6 +36,10 @@ class ServeConfig:
     """A PEFT LoRA folder applied on top of ``model`` (transformers backend; merged at load)."""
     served_model_name: str | None = None
     """The id ``/v1/models`` reports and requests name; default: the model folder's name."""
+    agent_adapter: str | None = None
+    """A second model served beside the first: ``model`` with this PEFT LoRA merged (transformers
+    backend), named ``<served name>-agent``; ``POST /v1/pipeline/run``'s react and code modes run on
+    it (the demo's agent adapter, which ``--model default`` adds when the manifest has one)."""
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -74,6 +78,9 @@ class ServeConfig:
             problems.append(f"--backend must be 'transformers', 'exllamav2' or 'llamacpp', not {self.backend!r}")
         if self.adapter and self.backend != "transformers":
             problems.append("--adapter works with --backend transformers only; merge the LoRA before converting to EXL2")
+        if self.agent_adapter and self.backend != "transformers":
+            problems.append("--agent-adapter works with --backend transformers only; serve the merged agent model "
+                            "on a server of its own")
         if not (0 < self.port < 65536):
             problems.append(f"--port must be 1..65535, not {self.port}")
         if self.api_key is not None and not self.api_key.strip():

@@ -19,8 +19,9 @@ from serve.config import ServeConfig
 
 
 class LocalServer:
-    def __init__(self, backend, config: ServeConfig, routes: Sequence[Callable] = (), startup_timeout: float = 60.0):
-        self.app = build_app(backend, config, routes)
+    def __init__(self, backend, config: ServeConfig, routes: Sequence[Callable] = (), startup_timeout: float = 60.0,
+                 agent=None):
+        self.app = build_app(backend, config, routes, agent=agent)
         self.backend = backend
         self.startup_timeout = startup_timeout
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

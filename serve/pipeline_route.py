@@ -9,7 +9,8 @@
 
 The served model is the planner and the solver (``mode: "rewoo"``, the default), or the model of a
 ReAct agent (``"react"``: Thought / JSON action / Observation; ``"code"``: Thought / code run in the
-isolated sandbox). The pipeline reaches it through this server's own OpenAI-compatible endpoint on
+isolated sandbox); a server with an agents' model (``python -m serve --agent-adapter``, which
+``rewoo serve --model default`` passes the demo's agent adapter) runs the agents on that one. The pipeline reaches it through this server's own OpenAI-compatible endpoint on
 loopback (with the server's key), so its calls are batched with every other client's and
 constrained the same way (``guided_grammar`` for the plan); the planner streams, so each step
 starts as soon as it is written. Tools whose one input is a string are called directly; a tool
@@ -218,7 +219,9 @@ def add_pipeline_routes(app: FastAPI) -> None:
                                     "Shorten the task, give fewer tools or lower max_new_tokens.", "task",
                                "context_length_exceeded")
         port = request.scope["server"][1]
-        model_id = backend.model_id
+        agent = request.app.state.agent_backend
+        # the agents run on the agents' model when the server has one (the demo's agent adapter)
+        model_id = agent.model_id if body.mode != "rewoo" and agent is not None else backend.model_id
 
         def execute(emit: Callable[[dict], None] | None) -> dict:
             engine = OpenAIEngine(f"http://127.0.0.1:{port}/v1", model=model_id, api_key=config.api_key or "none",

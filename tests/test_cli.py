@@ -134,15 +134,24 @@ def test_serve_default_is_one_line_when_the_demo_models_are_missing(tmp_path, mo
 
 
 def test_model_default_becomes_the_demo_base_and_planner_adapter(monkeypatch):
+    """--model default: the base with the planner adapter, and the agent adapter as the agents' model
+    when the manifest has one (before v32 it had none: then the planner's alone)."""
     from pipeline import defaults
 
-    monkeypatch.setattr(defaults, "default_models", lambda: {"base": "/cache/base", "adapters": {
-        "planner": "/demo/planner", "caller": "/demo/caller"}})
+    adapters = {"planner": "/demo/planner", "caller": "/demo/caller"}
+    monkeypatch.setattr(defaults, "default_models", lambda: {"base": "/cache/base", "adapters": adapters})
     assert cli._with_default_model(["--model", "default", "--port", "9"]) == [
         "--model", "/cache/base", "--adapter", "/demo/planner", "--served-model-name", "rewoo-demo", "--port", "9"]
     assert cli._with_default_model(["--model=default", "--served-model-name", "x"]) == [
         "--model", "/cache/base", "--adapter", "/demo/planner", "--served-model-name", "x"]
     assert cli._with_default_model(["--model", "/my/model"]) == ["--model", "/my/model"]
+    adapters["agent"] = "/demo/agent"
+    assert cli._with_default_model(["--model", "default"]) == [
+        "--model", "/cache/base", "--adapter", "/demo/planner", "--agent-adapter", "/demo/agent",
+        "--served-model-name", "rewoo-demo"]
+    from serve.__main__ import config_from_args  # the server takes what the command passes
+    cfg, _ = config_from_args(cli._with_default_model(["--model", "default"]))
+    assert (cfg.adapter, cfg.agent_adapter, cfg.served_model_name) == ("/demo/planner", "/demo/agent", "rewoo-demo")
 
 
 def test_train_checks_before_any_work(tmp_path):

@@ -114,3 +114,42 @@ def test_a_film_by_the_director_of_a_film(pipe):
     films = [line.strip() for line in r.evidence["#E1"].text.splitlines()]
     assert "Mean Streets" in films
     assert any(f and f != "title" and f in r.answer for f in films if not f.endswith("rows)")), r.answer
+
+
+def test_the_served_default_runs_the_agents_on_their_own_adapter(tmp_path):
+    """`rewoo serve --model default` (a real process on loopback): the planner adapter as rewoo-demo and
+    the agent adapter beside it as rewoo-demo-agent; a REST `"mode": "react"` run answers on the latter
+    (the served default used to be the planner adapter alone, on which the agents parsed nothing)."""
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REWOO_WORKSPACE": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "serve", "--model", "default", "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(1)
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["rewoo-demo", "rewoo-demo-agent"]
+        r = httpx.post(f"{url}/v1/pipeline/run", json={"task": "Compute 12 + 30.", "mode": "react"}, timeout=600)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert [s["tool"] for s in out["plan"]] == ["calculator"] and out["evidence"]["#E1"] == "42"
+        assert re.search(r"\b42\b", str(out["answer"])), out
+        assert httpx.get(f"{url}/health").json()["agent"]["stats"]["submitted"] == out["stats"]["llm_calls"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -60,6 +60,21 @@ def test_a_bad_model_is_one_line_exit_2(tmp_path, capsys, model, why):
     assert err == f"python -m serve: cannot load {model}: {why.format(tmp=tmp_path)}"
 
 
+def test_a_bad_agent_adapter_is_one_line_exit_2_naming_it(tiny_model_dir, tmp_path, capsys):
+    """--agent-adapter (the agents' model beside --model) that is no adapter: one line naming it, exit 2;
+    with a backend other than transformers: refused before anything loads."""
+    from serve.__main__ import main
+
+    assert main(["--model", str(tiny_model_dir), "--agent-adapter", str(tmp_path / "nothing"),
+                 "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith(f"python -m serve: cannot load --agent-adapter {tmp_path}/nothing: ")
+    assert main(["--model", str(tmp_path / "m.gguf"), "--backend", "llamacpp", "--agent-adapter", str(tmp_path),
+                 "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines()[0].startswith("python -m serve: invalid server settings") and "--agent-adapter works with" in err
+
+
 def test_a_model_name_loads_from_the_hugging_face_cache(tiny_model_dir, tmp_path):
     """`serve --model NAME` takes a model name as pipeline.run does (it used to ask for a folder):
     here the tiny model in an offline Hugging Face cache under the name tiny-org/tiny-llama."""

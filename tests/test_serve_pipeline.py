@@ -254,6 +254,54 @@ def test_pipeline_run_streams_react_agent_steps(server):
         assert len(steps) - events[-1]["stats"]["iterations"] in (0, 1)
 
 
+def test_the_agents_run_on_the_agents_model_when_the_server_has_one(tiny_model_dir, monkeypatch):
+    """A server with an agents' model (`python -m serve --agent-adapter`, which `rewoo serve --model
+    default` gives the demo's agent adapter): GET /v1/models lists both, each OpenAI request runs on the
+    model it names (an unknown one is a 404 naming both), and POST /v1/pipeline/run runs react and code
+    on the agents' model, rewoo on the main one. Before, every request ran on the main model: on the
+    default models, the planner adapter, which never learned the agents' format."""
+    from serve import app as app_module
+    from serve.constraints import build_processor
+
+    def backend(name):
+        return TransformersBackend(*load_model(str(tiny_model_dir)), name, context_length=2048, cache_tokens=8192,
+                                   constraint_factory=build_processor)
+
+    main, agent = backend("tiny"), backend("tiny-agent")
+    config = ServeConfig(model=str(tiny_model_dir), context_length=2048, api_key=KEY)
+    with pytest.raises(ValueError, match="id of its own"):
+        app_module.build_app(main, config, agent=backend("tiny"))
+    named, pick = [], app_module.backend_for
+    monkeypatch.setattr(app_module, "backend_for", lambda state, model: named.append(model) or pick(state, model))
+
+    def ran(call) -> tuple[int, int, set[str]]:
+        """(main's generations, the agents' generations, the models the requests named)"""
+        before = (main.stats.submitted, agent.stats.submitted)
+        named.clear()
+        call()
+        return main.stats.submitted - before[0], agent.stats.submitted - before[1], set(named)
+
+    with LocalServer(main, config, routes=[add_pipeline_routes], agent=agent) as s:
+        client = openai.OpenAI(base_url=s.base_url, api_key=KEY, max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny", "tiny-agent"]
+        assert ran(lambda: client.completions.create(model="tiny-agent", prompt="Hi", max_tokens=3)) == \
+            (0, 1, {"tiny-agent"})
+        assert ran(lambda: client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)) == (1, 0, {"tiny"})
+        assert ran(lambda: client.completions.create(model=str(tiny_model_dir), prompt="Hi", max_tokens=3))[:2] == (1, 0)
+        with pytest.raises(openai.NotFoundError, match="serves 'tiny', 'tiny-agent'"):
+            client.completions.create(model="tiny-planner", prompt="Hi", max_tokens=3)
+        # the code agent's prompt is over the tiny model's context: refused, but asked of the agents' model
+        for mode in ("react", "code"):
+            calls = ran(lambda: _post(s, {"task": "What is 6 times 7?", "tools": TOOLS, "mode": mode,
+                                          "max_new_tokens": 32}))
+            assert calls[0] == 0 and calls[2] == {"tiny-agent"}, mode
+        assert ran(lambda: _post(s, {"task": "What is 6 times 7?", "tools": TOOLS, "max_new_tokens": 160}))[1:] == \
+            (0, {"tiny"})
+        health = httpx.get(f"{s.url}/health").json()
+        assert health["model"] == "tiny" and health["agent"]["model"] == "tiny-agent"
+
+
 def test_pipeline_tools_lists_the_servers_toolbox(server):
     r = httpx.get(f"{server.url}/v1/pipeline/tools", headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200
