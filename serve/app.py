@@ -220,10 +220,7 @@ def backend_for(state, model: str):
                    "model", "model_not_found")
 
 
-def _check_common(body, backend, config: ServeConfig) -> None:
-    if body.model not in (backend.model_id, config.model):
-        raise APIError(404, f"the model '{body.model}' does not exist here; this server serves "
-                            f"'{backend.model_id}' (see GET /v1/models)", "model", "model_not_found")
+def _check_common(body) -> None:
     if body.logprobs:
         raise APIError(400, "logprobs are not supported by this server", "logprobs")
 
@@ -241,7 +238,7 @@ def _constraint(body):
 
 
 def completion_requests(body: CompletionRequest, backend, config: ServeConfig) -> list[GenerationRequest]:
-    _check_common(body, backend, config)
+    _check_common(body)
     if body.echo:
         raise APIError(400, "echo is not supported by this server", "echo")
     prompt = body.prompt
@@ -307,7 +304,7 @@ def _messages(body: ChatCompletionRequest) -> list[dict]:
 def chat_request(body: ChatCompletionRequest, backend,
                  config: ServeConfig) -> tuple[GenerationRequest, tool_calls.ToolChoice | None]:
     """The generation request of a chat and, when it offers tools, what it allows."""
-    _check_common(body, backend, config)
+    _check_common(body)
     messages = _messages(body)
     try:
         choice = tool_calls.tool_choice_from_request(body)

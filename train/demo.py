@@ -258,6 +258,12 @@ class DemoConfig:
     # task ("Detect the language of the result."), so on a catalog task the planner wrote one (374
     # of 394 steps on the 160-task set) and then named a tool it was trained on (translate_text)
     # beside the listed held-out one (detect_language): the two kinds of rows taught two formats.
+    # Tried 2026-12-03, not shipped: v33 = v32 + catalog_tool_first (474 steps, 51 min sharing the cores
+    # with tests; loss 1.53 -> 0.16; caller and agent reused). Side by side with v25's planner (llama.cpp,
+    # 1 thread): data/eval/generated/unseen_tools_160.jsonl 0.14 vs 0.23 (held-out tools planned 78 vs 100
+    # times; every step now opens on "Use"), in-distribution 0.86 / 0.82 / 0.86 (tool-set / exact /
+    # contains; v25 0.86 / 0.82 / 0.91), hand-written 0.77 / 0.53 / 0.58 (v25 0.74 / 0.55 / 0.63): the
+    # paraphrase written first is what led the planner to the listed tool it was never trained on.
     catalog_tool_first: bool = False
     # More solver rows (the planner adapter is the solver too), after the 110 of solver_rows, from the
     # later drafts (extra_planner_rows, chain_rows, wide_rows, focus_rows, films_rows, rare_rows) that
