@@ -191,7 +191,7 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
     the planner's rows and then the caller's, so more planner rows reordered the caller's file."""
     small = dict(planner_rows=20, solver_rows=6, caller_rows=4, extra_planner_rows=0, chain_rows=0, wide_rows=0,
                  focus_rows=0, films_rows=0, rare_rows=0, catalog_planner_rows=10, catalog_caller_rows=12,
-                 agent_react_rows=0, agent_code_rows=0)
+                 agent_react_rows=0, agent_code_rows=0, extra_solver_rows=0)
     files = {}
     for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10}),
                        ("rare", {"rare_rows": 10}), ("chains", {"chain_rows": 10}),
@@ -224,14 +224,14 @@ def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
 
 def test_each_adapter_has_its_own_key_and_an_unchanged_one_is_reused(tmp_path):
     cfg = demo.DemoConfig(**V25)  # the planner and the caller (the agent's reuse: the whole-build test)
-    planner_change = demo.DemoConfig(decision_weight=2.0)
-    caller_change = demo.DemoConfig(caller_lr=5e-4)
-    data_change = demo.DemoConfig(planner_rows=301)
+    planner_change = demo.DemoConfig(**V25, decision_weight=2.0)
+    caller_change = demo.DemoConfig(**V25, caller_lr=5e-4)
+    data_change = demo.DemoConfig(**V25, planner_rows=301)
     assert planner_change.role_key("caller") == cfg.role_key("caller") != caller_change.role_key("caller")
     assert caller_change.role_key("planner") == cfg.role_key("planner") != planner_change.role_key("planner")
     assert data_change.role_key("planner") != cfg.role_key("planner")  # both adapters' rows change
     assert data_change.role_key("caller") != cfg.role_key("caller")
-    assert demo.DemoConfig(replan=3).role_key("planner") == cfg.role_key("planner")  # a run setting
+    assert demo.DemoConfig(**V25, replan=3).role_key("planner") == cfg.role_key("planner")  # a run setting
     built = tmp_path / "built"
     for role in ("planner", "caller"):
         (built / role).mkdir(parents=True)
@@ -639,7 +639,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
     """python -m train.demo rebuilds the shipped adapters only if build_data still writes the
-    training files of v25's planner and caller and v29's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
+    training files of v25's planner and caller and v32's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
 
