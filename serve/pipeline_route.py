@@ -10,8 +10,9 @@
 The served model is the planner and the solver (``mode: "rewoo"``, the default), or the model of a
 ReAct agent (``"react"``: Thought / JSON action / Observation; ``"code"``: Thought / code run in the
 isolated sandbox); a server with an agents' model (``python -m serve --agent-adapter``, which
-``rewoo serve --model default`` passes the demo's agent adapter) runs the agents on that one. The pipeline reaches it through this server's own OpenAI-compatible endpoint on
-loopback (with the server's key), so its calls are batched with every other client's and
+``rewoo serve --model default`` passes the demo's agent adapter) runs the agents on that one. The
+pipeline reaches it through this server's own OpenAI-compatible endpoint on loopback (with the
+server's key), so its calls are batched with every other client's and
 constrained the same way (``guided_grammar`` for the plan); the planner streams, so each step
 starts as soon as it is written. Tools whose one input is a string are called directly; a tool
 with several arguments takes a JSON-object input (this route runs without a function caller). The
