@@ -195,7 +195,8 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
     files = {}
     for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10}),
                        ("rare", {"rare_rows": 10}), ("chains", {"chain_rows": 10}),
-                       ("answers", {"chain_rows": 10, "extra_solver_rows": 4})):
+                       ("answers", {"chain_rows": 10, "extra_solver_rows": 4}),
+                       ("by_kind", {"chain_rows": 10, "extra_solver_rows": 4, "solver_by_kind": True})):
         demo.build_data(demo.DemoConfig(**{**small, **more}), tmp_path / name)
         files[name] = {role: (tmp_path / name / f"{role}.jsonl").read_bytes() for role in ("planner", "caller")}
     assert len({f["caller"] for f in files.values()}) == 1
@@ -204,6 +205,7 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
     solved = [sum(line.startswith(b'{"instruction": "Solve the following') for line in files[name]["planner"].splitlines())
               for name in ("chains", "answers")]
     assert solved == [6, 10]  # extra_solver_rows: 4 more solver rows in the planner's file
+    assert files["by_kind"]["planner"] != files["answers"]["planner"]  # solver_by_kind picks other ones
 
 
 def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
@@ -874,6 +876,49 @@ def test_extra_solver_rows_answer_later_kinds_for_the_planner_only(tmp_path):
     planner_only_key("extra_solver_rows", 120)
     assert demo.DemoConfig(extra_solver_rows=120).role_key("agent") == demo.DemoConfig().role_key("agent")
     assert demo.DemoConfig(**V32).key() == "8a45f8113146"  # at 0: left out of the key, v32's still names v32
+
+
+def test_spread_by_kind_gives_every_kind_a_row_before_any_a_second():
+    """spread_by_kind takes one row of each kind (the template id less its number) a round at a time:
+    a kind of many rows does not crowd out one of few (v35's uniform draw: four clock rows of 120, none
+    asking the time), each index once, in the rows' order, and the same rows for the same seed."""
+    import random
+
+    ids = [f"chain:{i}" for i in range(30)] + ["clock_time:0", "clock_year:2"] + [f"python:mean:{i}" for i in range(5)]
+    picked = demo_data.spread_by_kind(ids, 6, random.Random(1))
+    kinds = [ids[i].rsplit(":", 1)[0] for i in picked]
+    assert picked == sorted(set(picked)) and len(picked) == 6
+    assert sorted(set(kinds)) == ["chain", "clock_time", "clock_year", "python:mean"]  # each before any twice
+    assert max(kinds.count(k) for k in kinds) == 2
+    assert picked == demo_data.spread_by_kind(ids, 6, random.Random(1))
+    assert len(demo_data.spread_by_kind(ids, 99, random.Random(1))) == len(ids)  # all of them, no repeats
+    assert demo_data.spread_by_kind([], 5, random.Random(1)) == []
+    twice = set()
+    for seed in range(12):
+        five = [ids[i].rsplit(":", 1)[0] for i in demo_data.spread_by_kind(ids, 5, random.Random(seed))]
+        twice |= {k for k in five if five.count(k) == 2}
+    assert twice == {"chain", "python:mean"}  # the fifth row's kind is drawn, not the first in order
+
+
+def test_solver_by_kind_answers_every_later_kind(tmp_path):
+    """With solver_by_kind the extra solver rows reach every kind of the later drafts that has an
+    answer when there are rows enough (the uniform pick follows the mix and leaves kinds out); the
+    other rows stay the same; a planner-only field, off (v32's key) by default."""
+    kw = dict(planner=10, solver=4, caller=2, extra_planner=80)
+    plain = demo_data.demo_rows(0, tmp_path / "a", **kw, extra_solver=30)
+    spread = demo_data.demo_rows(0, tmp_path / "b", **kw, extra_solver=30, solver_by_kind=True)
+    every = demo_data.demo_rows(0, tmp_path / "c", **kw, extra_solver=10_000)
+    assert (plain["planner"], plain["caller"]) == (spread["planner"], spread["caller"])
+    assert spread["solver"][:4] == plain["solver"][:4] and len(spread["solver"]) == len(plain["solver"]) == 34
+
+    def kinds(rows):
+        return {r["meta"]["phrasing"].rsplit(":", 1)[0] for r in rows}
+
+    answered = kinds(every["solver"][4:])
+    assert 10 < len(answered) <= 30 and kinds(spread["solver"][4:]) == answered
+    assert kinds(plain["solver"][4:]) < answered  # what the uniform draw left out
+    planner_only_key("solver_by_kind", 1)
+    assert demo.DemoConfig(**V32).key() == "8a45f8113146"  # off: left out of the key, v32's still names v32
 
 
 def test_the_planner_dtype_reaches_its_command_and_leaves_the_caller_alone(monkeypatch):

@@ -1207,6 +1207,27 @@ def tool_first(plan):
     return Plan(tuple(said(s) for s in plan.steps))
 
 
+def spread_by_kind(phrasings: Sequence[str], count: int, rng: random.Random) -> list[int]:
+    """``count`` indices of ``phrasings`` (template ids, ``"clock_time:3"``), spread over their kinds
+    (the id less its number: ``"clock_time"``): a round takes one of each kind's not yet taken, in an
+    order shuffled per kind, until ``count``; the last round's kinds are drawn at random. A uniform
+    draw over the later drafts follows their mix (v35: 120 rows, four of them the clock, none asking
+    the time); this gives each kind its share before any kind gets a second."""
+    kinds: dict[str, list[int]] = {}
+    for i, p in enumerate(phrasings):
+        kinds.setdefault(p.rsplit(":", 1)[0], []).append(i)
+    for k in sorted(kinds):
+        rng.shuffle(kinds[k])
+    picked: list[int] = []
+    for n in range(max(map(len, kinds.values()), default=0)):
+        this_round = [kinds[k][n] for k in sorted(kinds) if n < len(kinds[k])]
+        rng.shuffle(this_round)
+        picked += this_round[:count - len(picked)]
+        if len(picked) >= count:
+            break
+    return sorted(picked)
+
+
 def _solver_row(text: str, shown, grounded: dict, workspace: Path, meta: dict) -> dict:
     """The solver's row of one grounded task: its plan and evidence in, its answer out (the
     workspace's folder named "workspace")."""
@@ -1218,7 +1239,8 @@ def _solver_row(text: str, shown, grounded: dict, workspace: Path, meta: dict) -
 def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int, extra_planner: int = 0,
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
-              films: int = 0, rare: int = 0, extra_solver: int = 0) -> dict[str, list[dict]]:
+              films: int = 0, rare: int = 0, extra_solver: int = 0,
+              solver_by_kind: bool = False) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1232,7 +1254,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
     ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those.
     ``extra_solver``: that many more solver rows, after the others, from the later drafts (those
-    beyond ``planner``) that have an answer, picked evenly over them by a generator of their own."""
+    beyond ``planner``) that have an answer, picked evenly over them by a generator of their own;
+    with ``solver_by_kind``, spread over their kinds instead (:func:`spread_by_kind`)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -1266,7 +1289,10 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
                 rows["caller"].append({"instruction": formats.caller_instruction(step, [save]),
                                        "output": formats.render_call("save_file", call_arguments(step)), "meta": meta})
     if later:  # evenly over the later kinds (chains, wide, focused, film and rare tasks), in their order
-        picked = sorted(random.Random(seed + 29).sample(range(len(later)), min(extra_solver, len(later))))
+        if solver_by_kind:
+            picked = spread_by_kind([r["meta"]["phrasing"] for r in later], extra_solver, random.Random(seed + 29))
+        else:
+            picked = sorted(random.Random(seed + 29).sample(range(len(later)), min(extra_solver, len(later))))
         rows["solver"] += [later[i] for i in picked]
     if react or code:
         from train.trajectories import agent_rows
