@@ -288,6 +288,12 @@ class DemoConfig:
     # phrasing family, "clock_time", "chain_save", ..., gets one before any gets a second) rather
     # than drawn uniformly, which follows their mix: written after v35's clock answer, above.
     solver_by_kind: bool = False
+    # Sets of four clock solver rows over one reading each (its time, date, weekday and year; after
+    # the others: train.demo_data.clock_part_rows), planner rows only. Written after v36 (v35 +
+    # solver_by_kind) answered "What time is it now?", "What time is it?" and "Tell me the current
+    # time." with the date from "2026-12-04T10:09:08+00:00 (Friday, UTC)": its 17 clock solver rows,
+    # 3 of them the time, each read another moment, so none shows two questions over one reading.
+    clock_part_sets: int = 0
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -340,7 +346,7 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
            "agent_max_seq_len": 2304, "agent_from_planner": False, "catalog_tool_first": False,
-           "extra_solver_rows": 0, "solver_by_kind": False}
+           "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
@@ -348,7 +354,7 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
                            "catalog_renamed", "planner_dtype", "catalog_breadth_rows", "catalog_tool_first",
-                           "extra_solver_rows", "solver_by_kind"),
+                           "extra_solver_rows", "solver_by_kind", "clock_part_sets"),
                "caller": ("caller_lr", "caller_epochs"),
                "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",
                          "agent_from_planner")}
@@ -412,7 +418,7 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
                      cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows, cfg.extra_solver_rows,
-                     cfg.solver_by_kind)
+                     cfg.solver_by_kind, cfg.clock_part_sets)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer

@@ -434,16 +434,18 @@ class Intents:
 
     # -- the clock --------------------------------------------------------------------------------
 
+    CLOCK_ASKS = {  # what get_current_time's evidence answers: part -> phrasings asking for it
+        "time": ["What time is it now?", "What time is it?", "Tell me the current time.", "What's the time right now?",
+                 "Can you check the clock?", "current time?", "Do you know what time it is?", "Give me the time."],
+        "date": ["What is the date today?", "What's today's date?", "Which date is it today?", "Tell me today's date.",
+                 "today's date?", "What day of the month is it?"],
+        "weekday": ["What day of the week is it?", "Which weekday is it today?", "Is it Monday today? Tell me the weekday.",
+                    "What day is it today?"],
+        "year": ["What year is it?", "Which year are we in?", "Tell me the current year."],
+    }
+
     def clock(self) -> Draft:
-        part, templates = self.rng.choice([
-            ("time", ["What time is it now?", "What time is it?", "Tell me the current time.", "What's the time right now?",
-                      "Can you check the clock?", "current time?", "Do you know what time it is?", "Give me the time."]),
-            ("date", ["What is the date today?", "What's today's date?", "Which date is it today?", "Tell me today's date.",
-                      "today's date?", "What day of the month is it?"]),
-            ("weekday", ["What day of the week is it?", "Which weekday is it today?", "Is it Monday today? Tell me the weekday.",
-                         "What day is it today?"]),
-            ("year", ["What year is it?", "Which year are we in?", "Tell me the current year."]),
-        ])
+        part, templates = self.rng.choice(list(self.CLOCK_ASKS.items()))
         tid, text = self._pick(f"clock_{part}", templates)
         return self._clock_draft(tid, text, part)
 
@@ -1228,6 +1230,41 @@ def spread_by_kind(phrasings: Sequence[str], count: int, rng: random.Random) -> 
     return sorted(picked)
 
 
+def clock_part_rows(sets: int, seed: int, skip: set[str] = frozenset()) -> list[dict]:
+    """Solver rows in sets of four over one seeded clock reading each: its time, date, weekday and
+    year, each asked in a phrasing of :attr:`Intents.CLOCK_ASKS` or :attr:`Intents.CLOCK_MORE`
+    (styled; none an evaluation text or a normalised text in ``skip``). The four rows of a set differ
+    in the question alone, so the solver learns which part of one reading a question asks for: v35
+    answered "What time is it now?" with the weekday and v36 with the date, each clock solver row
+    of theirs reading another moment."""
+    from pipeline.plan import parse_plan
+
+    rng = random.Random(seed)
+    banned = eval_texts() | {normalise(t) for t in skip}
+    plan = parse_plan("Plan: Read the current date and time.\n#E1 = get_current_time[]", ["get_current_time"])
+    rows = []
+    for _ in range(sets):
+        evidence = _clock_text(rng)
+        parts = _clock_parts(evidence)
+        for part in ("time", "date", "weekday", "year"):
+            for _ in range(1000):
+                ids = [f"clock_{part}:{i}" for i in range(len(Intents.CLOCK_ASKS[part]))] + [
+                    f"clock_wide_{part}:{i}" for i in range(len(Intents.CLOCK_MORE[part]))]
+                i = rng.randrange(len(ids))
+                plain = (Intents.CLOCK_ASKS[part] + Intents.CLOCK_MORE[part])[i]
+                style = rng.choice(STYLES)
+                text = styled(plain, style, (), rng)
+                if normalise(text) not in banned:
+                    break
+            else:
+                raise ValueError(f"clock_part_rows: no phrasing of the clock's {part} left for set {len(rows) // 4 + 1}")
+            banned.add(normalise(text))
+            meta = {"intent": "clock", "phrasing": f"{ids[i]}/{style}", "tools": ["get_current_time"]}
+            rows.append({"instruction": formats.solver_instruction(text, plan.steps, {"#E1": evidence}),
+                         "output": parts[part], "meta": meta})
+    return rows
+
+
 def _solver_row(text: str, shown, grounded: dict, workspace: Path, meta: dict) -> dict:
     """The solver's row of one grounded task: its plan and evidence in, its answer out (the
     workspace's folder named "workspace")."""
@@ -1240,7 +1277,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
               films: int = 0, rare: int = 0, extra_solver: int = 0,
-              solver_by_kind: bool = False) -> dict[str, list[dict]]:
+              solver_by_kind: bool = False, clock_sets: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1255,7 +1292,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those.
     ``extra_solver``: that many more solver rows, after the others, from the later drafts (those
     beyond ``planner``) that have an answer, picked evenly over them by a generator of their own;
-    with ``solver_by_kind``, spread over their kinds instead (:func:`spread_by_kind`)."""
+    with ``solver_by_kind``, spread over their kinds instead (:func:`spread_by_kind`).
+    ``clock_sets``: that many sets of four clock solver rows after those (:func:`clock_part_rows`)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
@@ -1294,6 +1332,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
         else:
             picked = sorted(random.Random(seed + 29).sample(range(len(later)), min(extra_solver, len(later))))
         rows["solver"] += [later[i] for i in picked]
+    if clock_sets:  # a generator of their own, none a text of the drafts: the other rows stay the same
+        rows["solver"] += clock_part_rows(clock_sets, seed + 37, {d.text for d in drafts})
     if react or code:
         from train.trajectories import agent_rows
 
