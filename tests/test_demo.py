@@ -196,15 +196,16 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
     for name, more in (("plain", {}), ("films", {"films_rows": 10}), ("focus", {"focus_rows": 10}),
                        ("rare", {"rare_rows": 10}), ("chains", {"chain_rows": 10}),
                        ("answers", {"chain_rows": 10, "extra_solver_rows": 4}),
-                       ("by_kind", {"chain_rows": 10, "extra_solver_rows": 4, "solver_by_kind": True})):
+                       ("by_kind", {"chain_rows": 10, "extra_solver_rows": 4, "solver_by_kind": True}),
+                       ("clock", {"chain_rows": 10, "clock_part_sets": 2})):
         demo.build_data(demo.DemoConfig(**{**small, **more}), tmp_path / name)
         files[name] = {role: (tmp_path / name / f"{role}.jsonl").read_bytes() for role in ("planner", "caller")}
     assert len({f["caller"] for f in files.values()}) == 1
     assert files["plain"]["planner"] != files["rare"]["planner"]
     assert files["plain"]["planner"] != files["films"]["planner"]
     solved = [sum(line.startswith(b'{"instruction": "Solve the following') for line in files[name]["planner"].splitlines())
-              for name in ("chains", "answers")]
-    assert solved == [6, 10]  # extra_solver_rows: 4 more solver rows in the planner's file
+              for name in ("chains", "answers", "clock")]
+    assert solved == [6, 10, 14]  # extra_solver_rows: 4 more solver rows in the planner's file; clock_part_sets 8
     assert files["by_kind"]["planner"] != files["answers"]["planner"]  # solver_by_kind picks other ones
 
 
@@ -966,3 +967,42 @@ def test_a_cpu_without_bf16_trains_the_bf16_planner_in_fp32_and_says_so(tmp_path
         info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
         assert demo.cpu_has_bf16(info) is has, flags
     assert demo.cpu_has_bf16(tmp_path / "missing") is False  # not Linux: fp32
+
+
+def test_clock_part_rows_ask_each_part_of_one_reading(tmp_path):
+    """clock_part_sets adds sets of four solver rows over one clock reading: its time (HH:MM and the
+    zone), date, weekday and year, the four differing in the question alone (v36 answered "What time
+    is it now?" with the date); none asks an evaluation task's text or one of the drafts', none twice;
+    the other rows stay the same; a planner-only field, off (v32's key) by default."""
+    from datetime import datetime
+
+    kw = dict(planner=10, solver=4, caller=2, extra_planner=10)
+    plain = demo_data.demo_rows(0, tmp_path / "a", **kw)
+    more = demo_data.demo_rows(0, tmp_path / "b", **kw, clock_sets=6)
+    assert (plain["planner"], plain["caller"]) == (more["planner"], more["caller"])
+    assert more["solver"][:4] == plain["solver"] and len(more["solver"]) == 4 + 24
+    rows = more["solver"][4:]
+
+    def split(row):
+        body = row["instruction"]
+        return body.rsplit("Task: ", 1)[1].strip(), re.search(r"Evidence: (.+)", body).group(1)
+
+    asked = [split(r)[0] for r in rows]
+    drafts = {demo_data.normalise(r["instruction"].rsplit("Task: ", 1)[1]) for r in plain["planner"]}
+    assert len(set(asked)) == 24 and not {demo_data.normalise(t) for t in asked} & (demo_data.eval_texts() | drafts)
+    for n in range(6):
+        four = rows[4 * n:4 * n + 4]
+        (evidence,) = {split(r)[1] for r in four}
+        moment = datetime.fromisoformat(evidence.split(" ")[0])
+        zone = evidence.rsplit(", ", 1)[1].rstrip(")")
+        assert [r["output"] for r in four] == [moment.strftime("%H:%M ") + zone, moment.strftime("%Y-%m-%d"),
+                                               moment.strftime("%A"), str(moment.year)]
+        assert [r["meta"]["phrasing"].split(":")[0].rsplit("_", 1)[1] for r in four] == ["time", "date", "weekday",
+                                                                                        "year"]
+    assert len({split(r)[1] for r in rows}) == 6  # a reading of its own a set
+    assert demo_data.clock_part_rows(2, 5) == demo_data.clock_part_rows(2, 5) != demo_data.clock_part_rows(2, 6)
+    many = [demo_data.normalise(split(r)[0]) for r in demo_data.clock_part_rows(60, 0)]  # year: 9 phrasings
+    assert len(set(many)) == 240 and not set(many) & demo_data.eval_texts()
+    planner_only_key("clock_part_sets", 10)
+    assert demo.DemoConfig(clock_part_sets=10).role_key("agent") == demo.DemoConfig().role_key("agent")
+    assert demo.DemoConfig(**V32).key() == "8a45f8113146"  # at 0: left out of the key, v32's still names v32
