@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Loaded by every Python process of a run (it is on PYTHONPATH as sitecustomize): appends each path the
 # process opens for writing to WRITES_LOG.<RANK>.<pid>. The hook writes with os.write on a descriptor it
-# opened before it was installed, so it never records itself.
+# opened before it was installed, so it never records itself. At exit it says so if the process group
+# is still alive (each rank of ``python -m train sft`` must leave it before the interpreter ends).
 AUDIT_HOOK = '''
 import os, sys
 _log = os.environ.get("WRITES_LOG")
@@ -48,6 +49,19 @@ if _log:
             os.write(_fd, (os.path.abspath(os.fsdecode(args[0])) + "\\n").encode())
 
     sys.addaudithook(_record)
+
+import atexit
+
+def _group_left():
+    # registered first, so it runs after every other exit handler: a process group still alive here is
+    # torn down during interpreter finalisation, where gloo's worker threads can abort the process
+    # ("terminate called without an active exception", exit -6: seen once in CI)
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        sys.stderr.write(f"[hook] rank {os.environ.get('RANK', '?')} exits with its process group alive\\n")
+        sys.stderr.flush()
+
+atexit.register(_group_left)
 '''
 
 
@@ -100,6 +114,7 @@ def _train(env, args, tmp_path, *, timeout=400, **extra_env) -> subprocess.Compl
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "train_planner.sh"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "exits with its process group alive" not in proc.stdout + proc.stderr, proc.stdout[-4000:]
     return proc
 
 

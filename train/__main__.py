@@ -49,9 +49,10 @@ def _sft(argv: list[str]) -> int:
             raise RecipeError("dataset is empty: give a JSONL/JSON/parquet file, a folder or a datasets name")
         print(recipe.train.output_dir)
         return 0
-    from train.sft import run_sft  # noqa: PLC0415  (imports torch: after the recipe is known good)
+    from train.sft import leave_process_group, run_sft  # noqa: PLC0415  (imports torch: after the recipe is known good)
 
     result = run_sft(recipe)
+    leave_process_group()  # every rank, before its interpreter ends
     # every rank says what it did (a launcher prefixes or collects these lines); only rank 0 wrote files
     print(f"[train] rank {result.rank} of {result.world_size}: {result.global_step} optimiser steps, "
           f"last train loss {result.train_loss}")

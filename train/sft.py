@@ -359,6 +359,18 @@ def release_shm_buffer(deepspeed: str) -> None:
     Path("/dev/shm", name).unlink(missing_ok=True)
 
 
+def leave_process_group() -> None:
+    """Wait for every rank, then destroy the process group (no-op in a one-process run without one).
+    ``python -m train sft`` calls this last: a gloo group left for interpreter finalisation can abort
+    the rank after its work is done ("terminate called without an active exception", exit -6, seen once
+    in CI on the two-rank ZeRO-3 test), and the launcher then fails the whole run."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def prepare_distributed_env(deepspeed: str, use_cpu: bool) -> None:
     """DeepSpeed needs a process group even for one process: set the variables a launcher would
     (rank 0 of 1, a free local port) when no launcher did, and the CPU accelerator without CUDA."""
