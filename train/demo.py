@@ -296,6 +296,10 @@ class DemoConfig:
     # solver_by_kind) answered "What time is it now?", "What time is it?" and "Tell me the current
     # time." with the date from "2026-12-04T10:09:08+00:00 (Friday, UTC)": its 17 clock solver rows,
     # 3 of them the time, each read another moment, so none shows two questions over one reading.
+    # Tried 2026-12-04, not shipped: v37 = v36 + 10 sets and v38 = v35 + 10 sets (579 steps each, caller
+    # and agent reused) both answer the time asked five ways "HH:MM UTC", the date and the year; v37's
+    # in-distribution answers fell (exact 0.73 vs v32's 0.82), v38's held (0.82) but it answered
+    # "What's the square root of 729?" "7.00" and "capital of brazil?" "Brazil" (README, v38).
     clock_part_sets: int = 0
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
