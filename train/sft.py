@@ -361,9 +361,10 @@ def release_shm_buffer(deepspeed: str) -> None:
 
 def leave_process_group() -> None:
     """Wait for every rank, then destroy the process group (no-op in a one-process run without one).
-    ``python -m train sft`` calls this last: a gloo group left for interpreter finalisation can abort
-    the rank after its work is done ("terminate called without an active exception", exit -6, seen once
-    in CI on the two-rank ZeRO-3 test), and the launcher then fails the whole run."""
+    ``python -m train sft`` calls this once run_sft returns: a gloo group left for interpreter
+    finalisation can abort the rank after its work is done ("terminate called without an active
+    exception", exit -6, seen once in CI on the two-rank ZeRO-3 test), and the launcher then fails
+    the whole run."""
     import torch.distributed as dist  # noqa: PLC0415
 
     if dist.is_available() and dist.is_initialized():
