@@ -9,8 +9,9 @@ Steps, numbered as in issue 18 (on a GPU each runs in its own process group with
 that fails, hangs or runs out of time is recorded and the next one runs):
 
   1 gpu_tests  ``pytest -m gpu`` over the test files that hold gpu-marked tests.
-  2 exl2       ``serve/quantize.py`` converts a random ~1B Llama (hidden 2048, 22 layers, GQA 32/4,
-               SwiGLU 5632: TinyLlama-1.1B's shape, a 512-token vocabulary) to EXL2 at 2.5 and
+  2 exl2       ``serve/quantize.py`` converts the first EXL2_LAYERS layers of a random ~1B Llama
+               (hidden 2048, 22 layers, GQA 32/4, SwiGLU 5632: TinyLlama-1.1B's shape, a 512-token
+               vocabulary; the whole model's conversion outran the step's share) to EXL2 at 2.5 and
                4.0 bpw: conversion time, size, effective bpw (whole model, and the decoder layers
                alone), decode tok/s of our exllamav2 backend vs our transformers backend (bf16)
                and plain ``generate`` on the same model; then the seed's arithmetic (a 70B at
@@ -34,8 +35,10 @@ recomputation of gradient checkpointing are not counted. Step 3 also times an 81
 matmul, the ceiling actually reachable (KINDS.md saw 769-798 TFLOP/s).
 
 Budget (one ``run`` call of at most 540 s; the script aims at 510 s): each step has a nominal
-timeout (STEPS below); a step gets at most the time left minus the nominal time of the steps
-after it, and the wait for the exllamav2 build takes whatever slack is left. The build is the one
+timeout (STEPS below); a step gets the time left minus the nominal time of the steps after it
+(so unspent time passes on), the wait for the exllamav2 build takes whatever slack is left, and a
+``--budget`` under the nominal total scales every share alike. First run on an H200 on 2026-12-04:
+the README's "GPU check" holds its table. The build is the one
 unknown: with a prebuilt ``exllamav2_ext.so`` carried in ``.whl/prebuilt/`` it costs nothing;
 otherwise it compiles for this GPU's architecture only, with all cores but two, while the
 training steps run. A build that finishes comes back gzipped as ``$OUT/exllamav2_ext.so.gz``: carry it in
@@ -84,6 +87,11 @@ SITE = Path(tempfile.gettempdir()) / "gpu-check-site"
 # share (0.2%) is then close to a 70B's (0.8%), and step 2 scales the layers' bits separately.
 ONE_B = {"hidden": 2048, "intermediate": 5632, "layers": 22, "heads": 32, "kv_heads": 4}
 TINY = {"hidden": 64, "intermediate": 256, "layers": 2, "heads": 4, "kv_heads": 2}
+# Step 2 converts the same model cut to its first 3 layers: on the H200 (2026-12-04) the whole
+# 22-layer model's 2.5 bpw conversion ran past 180 s, and 6 layers took 128 s for 2.5 bpw alone
+# (measurement 50 s of it). Bits per weight are measured per part (layers, embeddings, head), so
+# the cut changes none of them; decode speeds compare the backends on one and the same model.
+EXL2_LAYERS = 3
 
 # The Python packages the checks need that the GPU machine's image lacks (KINDS.md's package list,
 # 2026-11-17: it has torch 2.11, transformers, peft, accelerate, pandas, ninja, pytest, httpx ...).
@@ -139,15 +147,15 @@ class Step:
 
 
 STEPS = [
-    Step("wheels", "-", "install the carried wheels", 30),
-    Step("prepare", "-", "random ~1B Llama (bf16) + generated training data", 45),
+    Step("wheels", "-", "install the carried wheels", 15),
+    Step("prepare", "-", "random ~1B Llama (bf16) + generated training data", 35),
     # no nominal of its own: it runs beside prepare..serve and its wait takes the slack left
     Step("exl2_build", "-", "exllamav2 extension: import (JIT compile) in the background", 0),
-    Step("gpu_tests", "1", "pytest -m gpu", 70),
-    Step("exl2", "2", "EXL2 2.5/4.0 bpw: convert, size, decode vs transformers", 180),
-    Step("lora", "3", "LoRA q/v bf16: SDPA / flash, packed vs padded, MFU", 80),
-    Step("qlora", "4", "QLoRA NF4 (bitsandbytes CUDA)", 45),
-    Step("serve", "5", "python -m serve on the GPU: 1 vs 8 clients", 60),
+    Step("gpu_tests", "1", "pytest -m gpu", 90),
+    Step("exl2", "2", "EXL2 2.5/4.0 bpw: convert, size, decode vs transformers", 160),
+    Step("lora", "3", "LoRA q/v bf16: SDPA / flash, packed vs padded, MFU", 60),
+    Step("qlora", "4", "QLoRA NF4 (bitsandbytes CUDA)", 50),
+    Step("serve", "5", "python -m serve on the GPU: 1 vs 8 clients", 80),
 ]
 # Execution order on a GPU: exl2_build starts after wheels and runs beside prepare, lora, qlora, serve.
 FOREGROUND = ["wheels", "prepare", "lora", "qlora", "serve", "exl2", "gpu_tests"]
@@ -174,6 +182,10 @@ class Ctx:
     @property
     def data_dir(self) -> Path:
         return self.work / "data"
+
+    @property
+    def exl2_source(self) -> Path:
+        return self.work / "llama-exl2"
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,6 +320,12 @@ def step_prepare(ctx: Ctx) -> dict:
     model.to(torch.bfloat16).save_pretrained(ctx.model_dir)
     tok.save_pretrained(ctx.model_dir)
     n = sum(p.numel() for p in model.parameters())
+    shape = (f"h{config.hidden_size} L{config.num_hidden_layers} heads {config.num_attention_heads}/"
+             f"{config.num_key_value_heads} mlp {config.intermediate_size}")
+    model.model.layers = model.model.layers[:EXL2_LAYERS]  # step 2's source: the first layers alone
+    model.config.num_hidden_layers = min(EXL2_LAYERS, config.num_hidden_layers)
+    model.save_pretrained(ctx.exl2_source)
+    tok.save_pretrained(ctx.exl2_source)
     del model
     catalog = load_catalog(REPO / "data" / "catalog" / "tools.json")
     rows = 8 if ctx.dry else 96
@@ -315,8 +333,7 @@ def step_prepare(ctx: Ctx) -> dict:
     write(ctx.data_dir, generate(catalog, gen), catalog, gen)
     size = sum(f.stat().st_size for f in ctx.model_dir.glob("*.safetensors"))
     return {"parameters": n, "bf16_gb": round(size / 1e9, 3), "vocab": len(tok),
-            "shape": f"h{config.hidden_size} L{config.num_hidden_layers} heads {config.num_attention_heads}/"
-                     f"{config.num_key_value_heads} mlp {config.intermediate_size}", "train_rows": rows}
+            "shape": shape, "exl2_layers": min(EXL2_LAYERS, config.num_hidden_layers), "train_rows": rows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,7 +411,7 @@ def gpu_tests_command(timeout: int, without_exllamav2: bool) -> list[str]:
     # without the built extension, importing exllamav2 would start the build again (and hang on the
     # lock a killed build leaves): deselect those tests by name
     select = ["-k", "not exl2 and not exllamav2"] if without_exllamav2 else []
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", *select,
+    return [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-m", "gpu", *select,
             f"--timeout={max(30, timeout)}", *[str(p.relative_to(REPO)) for p in gpu_test_files()]]
 
 
@@ -405,8 +422,13 @@ def step_gpu_tests(ctx: Ctx) -> dict:
     figures = {"files": len(gpu_test_files()), "gpu_marked": n, "command": " ".join(argv[1:])}
     if ctx.dry:
         return figures
-    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
-    print(r.stdout[-6000:], r.stderr[-3000:], sep="\n")
+    # each test's line goes to the step's log as it finishes: a timeout then shows how far it got
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    r = subprocess.CompletedProcess(argv, proc.wait(), "".join(lines))
     summary = (r.stdout.strip().splitlines() or [""])[-1]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors|deselected)", summary)}
     figures.update(counts, summary=summary.strip("= "))
@@ -462,7 +484,7 @@ def scale_to_70b(breakdown: dict) -> dict:
 
 def exl2_commands(ctx: Ctx, bpw: float) -> list[list[str]]:
     out = ctx.work / f"exl2-{bpw:g}"
-    return [[sys.executable, "-m", "serve.quantize", str(ctx.model_dir), str(out), f"{bpw:g}", "--rows", "16",
+    return [[sys.executable, "-m", "serve.quantize", str(ctx.exl2_source), str(out), f"{bpw:g}", "--rows", "16",
              "--length", "512", "--measurement", str(ctx.work / "llama.measurement.json"), "--work",
              str(ctx.work / "exl2.work")]]
 
@@ -490,31 +512,33 @@ async def _decode_rate(backend, tokenizer, tokens: int, runs: int) -> float:
 def step_exl2(ctx: Ctx) -> dict:
     from serve.quantize import count_parameters, exl2_plan
 
-    if not (ctx.model_dir / "config.json").is_file():
-        raise RuntimeError(f"{ctx.model_dir}: no model (the prepare step failed)")
-    figures: dict = {"source_parameters": count_parameters(ctx.model_dir)}
+    if not (ctx.exl2_source / "config.json").is_file():
+        raise RuntimeError(f"{ctx.exl2_source}: no model (the prepare step failed)")
+    figures: dict = {"source_parameters": count_parameters(ctx.exl2_source)}
     # the plan serve.quantize will run: one measurement pass, reused by the second bitrate
-    plan = exl2_plan(ctx.model_dir, ctx.work / "exl2-2.5", 2.5, 6, ctx.work / "exl2.work",
+    plan = exl2_plan(ctx.exl2_source, ctx.work / "exl2-2.5", 2.5, 6, ctx.work / "exl2.work",
                      ctx.work / "llama.measurement.json", None, 16, 512, fresh=False)
     figures["converter_runs"] = len(plan.commands) + 1
     if ctx.dry:
         figures["formula_70b_gb"] = scale_to_70b({"bpw_layers": 2.5, "bpw_embed": 16, "bpw_head": 6})["70b_gb"]
         figures["commands"] = [" ".join(c[1:6]) for bpw in (2.5, 4.0) for c in exl2_commands(ctx, bpw)]
-        figures["self_breakdown_bpw"] = round(exl2_breakdown(ctx.model_dir, ctx.model_dir)["bpw_whole"], 2)
+        figures["self_breakdown_bpw"] = round(exl2_breakdown(ctx.exl2_source, ctx.exl2_source)["bpw_whole"], 2)
         return figures
     env = {**os.environ}
     for bpw in (2.5, 4.0):
         (argv,) = exl2_commands(ctx, bpw)
         t0 = time.monotonic()
-        r = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-        print(r.stdout[-3000:], r.stderr[-3000:], sep="\n")
+        # the converter's progress goes straight to the step's log: a step killed at its timeout
+        # then shows how far it got (the first H200 run's showed nothing)
+        r = subprocess.run(argv, cwd=REPO, env=env, stderr=subprocess.STDOUT)
         if r.returncode != 0:
-            raise RuntimeError(f"serve.quantize {bpw:g} bpw exit {r.returncode}: {r.stderr.strip()[-800:]}")
-        b = exl2_breakdown(ctx.model_dir, Path(argv[4]))
+            raise RuntimeError(f"serve.quantize {bpw:g} bpw exit {r.returncode} (its output is in the step's log)")
+        b = exl2_breakdown(ctx.exl2_source, Path(argv[4]))
         figures[f"{bpw:g}"] = {"convert_s": round(time.monotonic() - t0, 1), "gb": round(b["bytes"] / 1e9, 3),
                                "bpw_whole": round(b["bpw_whole"], 3), "bpw_layers": round(b["bpw_layers"], 3),
                                "bpw_head": round(b.get("bpw_head", 0), 2), "bpw_embed": round(b.get("bpw_embed", 0), 2),
                                **scale_to_70b(b)}
+        print(RESULT_MARK + json.dumps(figures), flush=True)  # what is measured so far survives a timeout
     # decode: the same prompt, 128 tokens, through our two backends and plain generate
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -522,18 +546,18 @@ def step_exl2(ctx: Ctx) -> dict:
     from serve.backends.exl2 import ExLlamaV2Backend
     from serve.backends.hf import TransformersBackend, load_model
 
-    tok = AutoTokenizer.from_pretrained(ctx.model_dir)
+    tok = AutoTokenizer.from_pretrained(ctx.exl2_source)
     for bpw in (2.5, 4.0):
         backend = ExLlamaV2Backend(str(ctx.work / f"exl2-{bpw:g}"), "q", context_length=1024, max_batch_size=8,
                                    cache_tokens=4096)
         figures[f"{bpw:g}"]["decode_tok_s"] = round(asyncio.run(_decode_rate(backend, tok, 128, 3)), 1)
         del backend
         torch.cuda.empty_cache()
-    model, tok2 = load_model(str(ctx.model_dir), dtype="bfloat16", device="cuda")
+    model, tok2 = load_model(str(ctx.exl2_source), dtype="bfloat16", device="cuda")
     backend = TransformersBackend(model, tok2, "bf16", cache_tokens=4096)
     figures["transformers_backend_bf16_tok_s"] = round(asyncio.run(_decode_rate(backend, tok, 128, 3)), 1)
     del backend, model
-    model = AutoModelForCausalLM.from_pretrained(ctx.model_dir, dtype=torch.bfloat16).cuda().eval()
+    model = AutoModelForCausalLM.from_pretrained(ctx.exl2_source, dtype=torch.bfloat16).cuda().eval()
     ids = tok("Request: the planner writes", return_tensors="pt").input_ids.cuda()
     kw = dict(max_new_tokens=128, min_new_tokens=128, do_sample=False, pad_token_id=tok.pad_token_id)
     model.generate(ids, **kw)
@@ -562,7 +586,7 @@ def lora_recipe(ctx: Ctx, attn: str, packing: bool, qlora: bool = False, extra: 
         f"use_cpu={str(ctx.dry).lower()}", *extra])
 
 
-def _time_training(recipe, packings: list[bool], steps: int, warmup: int, batch: int) -> dict:
+def _time_training(recipe, packings: list[bool], steps: int, warmup: int, batch_size: int) -> dict:
     """Real tokens/s, computed tokens per real token and peak memory of LoRA training with the
     recipe's model, adapter and data; the collators of ``packings`` alternate step by step so that
     noise hits them alike. Returns ``{"packed"|"padded": {...}}``."""
@@ -590,7 +614,7 @@ def _time_training(recipe, packings: list[bool], steps: int, warmup: int, batch:
     stats = {p: {"time": 0.0, "real": 0, "computed": 0, "peak": 0, "loss": None} for p in packings}
     device = next(model.parameters()).device
     for i in range(warmup + steps):
-        batch = [rows[(i * batch + j) % len(rows)] for j in range(batch)]
+        batch = [rows[(i * batch_size + j) % len(rows)] for j in range(batch_size)]
         for packing in packings:
             inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in collators[packing](batch).items()}
             if cuda:
@@ -655,7 +679,7 @@ def flash_available() -> tuple[bool, str]:
 def step_lora(ctx: Ctx) -> dict:
     import torch
 
-    steps, warmup = (1, 0) if ctx.dry else (8, 2)
+    steps, warmup = (2, 1) if ctx.dry else (8, 2)  # dry: the loop turns more than once
     figures: dict = {"peak_tflops": PEAK_BF16_TFLOPS, "flops_per_token": "4N (LoRA: no weight gradients)"}
     if not ctx.dry:
         figures["matmul_tflops"] = round(matmul_tflops(), 1)
@@ -666,7 +690,7 @@ def step_lora(ctx: Ctx) -> dict:
         attns.append("flash_attention_2")
     for attn in attns:
         recipe = lora_recipe(ctx, attn, packing=True)
-        figures[attn] = _time_training(recipe, [True, False], steps, warmup, batch=2 if ctx.dry else 8)
+        figures[attn] = _time_training(recipe, [True, False], steps, warmup, batch_size=2 if ctx.dry else 8)
     s = figures["sdpa"]
     figures["packed_over_padded_sdpa"] = round(s["packed"]["tok_s"] / max(1, s["padded"]["tok_s"]), 2)
     if ctx.dry:
@@ -692,13 +716,13 @@ def step_qlora(ctx: Ctx) -> dict:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise RuntimeError("bitsandbytes is not installed: carry its wheel (make gpu-check-wheels)")
     recipe = lora_recipe(ctx, "sdpa", packing=True, qlora=True)
-    steps, warmup = (1, 0) if ctx.dry else (6, 2)
+    steps, warmup = (2, 1) if ctx.dry else (6, 2)
     figures = {"quant": f"{recipe.lora.bnb_quant_type} double={recipe.lora.bnb_double_quant}",
                "targets": len(recipe.lora.target_modules), "r": recipe.lora.r}
     if not ctx.dry:
         import bitsandbytes
         figures["bitsandbytes"] = bitsandbytes.__version__
-    figures.update(_time_training(recipe, [True], steps, warmup, batch=2 if ctx.dry else 8))
+    figures.update(_time_training(recipe, [True], steps, warmup, batch_size=2 if ctx.dry else 8))
     return figures
 
 
@@ -852,6 +876,8 @@ def step_env(ctx: Ctx) -> dict:
     if prebuilt:
         paths.insert(0, str(prebuilt))  # exllamav2 imports a prebuilt exllamav2_ext before it builds one
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    # the interpreter's own bin first: torch's extension loader wants ninja (pip's, beside python3)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
     major, minor = torch.cuda.get_device_capability(0)
     env.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")  # this GPU only: the build's biggest saving
     env.setdefault("MAX_JOBS", str(max(1, (os.cpu_count() or 2) - 2)))  # two cores left to the GPU steps
@@ -861,18 +887,22 @@ def step_env(ctx: Ctx) -> dict:
 
 
 class Budget:
-    """A deadline shared by the steps: a step gets at most the time left minus the nominal time of
-    the steps still to run after it."""
+    """A deadline shared by the steps: a step gets the time left minus the nominal time of the
+    steps still to run after it, so time a step leaves unspent passes on and the later steps keep
+    theirs. A budget under the nominal total (``--budget`` with less device time left) scales every
+    step's share down alike: with the shares unscaled, a 400 s budget skipped the set-up steps
+    that every other step needs (the second H200 call, 2026-12-04)."""
 
     def __init__(self, seconds: float, nominal: dict[str, int]):
         self.deadline = time.monotonic() + seconds
-        self.nominal = nominal
+        scale = min(1.0, seconds / max(1, sum(nominal.values())))
+        self.nominal = {name: t * scale for name, t in nominal.items()}
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
     def give(self, name: str, later: list[str]) -> float:
-        return min(self.nominal[name], self.left() - sum(self.nominal[n] for n in later))
+        return self.left() - sum(self.nominal[n] for n in later)
 
     def slack(self, later: list[str]) -> float:
         return self.left() - sum(self.nominal[n] for n in later)

@@ -412,3 +412,26 @@ def test_row_control_reads_numpy_and_torch_rows_alike_and_samples_only_inside_to
     forbidden = scores.copy()
     forbidden[0] = -np.inf
     assert 0 not in {RowControl([1], 1.0, 1.0, seed).pick(forbidden) for seed in range(200)}
+
+
+def test_page_size_reaches_the_kv_cache_under_either_transformers_name():
+    """transformers renamed ContinuousBatchingConfig's ``block_size`` to ``page_size``; the GPU
+    machine's 5.17 refused ``page_size=`` and the server exited at start-up (exit 3, 2026-12-04)."""
+    import dataclasses
+
+    from transformers import ContinuousBatchingConfig
+
+    from serve.backends.hf import page_field
+
+    @dataclasses.dataclass
+    class Older:  # the 5.17 fields the backend fills
+        block_size: int = 256
+        num_blocks: int | None = None
+        max_batch_tokens: int | None = None
+        max_requests_per_batch: int | None = None
+
+    assert page_field(Older) == "block_size"
+    assert Older(**{page_field(Older): 64}).block_size == 64
+    installed = page_field()  # this machine's transformers
+    assert installed in {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+    assert getattr(ContinuousBatchingConfig(**{installed: 32}), installed) == 32

@@ -98,7 +98,8 @@ def exl2_model(tmp_path_factory):
     keep = ("PYTHONPATH", "HOME", "CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "TORCH_EXTENSIONS_DIR")
     r = subprocess.run(["bash", str(REPO / "scripts/quantize.sh"), str(src), str(out), "4.0", "--rows", "8",
                         "--length", "256"], capture_output=True, text=True,
-                       env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin",
+                       # the interpreter's bin: torch's extension loader wants the ninja pip put there
+                       env={"PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
                             **{k: os.environ[k] for k in keep if k in os.environ}})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "effective bits per weight" in r.stdout

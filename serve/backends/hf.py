@@ -82,6 +82,19 @@ async def _next(queue: asyncio.Queue, timeout: float):
     return getter.result()
 
 
+def page_field(config_class: type | None = None) -> str:
+    """The name transformers gives the KV-cache block size: ``block_size`` in older releases (the
+    GPU machine's 5.17, where ``page_size=`` stopped the server at start-up), ``page_size`` in
+    newer ones (5.25); the server's ``--page-size`` fills either."""
+    import dataclasses
+
+    if config_class is None:
+        from transformers import ContinuousBatchingConfig as config_class
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return "page_size" if "page_size" in names else "block_size"
+
+
 class TransformersBackend:
     """Serves one model with continuous batching. See :class:`serve.backends.base.Backend`."""
 
@@ -130,7 +143,7 @@ class TransformersBackend:
             pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else
             (self.eos_ids[0] if self.eos_ids else 0))
         cb_config = ContinuousBatchingConfig(
-            num_blocks=math.ceil(self.cache_tokens / self.page_size), page_size=self.page_size,
+            num_blocks=math.ceil(self.cache_tokens / self.page_size), **{page_field(): self.page_size},
             max_batch_tokens=self.max_batch_tokens, max_requests_per_batch=self.max_batch_size)
         manager = self.model.init_continuous_batching(generation_config=generation_config,
                                                       continuous_batching_config=cb_config)
