@@ -24,8 +24,8 @@ try:  # the processor base class moved between transformers releases; fail where
         ContinuousBatchingLogitsProcessorList,
     )
 except ImportError as e:  # pragma: no cover - exercised only on an incompatible transformers
-    raise ImportError("serve needs transformers >= 5.23 (continuous batching with per-request "
-                      "logits processors)") from e
+    raise ImportError("serve needs a transformers whose continuous batching takes per-request logits "
+                      "processors (served with 5.17 on the GPU machine and 5.25 here)") from e
 from transformers.generation.logits_process import LogitsProcessorList
 
 from pipeline.sampling import MIN_TEMPERATURE, RowControl  # noqa: F401 - re-exported: one sampler for every backend
