@@ -37,13 +37,13 @@ matmul, the ceiling actually reachable (KINDS.md saw 769-798 TFLOP/s).
 Budget (one ``run`` call of at most 540 s; the script aims at 510 s): each step has a nominal
 timeout (STEPS below); a step gets the time left minus the nominal time of the steps after it
 (so unspent time passes on), the wait for the exllamav2 build takes whatever slack is left, and a
-``--budget`` under the nominal total scales every share alike. First run on an H200 on 2026-12-04:
-the README's "GPU check" holds its table. The build is the one
-unknown: with a prebuilt ``exllamav2_ext.so`` carried in ``.whl/prebuilt/`` it costs nothing;
-otherwise it compiles for this GPU's architecture only, with all cores but two, while the
-training steps run. A build that finishes comes back gzipped as ``$OUT/exllamav2_ext.so.gz``: carry it in
+``--budget`` under the nominal total scales every share alike. The build is the one unknown:
+with a prebuilt ``exllamav2_ext.so`` carried in ``.whl/prebuilt/`` it costs nothing; otherwise
+it compiles for this GPU's architecture only, with all cores but two, while the training steps
+run. A build that finishes comes back gzipped as ``$OUT/exllamav2_ext.so.gz``: carry it in
 ``.whl/prebuilt/`` on the next call. If it does not finish in time, step 2 and the exllamav2
 tests are skipped (a killed build would leave torch's extension lock behind and hang them).
+First run on an H200 on 2026-12-04: the README's "GPU check" holds its table.
 
 Without CUDA (and without ``--dry-run``) it prints one line and exits 0. ``--dry-run`` walks every
 step's set-up on the CPU in this process (the configs, a tiny random model, the recipes and one
