@@ -35,6 +35,8 @@ LOG_MESSAGES: list[tuple[str, str, str]] = [
     ("ContinuousBatchingLogger", "Memory available for cache allocation",
      "the server sizes the KV cache itself (--cache-tokens), not from free memory"),
     ("ContinuousBatchingLogger", "Paged cache initialized", "the cache --cache-tokens asked for"),
+    ("ContinuousBatchingLogger", "self.cache_shape = ",
+     "the same cache's tensor shapes (transformers 5.17, the GPU machine's, says it at INFO)"),
     ("ContinuousBatchingLogger", "Found no user-specified seed in the config",
      "each request carries its own seed or none; the manager's seed is not the user's"),
     ("ContinuousBatchingLogger", "Background generation thread stopped after", "the server's own shutdown"),
