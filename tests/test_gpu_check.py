@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def test_a_failing_or_hanging_step_never_stops_the_next(tmp_path, gc):
 
     def broken(ctx):
         raise RuntimeError("no model")
+
+    # a background step reaped long after it ended counts its own run, not the wait for it
+    t0 = time.monotonic()
+    early = gc.start_process([py, "-c", "print('built', flush=True)"], tmp_path / "early.log", dict(os.environ))
+    early.wait()
+    time.sleep(2.0)
+    done = gc.finish_process(gc.Step("early", "-", "", 0), early, tmp_path / "early.log", 30, t0)
+    assert done.seconds < time.monotonic() - t0 - 1.5
 
     ctx = gc.Ctx(dry=True, work=tmp_path, wheels=tmp_path)
     assert gc.run_inline(gc.Step("a", "-", "", 1), broken, ctx).status == "failed"
