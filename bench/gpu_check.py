@@ -322,8 +322,9 @@ def step_prepare(ctx: Ctx) -> dict:
     n = sum(p.numel() for p in model.parameters())
     shape = (f"h{config.hidden_size} L{config.num_hidden_layers} heads {config.num_attention_heads}/"
              f"{config.num_key_value_heads} mlp {config.intermediate_size}")
-    model.model.layers = model.model.layers[:EXL2_LAYERS]  # step 2's source: the first layers alone
-    model.config.num_hidden_layers = min(EXL2_LAYERS, config.num_hidden_layers)
+    kept = min(EXL2_LAYERS, config.num_hidden_layers)
+    model.model.layers = model.model.layers[:kept]  # step 2's source: the first layers alone
+    config.num_hidden_layers = kept
     model.save_pretrained(ctx.exl2_source)
     tok.save_pretrained(ctx.exl2_source)
     del model
@@ -333,7 +334,7 @@ def step_prepare(ctx: Ctx) -> dict:
     write(ctx.data_dir, generate(catalog, gen), catalog, gen)
     size = sum(f.stat().st_size for f in ctx.model_dir.glob("*.safetensors"))
     return {"parameters": n, "bf16_gb": round(size / 1e9, 3), "vocab": len(tok),
-            "shape": shape, "exl2_layers": min(EXL2_LAYERS, config.num_hidden_layers), "train_rows": rows}
+            "shape": shape, "exl2_layers": kept, "train_rows": rows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -907,10 +908,8 @@ class Budget:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def give(self, name: str, later: list[str]) -> float:
-        return self.left() - sum(self.nominal[n] for n in later)
-
-    def slack(self, later: list[str]) -> float:
+    def give(self, later: list[str]) -> float:
+        """The seconds a step (or the wait for the build) may take with ``later`` still to run."""
         return self.left() - sum(self.nominal[n] for n in later)
 
 
@@ -923,7 +922,7 @@ def run_gpu(ctx: Ctx, steps: dict[str, Step], budget_s: float) -> None:
 
     def foreground(name: str) -> None:
         later = FOREGROUND[FOREGROUND.index(name) + 1:]
-        given = budget.give(name, later)
+        given = budget.give(later)
         step = steps[name]
         step.beside_build = build is not None and build[0].poll() is None
         if given < 5:
@@ -941,7 +940,7 @@ def run_gpu(ctx: Ctx, steps: dict[str, Step], budget_s: float) -> None:
     build = (start_process(b.command, logs / "exl2_build.log", env), time.monotonic())
     for name in ("prepare", "lora", "qlora", "serve"):
         foreground(name)
-    finish_process(b, build[0], logs / "exl2_build.log", max(0.0, budget.slack(["exl2", "gpu_tests"])), build[1])
+    finish_process(b, build[0], logs / "exl2_build.log", max(0.0, budget.give(["exl2", "gpu_tests"])), build[1])
     build = None
     if b.status == "ok":
         foreground("exl2")
