@@ -1006,3 +1006,38 @@ def test_clock_part_rows_ask_each_part_of_one_reading(tmp_path):
     planner_only_key("clock_part_sets", 10)
     assert demo.DemoConfig(clock_part_sets=10).role_key("agent") == demo.DemoConfig().role_key("agent")
     assert demo.DemoConfig(**V32).key() == "8a45f8113146"  # at 0: left out of the key, v32's still names v32
+
+
+def test_open_values_draw_the_same_tasks_with_file_names_and_texts_to_copy(tmp_path):
+    """With open_values the same tasks are drawn (a generator of their own), but the files and the
+    texts to save come from the encyclopedia's words (v32 drew 15 stems and 24 texts, and wrote
+    "casine.txt" for "casino.txt"); each stands in its task as the plan writes it, the lower-case
+    style included, so a row never teaches changing what is copied. The caller's rows change (its
+    key too); the agent's trajectories do not (its key stays)."""
+    closed, opened = demo_data.draw(400, 0), demo_data.draw(400, 0, open_values=True)
+    assert [d.intent for d in closed] == [d.intent for d in opened]
+    saves = [d for d in opened if demo_data.saved_values(d)]
+    literal = [d for d in saves if any(s[1] == "save_file" and not s[2].endswith("#E1") for s in d.steps)]
+    assert len(saves) > 30 and len(literal) > 10
+    for d in saves:
+        for value in demo_data.saved_values(d):
+            assert value in d.text, (value, d.text)
+    paths = {v for d in saves for v in demo_data.saved_values(d) if "." in v[-5:]}
+    assert len(paths) > 0.9 * len(saves)  # nearly every file name new (the closed lists: 15 stems)
+    texts = {v for d in literal for v in demo_data.saved_values(d)} - paths
+    assert len(texts) > 0.9 * len(literal)
+    lowered = [d for d in saves if d.template.endswith("/lower")]
+    assert lowered and any(v != v.lower() for d in lowered for v in demo_data.saved_values(d))
+    assert demo_data.lower_except("Save 'Tea At 5' To A.txt", ["Tea At 5", "A.txt"]) == "save 'Tea At 5' to A.txt"
+    assert demo_data.lower_except("Save IT", []) == "save it"
+    a = demo_data.demo_rows(0, tmp_path / "a", planner=60, solver=4, caller=6)
+    b = demo_data.demo_rows(0, tmp_path / "b", planner=60, solver=4, caller=6, open_values=True)
+    assert a["caller"] != b["caller"] and len(a["caller"]) == len(b["caller"]) == 6
+    for row in b["caller"]:
+        args = json.loads(row["output"])["arguments"]
+        assert f"path={args['path']}, content={args['content']}" in row["instruction"]
+    cfg, opened_cfg = demo.DemoConfig(**V32), demo.DemoConfig(**V32, open_values=True)
+    assert cfg.key() == "8a45f8113146" != opened_cfg.key()  # off: v32's key still names v32
+    for role in ("planner", "caller"):
+        assert opened_cfg.role_key(role) != cfg.role_key(role)
+    assert opened_cfg.role_key("agent") == cfg.role_key("agent")

@@ -301,6 +301,13 @@ class DemoConfig:
     # in-distribution answers fell (exact 0.73 vs v32's 0.82), v38's held (0.82) but it answered
     # "What's the square root of 729?" "7.00" and "capital of brazil?" "Brazil" (README, v38).
     clock_part_sets: int = 0
+    # File names and texts to save drawn from the encyclopedia's ~2,000 words (train.demo_data.Intents.
+    # open_text: "harbor_treaty.md", "Orbit crater basin on Friday"), by a generator of their own, so
+    # the same tasks are drawn; the ReAct and code trajectories keep the closed lists (the agent
+    # adapter's rows stay the same). Written after v32 wrote "casine.txt" for "casino.txt" and
+    # "meeting" for "meeting moved to Friday": its rows drew file names from 15 stems and texts from
+    # 24 phrases, so it learned those by heart rather than to copy. Changes the caller's rows.
+    open_values: bool = False
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -327,6 +334,8 @@ class DemoConfig:
         """A digest of what one adapter's training depends on: the data's fields (every adapter's
         rows come from one generator) and ``role``'s own training fields."""
         other = {k for r, keys in ROLE_FIELDS.items() if r != role for k in keys}
+        if role == "agent":
+            other |= set(NOT_AGENT_DATA)
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in RUN_SETTINGS and k not in other and ROLE_NEUTRAL.get(k, object()) != v}
         version = {"caller": CALLER_DATA_VERSION, "agent": AGENT_DATA_VERSION}.get(role, DATA_VERSION)
@@ -353,8 +362,10 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
            "agent_max_seq_len": 2304, "agent_from_planner": False, "catalog_tool_first": False,
-           "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0}
+           "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0, "open_values": False}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
+# Data fields that the agent's trajectories never see (_agent_data draws them without).
+NOT_AGENT_DATA = ("open_values",)
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
@@ -425,7 +436,7 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
                      cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows, cfg.extra_solver_rows,
-                     cfg.solver_by_kind, cfg.clock_part_sets)
+                     cfg.solver_by_kind, cfg.clock_part_sets, cfg.open_values)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer

@@ -190,11 +190,28 @@ def _clock_parts(evidence: str) -> dict:
     return {"date": f"{y}-{mo}-{d}", "time": f"{hh}:{mm} {zone}", "weekday": wd, "year": y}
 
 
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+
+
+def open_word_bank(world: World) -> list[str]:
+    """The encyclopedia's lower-case words of 3-12 letters, sorted (deterministic): the stuff of
+    :class:`Intents`' open values."""
+    return sorted({w for text in world.wiki.values() for w in re.findall(r"\b[a-z]{3,12}\b", text)})
+
+
 class Intents:
     """Every intent the default planner learns; each method returns one :class:`Draft`."""
 
-    def __init__(self, world: World, rng: random.Random):
+    def __init__(self, world: World, rng: random.Random, values: random.Random | None = None):
         self.w, self.rng = world, rng
+        # Open values (DemoConfig.open_values): file names and texts to save from the encyclopedia's
+        # words, drawn by a generator of their own, so the tasks drawn stay the same and only the values
+        # differ. None: the short closed lists below, which the planner learned by heart ("casino.txt"
+        # written "casine.txt", "meeting moved to Friday" written "meeting") rather than to copy.
+        self.values = values
+        self.bank = open_word_bank(world) if values is not None else []
         self.ascii_films = [f for f in world.films if f["title"].isascii()]
         self.by_director: dict[str, list[dict]] = {}
         for f in world.films:
@@ -462,13 +479,44 @@ class Intents:
                                 "out", "memo", "draft", "log", "data", "info", "reminder"])
         ext = self.rng.choice([".txt", ".txt", ".md", ".csv", ".json"])
         sub = self.rng.choice(["", "", "", "notes/", "docs/", "out/"])
+        if self.values is not None:
+            stem, sub = self.open_stem(), self.values.choice(["", "", "", "", "notes/", "docs/", "out/",
+                                                              f"{self.values.choice(self.bank)}/"])
         return f"{sub}{stem}{ext}"
+
+    def open_stem(self) -> str:
+        """A file name's stem made of the encyclopedia's words: "harbor", "trip_plan", "Budget-2031"."""
+        v, words = self.values, self.bank
+        a, b = v.choice(words), v.choice(words)
+        return v.choice([a, a, f"{a}_{b}", f"{a}-{b}", f"{a}{v.randint(1, 2099)}", a.capitalize(),
+                         f"{a.capitalize()}-{v.randint(1, 99)}"])
+
+    def open_text(self) -> str:
+        """A text to save made of the encyclopedia's words: a phrase, a list, a time, a number."""
+        v, words = self.values, self.bank
+        some = [v.choice(words) for _ in range(v.randint(2, 6))]
+        kind = v.randrange(6)
+        if kind == 0:
+            return " ".join(some).capitalize()
+        if kind == 1:
+            return ", ".join(some[:v.randint(2, 4)])
+        if kind == 2:
+            when = v.choice([f"at {v.randint(1, 12)}{v.choice(['am', 'pm', ''])}", f"on {v.choice(WEEKDAYS)}",
+                             f"by {v.choice(MONTHS)} {v.randint(1, 28)}", "tomorrow", "next week"])
+            return f"{' '.join(some[:3]).capitalize()} {when}"
+        if kind == 3:
+            return f"{some[0]} {v.randint(1, 99999)}"
+        if kind == 4:
+            return v.choice(words)
+        return " ".join(some).capitalize() + "."
 
     def save_text(self) -> Draft:
         path = self._path()
         content = self.rng.choice(["hello", "hello world", "Meeting at 10am", "buy milk", "The plan works.",
                                    "42", "Remember to call Anna", "Draft v2 is ready", "ok", "done",
                                    "ReWOO plans first", "See you tomorrow"])
+        if self.values is not None:
+            content = self.open_text()
         tid, text = self._pick("save_text", [
             "Save the text '{c}' to {p}.", "Write '{c}' into the file {p}.", "Create a file named {p} containing '{c}'.",
             "Store '{c}' in {p}.", "Put the words '{c}' in a file called {p}.", "save '{c}' as {p}",
@@ -925,6 +973,8 @@ class Intents:
         """Writing given text to a file, in phrasings the base intent does not use."""
         path = self._path()
         content = self.rng.choice(self.SAVE_WORDS)
+        if self.values is not None:
+            content = self.open_text()
         tid, text = self._pick("save_wide", [
             "Make a new file {p} and put '{c}' in it.", "Note '{c}' down in {p}.", "Add '{c}' to a file called {p}.",
             "I want '{c}' saved in {p}.", "Could you write the line '{c}' to {p}?", "Keep '{c}' in {p} for me.",
@@ -1039,12 +1089,31 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+def saved_values(d: Draft) -> list[str]:
+    """The file names and literal texts of ``d``'s save_file steps (evidence variables left out)."""
+    out = []
+    for _, tool, given in d.steps:
+        m = re.fullmatch(r"path=(.*?), content=(.*)", given, re.DOTALL) if tool == "save_file" else None
+        if m:
+            out += [v for v in m.groups() if v and not re.fullmatch(r"#E\d+", v)]
+    return out
+
+
+def lower_except(text: str, keep: Sequence[str]) -> str:
+    """``text`` lower-cased but for the pieces in ``keep``."""
+    if not keep:
+        return text.lower()
+    parts = re.split("(" + "|".join(re.escape(k) for k in sorted(keep, key=len, reverse=True)) + ")", text)
+    return "".join(p if i % 2 else p.lower() for i, p in enumerate(parts))
+
+
 def draw(n: int, seed: int, banned: set[str] | None = None, mix: dict[str, float] | None = None,
-         skip: set[str] = frozenset()) -> list[Draft]:
+         skip: set[str] = frozenset(), open_values: bool = False) -> list[Draft]:
     """``n`` drafts in ``mix`` (:data:`MIX`) proportions, styled, none equal to a banned (eval)
-    text or to a normalised text in ``skip``."""
+    text or to a normalised text in ``skip``; with ``open_values``, the same tasks with file names
+    and saved texts from the encyclopedia's words (:meth:`Intents.open_text`)."""
     rng = random.Random(seed)
-    intents = Intents(World.load(), rng)
+    intents = Intents(World.load(), rng, random.Random(f"open-values/{seed}") if open_values else None)
     mix = MIX if mix is None else mix
     names = list(mix)
     weights = [mix[k] for k in names]
@@ -1053,7 +1122,10 @@ def draw(n: int, seed: int, banned: set[str] | None = None, mix: dict[str, float
     while len(out) < n:
         d = getattr(intents, rng.choices(names, weights)[0])()
         style = rng.choice(STYLES)
-        d.text = styled(d.text, style, d.entities, rng)
+        if open_values and style == "lower":  # a file name and a text to save are copied as written
+            d.text = lower_except(d.text, saved_values(d))
+        else:
+            d.text = styled(d.text, style, d.entities, rng)
         d.template = f"{d.template}/{style}"
         key = normalise(d.text)
         if key in banned or key in seen or key in skip:
@@ -1277,7 +1349,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
               films: int = 0, rare: int = 0, extra_solver: int = 0,
-              solver_by_kind: bool = False, clock_sets: int = 0) -> dict[str, list[dict]]:
+              solver_by_kind: bool = False, clock_sets: int = 0, open_values: bool = False) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1293,17 +1365,19 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``extra_solver``: that many more solver rows, after the others, from the later drafts (those
     beyond ``planner``) that have an answer, picked evenly over them by a generator of their own;
     with ``solver_by_kind``, spread over their kinds instead (:func:`spread_by_kind`).
-    ``clock_sets``: that many sets of four clock solver rows after those (:func:`clock_part_rows`)."""
+    ``clock_sets``: that many sets of four clock solver rows after those (:func:`clock_part_rows`).
+    ``open_values``: file names and saved texts from the encyclopedia's words (:func:`draw`)."""
     from toolkit import default_toolbox
 
     workspace = Path(workspace).resolve()  # the tools name it absolutely; the rows say "workspace"
     box = default_toolbox(workspace=str(workspace), search_url=None)
     rng = random.Random(seed + 3)
-    drafts = draw(planner + extra_planner, seed)
+    drafts = draw(planner + extra_planner, seed, open_values=open_values)
     for count, offset, mix in ((chains, 7, CHAIN_MIX), (wide, 11, WIDE_MIX), (focus, 13, FOCUS_MIX),
                                  (films, 17, FILMS_MIX), (rare, 19, RARE_MIX)):
         if count:  # each later draw after the earlier ones, with a seed of its own: those stay the same
-            drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts})
+            drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts},
+                           open_values=open_values)
     grounded = ground(drafts, box, seed)
     save = formats.tool_spec(box["save_file"])
     rows: dict[str, list] = {"planner": [], "solver": [], "caller": [], "tasks": [], "agents": [], "dropped": []}
