@@ -10,7 +10,8 @@
 Sets: ``data/eval/in_distribution.jsonl`` (shapes the adapters trained on, over the demo
 database), ``data/eval/unseen_tools.jsonl`` (catalog tools held out of training, given at run
 time; evaluated with catalog stand-ins, so answers are not scored there) and
-``data/eval/handwritten.jsonl`` (written by hand like real users). One engine for every mode: the
+``data/eval/handwritten.jsonl`` (written by hand like real users) and ``data/eval/save_files.jsonl``
+(30 calls of the function caller, a file name and a text copied from each task). One engine for every mode: the
 base with the planner adapter (the caller adapter for ReWOO's function calls). Columns are
 ``pipeline.eval``'s metrics; tokens are prompt + completion per task. ``--limit N`` runs the
 first N tasks of each set (the same tasks for every mode).
@@ -27,7 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SETS = ["data/eval/in_distribution.jsonl", "data/eval/unseen_tools.jsonl", "data/eval/handwritten.jsonl"]
+SETS = ["data/eval/in_distribution.jsonl", "data/eval/unseen_tools.jsonl", "data/eval/handwritten.jsonl",
+        "data/eval/save_files.jsonl"]
 COLUMNS = [("tool_set_accuracy", "tool-set"), ("tool_order_accuracy", "tool-order"), ("caller_accuracy", "caller AST"),
            ("answer_exact", "exact"), ("answer_contains", "contains")]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -128,13 +129,15 @@ def test_bounds_refuse_a_budget_too_small():
         constrain.plan_grammar([], 256)
 
 
-def test_random_model_writes_only_valid_calls(model, tiny_tokenizer):
+@pytest.mark.parametrize("kind", ["grammar", "json_schema"])
+def test_random_model_writes_only_valid_calls(model, tiny_tokenizer, kind):
     for spec in SPECS:
-        schema = constrain.call_schema(spec, max_string=12)
+        given = ({"grammar": constrain.call_grammar(spec, 96)} if kind == "grammar"
+                 else {"json_schema": constrain.call_schema(spec, max_string=12)})
         step = formats.Step("#E2", spec["name"], "something with #E1", "do it", ("#E1",))
         prompt = formats.caller_prompt(step, SPECS)
         for i, sample in enumerate([False, True, True]):
-            proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, json_schema=schema)
+            proc = constrain.logits_processor(tiny_tokenizer, model.config.vocab_size, **given)
             (text, ended), = _generate(model, tiny_tokenizer, [prompt], proc, 256, sample, seed=i)
             assert ended, text
             call = formats.parse_call(text, SPECS)
@@ -189,7 +192,8 @@ def test_call_constraint_accepts_the_spacing_the_caller_is_trained_on(tiny_token
     calls = {"search_wiki": {"query": "Ada Lovelace"}, "save_file": {"path": "a.txt", "content": "hi #E1"},
              "top_k": {"items": ["x", "y"], "k": 1}}
     for spec in SPECS:
-        grammar = constrain._compile(lltok, None, None, constrain.call_schema(spec, max_string=40))
+      for grammar in (constrain._compile(lltok, None, None, constrain.call_schema(spec, max_string=40)),
+                      constrain._compile(lltok, constrain.call_grammar(spec, 256), None, None)):
         trained = formats.render_call(spec["name"], calls[spec["name"]])
         compact = json.dumps(json.loads(trained), separators=(",", ":"))
         for text, want in ((trained, True), (compact, False)):
@@ -260,3 +264,48 @@ def test_constrained_decoding_never_imports_llguidance_torch(tiny_model_dir):
                          cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_call_strings_are_bounded_in_tokens_not_characters(tiny_tokenizer):
+    """At the caller's 256 tokens a save_file call holds a 76-character text whole (a bound of
+    four tokens a character held it to 22, and this three-argument save_file to 14: "Simplicity is the soul of efficiency" was saved as
+    "Simplicity is the soul", valid JSON, silently cut); at a string's token cap only its closing
+    quote is allowed, so the call still ends as JSON."""
+    import llguidance
+
+    save = SPECS[1]
+    grammar = constrain.call_grammar(save, 256)
+    text = "Simplicity is the soul of efficiency. " * 2  # 49 of this tokenizer's tokens, 58 the share
+    assert _accepts(tiny_tokenizer, grammar, formats.render_call("save_file", {"path": "quote.txt", "content": text}))
+    assert _accepts(tiny_tokenizer, grammar, formats.render_call("save_file", {"path": "a \\\"b\\\".txt",
+                                                                                "content": "x", "overwrite": True}))
+    assert not _accepts(tiny_tokenizer, grammar, '{"name": "save_file", "arguments": {"path": "a.txt"}}')
+    assert not _accepts(tiny_tokenizer, grammar, '{"name": "save_file", "arguments": {"content": "x", "path": "a"}}')
+    small = constrain.call_grammar(save, 100)  # 80 characters of fixed text: 6 tokens a string
+    share = int(re.search(r"t0\[max_tokens=(\d+)\]", small).group(1))
+    lltok = constrain.lltokenizer(tiny_tokenizer, len(tiny_tokenizer))
+    m = llguidance.LLMatcher(lltok, llguidance.grammar_from("lark", small))
+    head = tiny_tokenizer('{"name": "save_file", "arguments": {"path": "', add_special_tokens=False)["input_ids"]
+    assert m.try_consume_tokens(head) == len(head)
+    word = tiny_tokenizer("a", add_special_tokens=False)["input_ids"]
+    for _ in range(share):
+        assert m.try_consume_tokens(word) == 1
+    assert m.try_consume_tokens(word) == 0 and not m.is_error()  # the cap: only the closing quote now
+    close = tiny_tokenizer('", "content": "b"}}', add_special_tokens=False)["input_ids"]
+    assert m.try_consume_tokens(close) == len(close)
+    with pytest.raises(ValueError, match="too small"):
+        constrain.call_grammar(save, 90)
+
+
+def test_optional_arguments_may_open_the_object_or_be_left_out(tiny_tokenizer):
+    spec = {"name": "find", "description": "Find.", "parameters": {"type": "object", "properties": {
+        "where": {"type": "string"}, "limit": {"type": "integer"}, "query": {"type": "string"},
+        "kind": {"type": "string", "enum": ["a", "b"]}}, "required": ["query"]}}
+    grammar = constrain.call_grammar(spec, 256)
+    for args, ok in (({"query": "q"}, True), ({"where": "w", "query": "q"}, True), ({"limit": 3, "query": "q"}, True),
+                     ({"where": "w", "limit": 3, "query": "q", "kind": "b"}, True), ({"query": "q", "kind": "a"}, True),
+                     ({"query": "q", "kind": "c"}, False), ({"where": "w"}, False), ({"query": "q", "where": "w"}, False),
+                     ({"limit": "3", "query": "q"}, False)):
+        assert _accepts(tiny_tokenizer, grammar, formats.render_call("find", args)) is ok, args
+    assert _accepts(tiny_tokenizer, constrain.call_grammar({"name": "opt", "description": "x", "parameters": {
+        "type": "object", "properties": {"a": {"type": "string"}}}}, 64), '{"name": "opt", "arguments": {}}')

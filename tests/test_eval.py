@@ -175,3 +175,28 @@ def test_an_answer_that_is_the_expected_number_is_exact():
     assert exact("27.0", "27") and exact("1,517", 1517) and exact("-3.50", "-3.5") and exact("42.", "42")
     assert not exact("27.5", "27") and not exact("27 apples", "27") and not exact("2026", "2025")
     assert exact("Canberra", "canberra") and not exact("The capital is Canberra.", "Canberra")
+
+
+def test_the_shipped_task_files_load_and_name_only_tools_that_exist():
+    """Every file of data/eval loads; its tasks name built-in or catalog tools; save_files.jsonl's
+    expected calls copy a file name and a text that stand verbatim in the task (or a step's evidence),
+    so its caller AST scores copying and nothing else."""
+    from pathlib import Path
+
+    from toolkit import default_toolbox
+
+    builtin = set(default_toolbox(search_url=None))
+    root = Path(__file__).resolve().parent.parent / "data" / "eval"
+    catalog = {t["name"] for t in json.loads((root.parent / "catalog" / "tools.json").read_text())["tools"]}
+    files = sorted(root.glob("*.jsonl")) + sorted((root / "generated").glob("*.jsonl"))
+    assert {p.name for p in files} >= {"in_distribution.jsonl", "handwritten.jsonl", "save_files.jsonl"}
+    for path in files:
+        for task in load_tasks(path):
+            assert set(task.tools or []) <= builtin | catalog, (path.name, task.id)
+    saves = load_tasks(root / "save_files.jsonl")
+    assert len(saves) >= 30 and len({t.task for t in saves}) == len(saves)
+    for t in saves:
+        (call,) = t.expect["calls"]
+        assert call["name"] == "save_file" and call["name"] in t.expect["tools"]
+        for value in call["arguments"].values():
+            assert value == "#E1" or value in t.task, (t.id, value)

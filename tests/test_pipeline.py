@@ -478,3 +478,49 @@ def test_a_step_that_repeats_an_earlier_call_reuses_its_evidence():
     again = run_steps(parse_plan("Plan: c\n#E3 = boom[x]", list(failing)), distribute(parse_plan("Plan: c\n#E3 = boom[x]", list(failing)), failing),
                       failing, prior=ev)
     assert again["#E3"].status == "error" and again["#E3"].extra == {}  # a later round tries again
+
+
+def test_the_callers_constraint_lets_a_long_text_through_whole(tiny_tokenizer):
+    """The quoted failure: "Create the file quote.txt and write 'Simplicity is the soul of
+    efficiency' in it" saved "Simplicity is the soul" (22 characters: the caller's constraint bounded
+    strings at four tokens a character within its 256 tokens). The caller here writes the call it
+    was trained to write, token by token, wherever the distributor's real constraint (compiled by
+    llguidance over a real tokenizer) allows, and else the first token it allows, as masked
+    decoding does; a stand-in for a model, since a tiny random one copies nothing."""
+    import llguidance
+
+    from pipeline.engines import Completion, Engine
+    from pipeline.formats import constrain
+
+    lltok = constrain.lltokenizer(tiny_tokenizer, len(tiny_tokenizer))
+
+    class Masked(Engine):
+        supports_constraints = True
+
+        def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
+            out = []
+            for prompt, c in zip(prompts, constraints):
+                step = prompt.split("Step:\n")[1]
+                args = dict(part.split("=", 1) for part in step.split("[", 1)[1].rsplit("]", 1)[0].split(", ", 1))
+                wanted = tiny_tokenizer(formats.render_call("save_file", args), add_special_tokens=False)["input_ids"]
+                grammar = (llguidance.grammar_from("lark", c.value) if c.kind == "grammar"
+                           else llguidance.LLMatcher.grammar_from_json_schema(json.dumps(c.value), defaults={
+                               "whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}))
+                m, ids, scripted = llguidance.LLMatcher(lltok, grammar), [], True
+                while len(ids) < max_new_tokens and not m.is_stopped():
+                    allowed = m.compute_logit_bias()  # a byte per token: non-zero where allowed
+                    nxt = (wanted + [tiny_tokenizer.eos_token_id])[min(len(ids), len(wanted))] if scripted else None
+                    if nxt is None or not allowed[nxt]:  # masked: the first token allowed, from here on
+                        scripted, nxt = False, next(i for i in range(len(allowed)) if allowed[i])
+                    assert m.consume_token(nxt), m.get_error()
+                    ids.append(nxt)
+                out.append(Completion(tiny_tokenizer.decode([i for i in ids if i != tiny_tokenizer.eos_token_id]),
+                                      None, len(ids), "stop", 0.0))
+            return out
+
+    box = toolbox()
+    text = "Simplicity is the soul of efficiency"
+    plan = parse_plan(f"Plan: Save it.\n#E1 = save_file[path=quote.txt, content={text}]")
+    calls = distribute(plan, box, Masked(), max_new_tokens=256)
+    assert calls["#E1"].error is None and calls["#E1"].via == "caller"
+    assert calls["#E1"].arguments == {"path": "quote.txt", "content": text}
