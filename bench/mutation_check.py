@@ -598,6 +598,17 @@ MUTATIONS = [
     Mutation("sft: init_adapter of another rank accepted", "train/sft.py",
              "    if differ:\n        raise RecipeError", "    if False:\n        raise RecipeError",
              ("tests/test_train_sft.py", "-k", "another_adapter")),
+    Mutation("distributor: the caller's strings bounded in characters again", "pipeline/distributor.py",
+             '        return Constraint("grammar", constrain_mod.call_grammar(spec, max_new_tokens))',
+             '        raise Unsupported("mutant")', ("tests/test_pipeline.py", "-k", "long_text_through")),
+    Mutation("demo: open values lower-cased by the lower style", "train/demo_data.py",
+             '        if open_values and style == "lower":', '        if False:',
+             ("tests/test_demo.py", "-k", "open_values")),
+    Mutation("demo: the agent's key follows open_values", "train/demo.py",
+             "            other |= set(NOT_AGENT_DATA)", "            pass", ("tests/test_demo.py", "-k", "open_values")),
+    Mutation("eval: a save_files call expects a text its task does not hold", "data/eval/save_files.jsonl",
+             '"content": "pick up dry cleaning"', '"content": "pick up cleaning"',
+             ("tests/test_eval.py", "-k", "shipped_task_files"))
 ]
 
 

@@ -125,14 +125,36 @@ def _without_caller(step: Step, spec: formats.ToolSpec) -> tuple[dict | None, st
                             f"(--caller) or write the input as a JSON object of arguments")
 
 
+def string_budget(spec: formats.ToolSpec, max_new_tokens: int) -> int:
+    """The longest string argument a constrained call may hold so that the whole call fits
+    ``max_new_tokens``, in characters: the JSON skeleton costs one token per character at worst,
+    and a string character up to 4 (a 4-byte UTF-8 character in a byte-level vocabulary). Arrays
+    count as 8 strings (``constrain.call_schema`` bounds them to 8 items). Only for the schemas
+    that ``constrain.call_grammar`` cannot bound in tokens."""
+    props = spec.parameters.get("properties", {})
+    skeleton = len(formats.render_call(spec.name, {k: "" for k in props}))
+    slots = sum(8 if p.get("type") == "array" else 1 for p in props.values()) or 1
+    return max(1, (max_new_tokens - 1 - skeleton - 8 * len(props)) // (4 * slots))
+
+
+def call_constraint(spec: formats.ToolSpec, max_new_tokens: int) -> Constraint:
+    """The constraint of a call to ``spec``: a grammar with strings bounded in tokens
+    (``constrain.call_grammar``); for a schema that grammar compiler does not take (``pattern``,
+    ``format``, ...) or a budget it finds too small, a JSON schema with strings bounded in
+    characters. (The character bound alone held save_file's content to 22 characters at 256 tokens.)"""
+    from pipeline.formats.jsonlark import TooSmall, Unsupported
+
+    try:
+        return Constraint("grammar", constrain_mod.call_grammar(spec, max_new_tokens))
+    except (Unsupported, TooSmall):
+        return Constraint("json_schema", constrain_mod.call_schema(spec, string_budget(spec, max_new_tokens)))
+
+
 def _call_caller(caller: Engine, needs_caller: list[tuple[Step, formats.ToolSpec]], template: str,
                  constrain: bool, max_new_tokens: int) -> list:
     """The caller's completions for the steps that need it, in order (one batch on Alpaca)."""
     use_constraint = constrain and caller.supports_constraints
-    # Bounded in tokens (constrain.call_grammar): a character bound sized for the worst case held
-    # save_file's content to 22 characters at 256 tokens.
-    constraints = ([Constraint("grammar", constrain_mod.call_grammar(spec, max_new_tokens))
-                    for _, spec in needs_caller] if use_constraint else None)
+    constraints = [call_constraint(spec, max_new_tokens) for _, spec in needs_caller] if use_constraint else None
     with role("caller"):
         if template == "alpaca":
             return caller.complete_batch([formats.caller_prompt(step, [spec]) for step, spec in needs_caller],

@@ -12,7 +12,7 @@ Accepted fields (at most one per request):
 
 The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
 use, so a plan constrained here parses with ``pipeline.plan.parse_plan``. JSON schemas (and the
-tool calls of ``serve.tools``) become token-bounded Lark grammars (``serve.jsonlark``), so that a
+tool calls of ``serve.tools``) become token-bounded Lark grammars (``pipeline.formats.jsonlark``), so that a
 JSON reply closes within ``max_tokens``.
 
 :func:`build_processor` compiles a constraint and probes it (first mask, a few first tokens) under
@@ -134,8 +134,8 @@ def lltokenizer(tokenizer, vocab_size: int):
 
 def _json_grammar(schema: dict, max_tokens: int, param: str) -> tuple[str, str]:
     """``(format, text)``: the schema as a token-bounded Lark grammar, or (for schemas outside
-    ``serve.jsonlark``) llguidance's JSON compiler with strings bounded in characters."""
-    from serve.jsonlark import TooSmall, Unsupported, schema_grammar
+    ``pipeline.formats.jsonlark``) llguidance's JSON compiler with strings bounded in characters."""
+    from pipeline.formats.jsonlark import TooSmall, Unsupported, schema_grammar
 
     try:
         return "lark", schema_grammar(schema, max_tokens)

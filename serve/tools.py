@@ -16,7 +16,7 @@ its training prompt when a client sends one user message holding a plan step. It
 - ``"required"``: one or more calls to any of the tools; ``{"type": "function", "function":
   {"name": N}}``: calls to N only. Both are constrained to the tools' JSON schemas.
 
-Every string of a call is capped in tokens (``serve.jsonlark``), so a call closes within
+Every string of a call is capped in tokens (``pipeline.formats.jsonlark``), so a call closes within
 ``max_tokens``.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline import formats
 from serve.backends.base import BackendError
-from serve.jsonlark import TooSmall, Unsupported, compile_schema
+from pipeline.formats.jsonlark import TooSmall, Unsupported, compile_schema
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
 MAX_TOOLS = 128

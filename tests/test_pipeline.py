@@ -524,3 +524,16 @@ def test_the_callers_constraint_lets_a_long_text_through_whole(tiny_tokenizer):
     calls = distribute(plan, box, Masked(), max_new_tokens=256)
     assert calls["#E1"].error is None and calls["#E1"].via == "caller"
     assert calls["#E1"].arguments == {"path": "quote.txt", "content": text}
+
+
+def test_a_call_schema_the_grammar_compiler_does_not_take_falls_back_to_json_schema():
+    from pipeline.distributor import call_constraint
+
+    plain = formats.tool_spec(toolbox()["save_file"])
+    assert call_constraint(plain, 256).kind == "grammar"
+    coded = formats.ToolSpec("book", "Book a room.", {"type": "object", "properties": {
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"}}, "required": ["code"]})
+    fallback = call_constraint(coded, 256)
+    assert fallback.kind == "json_schema"
+    assert fallback.value["properties"]["arguments"]["properties"]["code"]["maxLength"] >= 1
+    assert call_constraint(plain, 30).kind == "json_schema"  # too small for the grammar's fixed text

@@ -17,8 +17,8 @@
   (measured: FACTS.md, 0/20 stopped).
 - :func:`call_grammar` is the function caller's output for one tool as a Lark grammar,
   ``{"name": <that tool>, "arguments": <its parameters>}``, its strings bounded in tokens the same
-  way; :func:`call_schema` is the same call as a JSON schema (strings bounded in characters), for
-  servers that take JSON schema only.
+  way (:mod:`pipeline.formats.jsonlark`); :func:`call_schema` is the same call as a JSON schema
+  (strings bounded in characters), for the schemas that compiler does not take.
 - :func:`logits_processor` builds a transformers ``LogitsProcessor`` for a Lark grammar, a regex
   or a JSON schema. It is single-use: make a new one per ``generate()`` call. Batched and
   left-padded inputs work; finished rows are held to EOS.
@@ -198,79 +198,18 @@ def call_schema(spec, max_string: int | None = 200) -> dict:
             "required": ["name", "arguments"], "additionalProperties": False}
 
 
-# A JSON string's text between its quotes: escapes, or any character but '"', '\\' and controls.
-_JSON_STRING_BODY = r'/(\\(["\\\/bfnrt]|u[0-9a-fA-F]{4})|[^"\\\x00-\x1f])*/'
-_NOT_PLAIN = ("enum", "const", "pattern", "format", "maxLength", "minLength")
-
-
-def _plain_string(schema: Any) -> bool:
-    return isinstance(schema, dict) and schema.get("type") == "string" and not any(k in schema for k in _NOT_PLAIN)
-
-
 def call_grammar(spec, max_new_tokens: int = 256) -> str:
-    """A Lark grammar of a call to one tool that fits ``max_new_tokens``:
-    ``{"name": <that tool>, "arguments": {...}}``, spaced as ``formats.render_call`` writes the
-    caller's training data, the arguments in the order the tool declares them (the optional ones
-    may be left out).
+    """A Lark grammar of a call to one tool, :func:`call_schema` unbounded compiled by
+    :mod:`pipeline.formats.jsonlark`: spaced as ``formats.render_call`` writes the caller's training
+    data, every string capped in tokens so that the call closes within ``max_new_tokens``. A
+    character bound sized for the worst case (four tokens a character, :func:`call_schema`) held a
+    call to save_file to 22 characters of content at the caller's 256 tokens: the tuned caller's
+    "Simplicity is the soul of efficiency" was saved as "Simplicity is the soul", valid and silently
+    cut. Raises ``jsonlark.Unsupported`` for a schema outside that compiler (``pattern``,
+    ``format``, ...) and ``jsonlark.TooSmall`` when the call's fixed text alone does not fit."""
+    from pipeline.formats.jsonlark import schema_grammar
 
-    Bounded in tokens, as :func:`plan_grammar` is: each argument gets an equal share of the budget
-    the call's fixed text leaves (an array eight), and a plain string argument's text is capped at
-    its share in tokens (``rule[max_tokens=N]``; at the cap only the closing quote is allowed). A
-    character cap sized for the worst case (four tokens a character) held a call to save_file to
-    22 characters of content at the caller's 256 tokens: the tuned caller's "Simplicity is the
-    soul of efficiency" was saved as "Simplicity is the soul", valid and silently cut. Other
-    arguments (numbers, enums, arrays, objects, strings with their own limits) are JSON schema
-    (llguidance's ``%json``), bounded as :func:`call_schema` bounds them within their share. One
-    edge stays: a cap reached just after a backslash leaves an escape unfinished, and the call
-    does not parse (a caller error on that step, never a cut value)."""
-    from pipeline import formats
-    from pipeline.formats import tool_spec
-
-    spec = tool_spec(spec)
-    props = dict(spec.parameters.get("properties", {}))
-    required = set(spec.parameters.get("required", []))
-    skeleton = len(formats.render_call(spec.name, {k: "" for k in props}))
-    slots = sum(8 if p.get("type") == "array" else 1 for p in props.values()) or 1
-    share = (max_new_tokens - 1 - skeleton) // slots
-    if share < 4:
-        raise ValueError(f"max_new_tokens={max_new_tokens} is too small for a call to {spec.name} "
-                         f"({skeleton} characters of fixed text, {slots} argument slots)")
-    item, key_sep = formats.CALL_ITEM_SEPARATOR, formats.CALL_KEY_SEPARATOR
-    lines, values = [], []
-    for i, (name, schema) in enumerate(props.items()):
-        if _plain_string(schema):
-            lines.append(f"v{i}: {lark_literal(chr(34))} t{i} {lark_literal(chr(34))}")
-            lines.append(f"t{i}[max_tokens={share}]: {_JSON_STRING_BODY}")
-        else:
-            bounded = _bound_strings(schema, max(1, share // 4))
-            guide = {"whitespace_flexible": False, "item_separator": item, "key_separator": key_sep}
-            lines.append(f"v{i}: %json " + json.dumps({**bounded, "x-guidance": guide}, ensure_ascii=False))
-        values.append((lark_literal(json.dumps(name, ensure_ascii=False) + key_sep) + f" v{i}", name in required))
-
-    def rest(i: int) -> str:
-        """The arguments from the i-th on, after an earlier one."""
-        if i == len(values):
-            return ""
-        kv, needed = values[i]
-        this = f"{lark_literal(item)} {kv}"
-        return " ".join(x for x in ((this if needed else f"({this})?"), rest(i + 1)) if x)
-
-    def first(i: int) -> str:
-        """The arguments from the i-th on, the first of them opening the object."""
-        if i == len(values):
-            return ""
-        kv, needed = values[i]
-        this = " ".join(x for x in (kv, rest(i + 1)) if x)
-        if needed:
-            return f"({this})"
-        other = first(i + 1)
-        return f"({this} | {other})" if other else f"({this})?"
-
-    head = lark_literal("{" + json.dumps("name") + key_sep + json.dumps(spec.name, ensure_ascii=False) + item
-                        + json.dumps("arguments") + key_sep + "{")
-    body = first(0)
-    lines.insert(0, f"start: {head} {body} {lark_literal('}}')}")
-    return "\n".join(lines) + "\n"
+    return schema_grammar(call_schema(spec, max_string=None), max_new_tokens)
 
 
 # --------------------------------------------------------------------------------------------
