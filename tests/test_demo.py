@@ -444,11 +444,11 @@ def later_draw(tmp_path, before: dict, **more) -> list[dict]:
 
 # The fields whose defaults changed after v20 (v25: the first two; v29: the agent adapter), at v20's values: with
 # them an older build's key still names it.
-V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto", "agent_react_rows": 0, "agent_code_rows": 0}
+V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto", "agent_react_rows": 0, "agent_code_rows": 0, "open_values": False}
 # v25's planner and caller with no agent adapter (v29 added one, changing the recipe's key only).
-V25 = {"agent_react_rows": 0, "agent_code_rows": 0}
-# v32's recipe (v25's planner and caller, the agent adapter).
-V32 = {}
+V25 = {"agent_react_rows": 0, "agent_code_rows": 0, "open_values": False}
+# v32's recipe (v25's planner and caller, the agent adapter); v39 drew open values for its planner and caller.
+V32 = {"open_values": False}
 
 
 def planner_only_key(field: str, value: int) -> None:
@@ -642,7 +642,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
     """python -m train.demo rebuilds the shipped adapters only if build_data still writes the
-    training files of v25's planner and caller and v32's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
+    training files of v39's planner and caller and v32's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
 
@@ -651,7 +651,7 @@ def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trai
     demo.build_data(demo.DemoConfig(), tmp_path, str(base_dir()))  # the agent's rows: rendered with the base's template
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
               for name in ("planner", "caller", "agent")}
-    assert digest == {"planner": "d78c8e3ab931c05a", "caller": "0f2de4fd3df2b4d5", "agent": "eb6b8fbe3bb46ee1"}, (
+    assert digest == {"planner": "af2ba5fcc8d548d3", "caller": "4f7efafc174ada2f", "agent": "eb6b8fbe3bb46ee1"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 
@@ -1036,7 +1036,7 @@ def test_open_values_draw_the_same_tasks_with_file_names_and_texts_to_copy(tmp_p
     for row in b["caller"]:
         args = json.loads(row["output"])["arguments"]
         assert f"path={args['path']}, content={args['content']}" in row["instruction"]
-    cfg, opened_cfg = demo.DemoConfig(**V32), demo.DemoConfig(**V32, open_values=True)
+    cfg, opened_cfg = demo.DemoConfig(**V32), demo.DemoConfig(**{**V32, "open_values": True})
     assert cfg.key() == "8a45f8113146" != opened_cfg.key()  # off: v32's key still names v32
     for role in ("planner", "caller"):
         assert opened_cfg.role_key(role) != cfg.role_key(role)
