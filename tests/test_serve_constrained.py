@@ -109,3 +109,33 @@ def test_bad_constraints_get_400_before_any_stream(server, extra, stream):
     r = httpx.post(server.base_url + "/completions", json=body, timeout=60)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"]
+
+
+def test_the_distributors_call_grammar_is_served_and_every_call_parses(server):
+    """The function caller over HTTP: the distributor sends each call's token-bounded grammar
+    (``guided_grammar``: llguidance Lark with ``[max_tokens=N]`` strings and ``%json`` scalars) to
+    our server, and the tiny random model's calls all parse and match their tools' schemas."""
+    from pipeline import formats
+    from pipeline.distributor import call_constraint, distribute
+    from pipeline.engines import OpenAIEngine
+    from toolkit import tool
+
+    @tool
+    def book(city: str, nights: int, note: str = "") -> str:
+        """Book a room.
+
+        Args:
+            city: where
+            nights: how many nights
+            note: anything to tell the hotel
+        """
+        return f"{city} {nights}"
+
+    box = {"book": book}
+    assert call_constraint(formats.tool_spec(book), 96).kind == "grammar"
+    plan = parse_plan("Plan: Book Paris.\n#E1 = book[Paris, 3 nights]\nPlan: Again.\n#E2 = book[Rome for #E1]")
+    calls = distribute(plan, box, OpenAIEngine(server.base_url, api_key="unused", model=MODEL, temperature=0),
+                       max_new_tokens=96)
+    for var in ("#E1", "#E2"):
+        assert calls[var].error is None and calls[var].via == "caller", calls[var]
+        assert isinstance(calls[var].arguments["city"], str) and isinstance(calls[var].arguments["nights"], int)
