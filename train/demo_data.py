@@ -510,13 +510,17 @@ class Intents:
             return v.choice(words)
         return " ".join(some).capitalize() + "."
 
+    def _saved_text(self, closed: Sequence[str]) -> str:
+        """A text to save: one of ``closed``, or with open values :meth:`open_text` (``closed`` is
+        drawn from either way, so the tasks drawn after it stay the same)."""
+        content = self.rng.choice(closed)
+        return self.open_text() if self.values is not None else content
+
     def save_text(self) -> Draft:
         path = self._path()
-        content = self.rng.choice(["hello", "hello world", "Meeting at 10am", "buy milk", "The plan works.",
-                                   "42", "Remember to call Anna", "Draft v2 is ready", "ok", "done",
-                                   "ReWOO plans first", "See you tomorrow"])
-        if self.values is not None:
-            content = self.open_text()
+        content = self._saved_text(["hello", "hello world", "Meeting at 10am", "buy milk", "The plan works.",
+                                    "42", "Remember to call Anna", "Draft v2 is ready", "ok", "done",
+                                    "ReWOO plans first", "See you tomorrow"])
         tid, text = self._pick("save_text", [
             "Save the text '{c}' to {p}.", "Write '{c}' into the file {p}.", "Create a file named {p} containing '{c}'.",
             "Store '{c}' in {p}.", "Put the words '{c}' in a file called {p}.", "save '{c}' as {p}",
@@ -972,9 +976,7 @@ class Intents:
     def save_wide(self) -> Draft:
         """Writing given text to a file, in phrasings the base intent does not use."""
         path = self._path()
-        content = self.rng.choice(self.SAVE_WORDS)
-        if self.values is not None:
-            content = self.open_text()
+        content = self._saved_text(self.SAVE_WORDS)
         tid, text = self._pick("save_wide", [
             "Make a new file {p} and put '{c}' in it.", "Note '{c}' down in {p}.", "Add '{c}' to a file called {p}.",
             "I want '{c}' saved in {p}.", "Could you write the line '{c}' to {p}?", "Keep '{c}' in {p} for me.",
@@ -1093,9 +1095,9 @@ def saved_values(d: Draft) -> list[str]:
     """The file names and literal texts of ``d``'s save_file steps (evidence variables left out)."""
     out = []
     for _, tool, given in d.steps:
-        m = re.fullmatch(r"path=(.*?), content=(.*)", given, re.DOTALL) if tool == "save_file" else None
-        if m:
-            out += [v for v in m.groups() if v and not re.fullmatch(r"#E\d+", v)]
+        args = save_arguments(given) if tool == "save_file" else None
+        if args:
+            out += [v for v in args.values() if v and not re.fullmatch(r"#E\d+", v)]
     return out
 
 
@@ -1233,14 +1235,20 @@ def ground(drafts: Sequence[Draft], box, seed: int) -> list[dict]:
     return out
 
 
+def save_arguments(given: str) -> dict | None:
+    """``{"path", "content"}`` of a save_file step's input ``path=..., content=...``; None otherwise."""
+    m = re.fullmatch(r"path=(.*?), content=(.*)", given, re.DOTALL)
+    return {"path": m.group(1), "content": m.group(2)} if m else None
+
+
 def call_arguments(step) -> dict:
     """The arguments a step's input stands for: ``path=..., content=...`` for ``save_file``, the
     input as the one argument otherwise (what the distributor sends a one-string tool)."""
     if step.tool == "save_file":
-        m = re.fullmatch(r"path=(.*?), content=(.*)", step.input, re.DOTALL)
-        if not m:
+        args = save_arguments(step.input)
+        if args is None:
             raise ValueError(f"save_file input is not 'path=..., content=...': {step.input!r}")
-        return {"path": m.group(1), "content": m.group(2)}
+        return args
     if step.tool == "get_current_time":
         return {}
     key = {"search_wiki": "query", "search_web": "query", "search_bilibili": "keyword", "query_sql": "sql",
