@@ -314,6 +314,14 @@ class DemoConfig:
     # exact 0.91 vs 0.86 (tool-set 0.86 =); hand-written tool-set 0.77 vs 0.74, exact 0.58 vs 0.55;
     # unseen tools 0.26 vs 0.23 on 160 tasks, 0.30 vs 0.38 on 40: shipped.
     open_values: bool = True
+    # More save tasks (train.demo_data.SAVE_MIX: notes and messages saved as given, in new phrasings
+    # and with texts shaped like real notes, "Room 12: harbor meeting, 9:45", "Email Rosa the report";
+    # and lookups whose answer is saved), planner rows only, drawn after the rare ones. Written after
+    # v39's data/eval/save_files.jsonl misses: texts that read like another tool's task went to
+    # query_sql or llm ("Write 'Standup moved to 9:30' ...", "Write 'Hello from the agent!' ..."), "X,
+    # then save it" dropped the save step, unseen names were misspelled ("erardens" for "errands.txt");
+    # 57 of v39's ~1,260 planner rows save a given text.
+    save_rows: int = 0
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -368,7 +376,8 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
            "agent_max_seq_len": 2304, "agent_from_planner": False, "catalog_tool_first": False,
-           "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0, "open_values": False}
+           "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0, "open_values": False,
+           "save_rows": 0}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 # Data fields that the agent's trajectories never see (_agent_data draws them without).
 NOT_AGENT_DATA = ("open_values",)
@@ -378,7 +387,7 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                            "code_rows", "planner_max_seq_len", "chain_rows", "wide_rows", "focus_rows",
                            "films_rows", "rare_rows", "planner_lora_r", "planner_lora_alpha", "catalog_extra_rows",
                            "catalog_renamed", "planner_dtype", "catalog_breadth_rows", "catalog_tool_first",
-                           "extra_solver_rows", "solver_by_kind", "clock_part_sets"),
+                           "extra_solver_rows", "solver_by_kind", "clock_part_sets", "save_rows"),
                "caller": ("caller_lr", "caller_epochs"),
                "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",
                          "agent_from_planner")}
@@ -442,7 +451,7 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
                      cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows, cfg.extra_solver_rows,
-                     cfg.solver_by_kind, cfg.clock_part_sets, cfg.open_values)
+                     cfg.solver_by_kind, cfg.clock_part_sets, cfg.open_values, cfg.save_rows)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer

@@ -985,6 +985,54 @@ class Intents:
             "Log '{c}' to {p}.", "new file {p} with the text '{c}'"], c=content, p=path)
         return self._save_draft(tid, text, path, content)
 
+    # -- more saves (DemoConfig.save_rows: SAVE_MIX, planner rows only) -----------------------------
+    # Written after v39's data/eval/save_files.jsonl misses: texts that read like a message or a
+    # task of their own ("Standup moved to 9:30", "Hello from the agent!") went to query_sql or llm,
+    # long texts were cut, file names misspelled; 57 of v39's ~1,260 planner rows save a given text.
+
+    NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Farah", "Goran", "Hana", "Ivo", "Jonas", "Kemi", "Lars",
+             "Mina", "Nour", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tomas", "Uma", "Vera", "Wen", "Yusuf"]
+
+    def message_text(self) -> str:
+        """A text to save shaped like a real note or message: times, dates, numbers, punctuation,
+        and imperatives that read like a task for another tool ("Email Rosa the harbor report")."""
+        v = self.values if self.values is not None else self.rng
+        words = self.bank or ["report", "budget", "garden", "meeting", "invoice", "trip", "review", "launch"]
+        w, x, name = v.choice(words), v.choice(words), v.choice(self.NAMES)
+        hhmm = f"{v.randint(0, 23)}:{v.choice(['00', '15', '30', '45', f'{v.randint(0, 59):02d}'])}"
+        day, month = v.choice(WEEKDAYS), v.choice(MONTHS)
+        iso = f"20{v.randint(24, 31)}-{v.randint(1, 12):02d}-{v.randint(1, 28):02d}"
+        n = v.randint(2, 9999)
+        return v.choice([
+            f"{w.capitalize()} review moved to {hhmm}", f"Greetings from the {w} team!", f"{name} called about the {w}",
+            f"Order #{n} {v.choice(['shipped', 'delivered', 'cancelled', 'on hold'])}", f"Bus {n % 300} leaves at {hhmm}",
+            f"Remember: {w} {x} on {day}", f"Buy {w}, {x} and {n % 12 + 2} eggs", f"Search for {w} later",
+            f"Call {name} at {hhmm}", f"Translate the {w} notes by {day}", f"Email {name} the {w} report",
+            f"Compute the {w} totals before {month} {n % 28 + 1}", f"Look up {w} {x} tomorrow",
+            f"The {w} {x} is ready.", f"{w.capitalize()} done, {x} next", f"Room {n % 500}: {w} meeting, {hhmm}",
+            f"Price of {w}: {n} EUR", f"{w}-{x} v{n % 9}.{n % 7}.{n % 10} approved", f"{name}'s birthday: {month} {n % 28 + 1}",
+            f"Deadline {iso}: {w} draft", f"Who took the {w}? Ask {name}.", f"{w.capitalize()} at {hhmm} sharp!",
+            f"Pay {n % 900 + 10} USD for the {w} by {day}", f"Step {n % 9 + 1}: check the {w}, then the {x}",
+        ])
+
+    def save_message(self) -> Draft:
+        """A note or message saved as given, in phrasings the other save intents do not use."""
+        path = self._path()
+        content = self.message_text()
+        tid, text = self._pick("save_message", [
+            "Save this note to {p}: '{c}'", "Please write '{c}' in the file {p}.", "{p} needs one line: '{c}'.",
+            "Could you create {p} holding the text '{c}'?", "Write down '{c}' and save it as {p}.",
+            "Put the message '{c}' in {p}.", "Store the note '{c}' under {p}.", "I'd like {p} to contain '{c}'.",
+            "Save the line '{c}' for me in {p}.", "New note in {p}: '{c}'", "Make {p} and write '{c}' there.",
+            "Please save '{c}' to the file {p}, thanks.", "write the words '{c}' into {p}",
+            "Can you save the message '{c}' as {p}?", "Copy '{c}' into a new file {p}.", "Into {p}, write: '{c}'",
+            "Remember this in {p}: '{c}'", "File {p} should read '{c}'.", "Create a text file {p} with the line '{c}'.",
+            "Just save '{c}' in {p}.", "Store the sentence '{c}' in the file {p}.", "Note in {p}: '{c}'. Save it please.",
+            "Fill {p} with the text '{c}'.", "Save the following to {p}: '{c}'", "Write '{c}' as the content of {p}.",
+            "Please put '{c}' down in {p}.", "save the note '{c}' in {p} please", "I want a file named {p} that says '{c}'.",
+            "Could you write '{c}' into a file, {p}?", "Take this down in {p}: '{c}'"], c=content, p=path)
+        return self._save_draft(tid, text, path, content)
+
     def calc_wide(self) -> Draft:
         """Arithmetic in words the base intent does not use: powers, tips, differences, products."""
         r = self.rng
@@ -1075,6 +1123,11 @@ FILMS_MIX = {"director_films_any": 1.0, "count_films_any": 0.4}
 # plans (the clock, the web, saving files, the calculator in words) and the film database's years
 # and birth facts in new words, which v19 sent to other tools on the hand-written set.
 RARE_MIX = {"clock_wide": 1.0, "web_wide": 1.0, "save_wide": 1.0, "calc_wide": 1.0, "director_facts": 1.0}
+
+
+# The mix of the save drafts (DemoConfig.save_rows; planner rows only): a given text saved as given
+# (notes and messages, :meth:`Intents.save_message`) and a lookup whose answer is saved.
+SAVE_MIX = {"save_message": 1.0, "save_chain": 1.0}
 
 
 def eval_texts() -> set[str]:
@@ -1357,7 +1410,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
               full_share: float = 0.35, tool_first_plans: bool = False, react: int = 0,
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
               films: int = 0, rare: int = 0, extra_solver: int = 0,
-              solver_by_kind: bool = False, clock_sets: int = 0, open_values: bool = False) -> dict[str, list[dict]]:
+              solver_by_kind: bool = False, clock_sets: int = 0, open_values: bool = False,
+              saves: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1369,7 +1423,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
     planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
-    ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those.
+    ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those;
+    ``saves``: of :data:`SAVE_MIX`, after those.
     ``extra_solver``: that many more solver rows, after the others, from the later drafts (those
     beyond ``planner``) that have an answer, picked evenly over them by a generator of their own;
     with ``solver_by_kind``, spread over their kinds instead (:func:`spread_by_kind`).
@@ -1382,7 +1437,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     rng = random.Random(seed + 3)
     drafts = draw(planner + extra_planner, seed, open_values=open_values)
     for count, offset, mix in ((chains, 7, CHAIN_MIX), (wide, 11, WIDE_MIX), (focus, 13, FOCUS_MIX),
-                                 (films, 17, FILMS_MIX), (rare, 19, RARE_MIX)):
+                                 (films, 17, FILMS_MIX), (rare, 19, RARE_MIX),
+                                 (saves, 41, SAVE_MIX)):
         if count:  # each later draw after the earlier ones, with a seed of its own: those stay the same
             drafts += draw(count, seed + offset, mix=mix, skip={normalise(d.text) for d in drafts},
                            open_values=open_values)
