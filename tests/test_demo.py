@@ -197,12 +197,13 @@ def test_planner_only_fields_leave_the_caller_file_as_it_is(tmp_path):
                        ("rare", {"rare_rows": 10}), ("chains", {"chain_rows": 10}),
                        ("answers", {"chain_rows": 10, "extra_solver_rows": 4}),
                        ("by_kind", {"chain_rows": 10, "extra_solver_rows": 4, "solver_by_kind": True}),
-                       ("clock", {"chain_rows": 10, "clock_part_sets": 2})):
+                       ("clock", {"chain_rows": 10, "clock_part_sets": 2}), ("saves", {"save_rows": 10})):
         demo.build_data(demo.DemoConfig(**{**small, **more}), tmp_path / name)
         files[name] = {role: (tmp_path / name / f"{role}.jsonl").read_bytes() for role in ("planner", "caller")}
     assert len({f["caller"] for f in files.values()}) == 1
     assert files["plain"]["planner"] != files["rare"]["planner"]
     assert files["plain"]["planner"] != files["films"]["planner"]
+    assert files["plain"]["planner"] != files["saves"]["planner"]
     solved = [sum(line.startswith(b'{"instruction": "Solve the following') for line in files[name]["planner"].splitlines())
               for name in ("chains", "answers", "clock")]
     assert solved == [6, 10, 14]  # extra_solver_rows: 4 more solver rows in the planner's file; clock_part_sets 8
@@ -616,6 +617,50 @@ def test_rare_drafts_ground_on_the_real_tools(tmp_path):
         if d.intent == "save_text":  # the file holds the text the task quotes (the "lower" style lower-cases it)
             saved = (tmp_path / d.entities[1]).read_text()
             assert saved == d.entities[0] and f"'{saved.lower()}'" in d.text.lower(), d.text
+
+
+def test_save_rows_save_given_notes_and_lookups_for_the_planner_only(tmp_path):
+    """save_rows draws SAVE_MIX after the rare rows: notes and messages saved as given (texts shaped
+    like real ones, some reading like another tool's task: "Email Rosa the report", which v39 sent to
+    llm or query_sql) and lookups whose answer is saved. Planner rows only, every earlier row
+    unchanged, no eval task; each plan ends on save_file; a given text and its file name stand in
+    the task as the plan writes them. The caller's and the agent's keys stay (their adapters are
+    reused); at 0 the key is v39's."""
+    extra = later_draw(tmp_path, dict(chains=6, wide=10, focus=10, films=10, rare=10, open_values=True), saves=60)
+    assert len(extra) == 60
+    phrasings = collections.Counter(r["meta"]["phrasing"].split(":")[0] for r in extra)
+    assert set(phrasings) == {"save_message", "save_chain"} and min(phrasings.values()) > 15
+    for row in extra:
+        plan = parse_plan(row["output"], BUILTINS)
+        assert plan.steps[-1].tool == "save_file", row["output"]
+        args = demo_data.save_arguments(plan.steps[-1].input)
+        task = row["instruction"].rsplit("Task: ", 1)[1]
+        assert args["path"] in task, (args, task)
+        if row["meta"]["phrasing"].startswith("save_message"):
+            assert len(plan) == 1 and f"'{args['content']}'" in task, (args, task)
+        else:
+            assert len(plan) >= 2 and args["content"] == f"#E{len(plan) - 1}", row["output"]
+    planner_only_key("save_rows", 160)
+    assert demo.DemoConfig(save_rows=160).role_key("agent") == demo.DemoConfig(save_rows=0).role_key("agent")
+    assert demo.DemoConfig(save_rows=0).key() == "90ad2309f1d6"  # at 0 it is left out: v39's key still names v39
+
+
+def test_saved_messages_ground_on_the_real_save_file(tmp_path):
+    """A saved message is written by the real save_file byte for byte (commas, colons, "#", "!",
+    times), and the texts are of many shapes, some of them imperatives that read like a task."""
+    from toolkit import default_toolbox
+
+    drafts = [d for d in demo_data.draw(80, seed=41, mix=demo_data.SAVE_MIX, open_values=True)
+              if d.template.startswith("save_message")]
+    texts = [d.entities[0] for d in drafts]
+    assert len(set(texts)) == len(texts) > 30
+    assert any(re.search(r"\d:\d\d", t) for t in texts) and any(t.startswith(("Email ", "Call ", "Search ", "Translate "))
+                                                                  for t in texts)
+    box = default_toolbox(workspace=str(tmp_path), search_url=None)
+    for d in drafts:  # one at a time: two saves may name one path
+        g = demo_data.ground([d], box, 0)[0]
+        assert not g["evidence"]["#E1"].startswith("Error"), g["evidence"]
+        assert (tmp_path / d.entities[1]).read_text() == d.entities[0], d.text
 
 
 def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_path):
