@@ -445,11 +445,13 @@ def later_draw(tmp_path, before: dict, **more) -> list[dict]:
 
 # The fields whose defaults changed after v20 (v25: the first two; v29: the agent adapter), at v20's values: with
 # them an older build's key still names it.
-V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto", "agent_react_rows": 0, "agent_code_rows": 0, "open_values": False}
+V20 = {"catalog_renamed": 0.0, "planner_dtype": "auto", "agent_react_rows": 0, "agent_code_rows": 0, "open_values": False,
+       "save_rows": 0}
 # v25's planner and caller with no agent adapter (v29 added one, changing the recipe's key only).
-V25 = {"agent_react_rows": 0, "agent_code_rows": 0, "open_values": False}
-# v32's recipe (v25's planner and caller, the agent adapter); v39 drew open values for its planner and caller.
-V32 = {"open_values": False}
+V25 = {"agent_react_rows": 0, "agent_code_rows": 0, "open_values": False, "save_rows": 0}
+# v32's recipe (v25's planner and caller, the agent adapter); v39 drew open values for its planner and
+# caller, v40 added save rows to its planner's.
+V32 = {"open_values": False, "save_rows": 0}
 
 
 def planner_only_key(field: str, value: int) -> None:
@@ -687,7 +689,7 @@ def test_born_shared_asks_directors_in_the_words_person_born_asks_people(tmp_pat
 
 def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trained_on(tmp_path):
     """python -m train.demo rebuilds the shipped adapters only if build_data still writes the
-    training files of v39's planner and caller and v32's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
+    training files of v40's planner, v39's caller and v32's agent byte for byte. The generator reads data/eval (it never emits an eval task or asks
     about an article one names), so replacing an eval file changes them too: this test says so."""
     import hashlib
 
@@ -696,7 +698,7 @@ def test_the_shipped_recipe_still_writes_the_data_the_shipped_adapters_were_trai
     demo.build_data(demo.DemoConfig(), tmp_path, str(base_dir()))  # the agent's rows: rendered with the base's template
     digest = {name: hashlib.sha256((tmp_path / f"{name}.jsonl").read_bytes()).hexdigest()[:16]
               for name in ("planner", "caller", "agent")}
-    assert digest == {"planner": "af2ba5fcc8d548d3", "caller": "4f7efafc174ada2f", "agent": "eb6b8fbe3bb46ee1"}, (
+    assert digest == {"planner": "b22cbe11883154ea", "caller": "4f7efafc174ada2f", "agent": "eb6b8fbe3bb46ee1"}, (
         "the shipped recipe now writes other training data than data/demo was built from (did train/demo_data.py "
         "or a data/eval file change?): rebuild with python -m train.demo --out data/demo --force, or undo it")
 
