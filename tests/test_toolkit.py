@@ -526,6 +526,8 @@ def test_save_file_writes_inside_the_workspace(save_file, tmp_path):
 
 @pytest.mark.parametrize("path, fragment", [
     ("/etc/passwd", "absolute path '/etc/passwd' refused"),
+    (" /etc/passwd", "absolute path ' /etc/passwd' refused"),
+    (" .. /outside.txt", "'..' may not appear"),
     ("../outside.txt", "'..' may not appear"),
     ("a/../../outside.txt", "'..' may not appear"),
     ("", "the path is empty"),
@@ -551,6 +553,26 @@ def test_save_file_writes_names_up_to_the_file_system_limit(save_file, tmp_path,
     assert f"saved 2 bytes to d/{name} in the workspace" in save_file(path=f"d/{name}", content="ok")
     assert (tmp_path / "ws" / "d" / name).read_text() == "ok"
     assert os.listdir(tmp_path / "ws" / "d") == [name]
+
+
+@pytest.mark.parametrize("path, written", [
+    (" Ideas.md", "Ideas.md"), ("notes.txt ", "notes.txt"), (" notes / day 1/ plan.md", "notes/day 1/plan.md"),
+])
+def test_save_file_drops_spaces_around_names(save_file, tmp_path, path, written):
+    """The shipped planner wrote "path= Ideas.md" for "Make a file called Ideas.md ...", and the file
+    was named " Ideas.md", which no later "read Ideas.md" finds. Spaces around a name are dropped;
+    those inside it stay."""
+    assert f"saved 2 bytes to {written} in the workspace" in save_file(path=path, content="ok")
+    assert (tmp_path / "ws" / written).read_text() == "ok"
+    assert sorted(p.relative_to(tmp_path / "ws").as_posix() for p in (tmp_path / "ws").rglob("*")
+                  if p.is_file()) == [written]
+
+
+@pytest.mark.parametrize("path", ["sub/ ", " ", "sub/ /"])
+def test_save_file_spaces_alone_name_no_file(save_file, tmp_path, path):
+    with pytest.raises(ToolError, match="the path is empty|names a folder"):
+        save_file(path=path, content="x")
+    assert not (tmp_path / "ws" / "sub").exists()
 
 
 def test_save_file_refuses_a_folder_path_and_writes_nothing(save_file, tmp_path):

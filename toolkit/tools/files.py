@@ -5,6 +5,7 @@ NUL byte, a newline or any other control character, a name over 255 bytes (the f
 limit; names of up to 255 bytes are written), a path through a symlink (no component is
 followed: every folder is opened with ``O_NOFOLLOW`` relative to the one before, so a link
 swapped in between check and write cannot redirect the write), content over the size limit.
+Spaces around each name are dropped (" Ideas.md" is written as "Ideas.md"); spaces inside one stay.
 The write is atomic: a temporary file (a short name of its own, so that it fits wherever the
 file's name fits) in the target folder, fsync, then ``rename``.
 """
@@ -37,14 +38,17 @@ def _parts(path: str) -> list[str]:
     if bad:
         raise WorkspaceError(f"path {path!r} refused: it contains the control character {bad.group()!r} "
                              "(a newline, tab or the like); give a name on one line")
-    if PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() or PureWindowsPath(path).drive:
+    bare = path.strip()
+    if PurePosixPath(bare).is_absolute() or PureWindowsPath(bare).is_absolute() or PureWindowsPath(bare).drive:
         raise WorkspaceError(f"absolute path {path!r} refused; give a path relative to the workspace")
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    # Spaces around a name are dropped (a model that copied "path= Ideas.md" meant "Ideas.md"); inside it they stay.
+    parts = [p.strip() for p in path.replace("\\", "/").split("/")]
+    parts = [p for p in parts if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise WorkspaceError(f"path {path!r} refused: '..' may not appear in it")
     if not parts:
         raise WorkspaceError(f"path {path!r} names the workspace itself, not a file")
-    if path.replace("\\", "/").endswith(("/", "/.")):
+    if re.search(r"/\s*\.?\s*$", path.replace("\\", "/")):
         raise WorkspaceError(f"path {path!r} names a folder (it ends with '/'); give a file name, e.g. "
                              f"'{'/'.join(parts)}/notes.txt'")
     for p in parts:
