@@ -647,6 +647,43 @@ def test_save_rows_save_given_notes_and_lookups_for_the_planner_only(tmp_path):
     assert demo.DemoConfig(save_rows=0).key() == "90ad2309f1d6"  # at 0 it is left out: v39's key still names v39
 
 
+def test_colon_save_inputs_write_save_steps_in_the_catalogs_style(tmp_path):
+    """colon_save_inputs writes every save_file step "path: X; content: Y" (a name then splits into
+    the pieces it has after the task's space) in the planner's, solver's and caller's rows; the
+    caller still answers the same JSON, every other step and row stays as it was, and the agent's
+    key stays (its trajectories never show a plan)."""
+    args = dict(planner=40, solver=8, caller=6, open_values=True, saves=10)
+    a = demo_data.demo_rows(0, tmp_path / "a", **args)
+    b = demo_data.demo_rows(0, tmp_path / "b", **args, colon_save_inputs=True)
+    assert [r["output"] for r in a["caller"]] == [r["output"] for r in b["caller"]] and len(b["caller"]) > 3
+    changed = 0
+    for role in ("planner", "solver", "caller"):
+        for old, new in zip(a[role], b[role], strict=True):
+            text = {"planner": "output", "solver": "instruction", "caller": "instruction"}[role]
+            saves = re.findall(r"save_file\[path=(.*?), content=(.*?)\]", old[text])
+            assert new[text] == re.sub(r"save_file\[path=(.*?), content=(.*?)\]",
+                                       r"save_file[path: \1; content: \2]", old[text]), (old[text], new[text])
+            changed += bool(saves)
+            if role == "caller":
+                call = json.loads(new["output"])["arguments"]
+                assert f"save_file[path: {call['path']}; content: {call['content']}]" in new["instruction"]
+    assert changed > 20
+    small = dict(planner_rows=20, solver_rows=6, caller_rows=4, extra_planner_rows=0, chain_rows=0, wide_rows=0,
+                 focus_rows=0, films_rows=0, rare_rows=0, save_rows=0, catalog_planner_rows=10, catalog_caller_rows=12,
+                 agent_react_rows=0, agent_code_rows=0)
+    files = {}
+    for name, colon in (("plain", False), ("colon", True)):  # the field reaches the files build_data writes
+        demo.build_data(demo.DemoConfig(**small, colon_save_inputs=colon), tmp_path / name)
+        files[name] = (tmp_path / name / "caller.jsonl").read_text()
+    # (the catalog's own caller rows write save_file that way already: "kv_colon")
+    assert files["colon"].count("save_file[path: ") > files["plain"].count("save_file[path: ")
+    assert files["colon"].count("save_file[path=") < files["plain"].count("save_file[path=")
+    plain, colon = demo.DemoConfig(), demo.DemoConfig(colon_save_inputs=True)
+    assert plain.key() == "e18a5378f35a" != colon.key()  # off: v40's key still names v40
+    assert colon.role_key("planner") != plain.role_key("planner") and colon.role_key("caller") != plain.role_key("caller")
+    assert colon.role_key("agent") == plain.role_key("agent")
+
+
 def test_saved_messages_ground_on_the_real_save_file(tmp_path):
     """A saved message is written by the real save_file byte for byte (commas, colons, "#", "!",
     times), and the texts are of many shapes, some of them imperatives that read like a task."""

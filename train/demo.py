@@ -328,6 +328,14 @@ class DemoConfig:
     # hand-written tool-set 0.75 vs 0.77 (multi-2, multi-7, wiki-7 won; multi-6, py-5, web-3, wiki-10
     # lost), exact 0.58 =; unseen tools 0.30 = on 40, 0.25 = on 160 (10 won, 10 lost): shipped.
     save_rows: int = 160
+    # save_file's plan inputs written "path: X; content: Y" (train.demo_data.colon_saves; the catalog's
+    # style) in the planner's, solver's and caller's rows, rather than "path=X, content=Y". Written after
+    # v40's misspelt file names: after "=" a name splits into other tokens than after the task's space
+    # (" groceries" one token, "=groceries" g|ro|cer|ies), and v40 wrote the path right in 20 of 22
+    # calls whose pieces match either way, 10 of 15 whose pieces differ. The shipped caller, given
+    # such steps without training on them, kept 21 of the 24 literal save_files calls exact (24 of 24
+    # in its own style). Changes the caller's rows (it retrains); the agent's stay.
+    colon_save_inputs: bool = False
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
     # 0.096; v20's caller reused). Side by side with v20 on one machine, each set in a fresh process:
@@ -383,10 +391,10 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
            "agent_max_seq_len": 2304, "agent_from_planner": False, "catalog_tool_first": False,
            "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0, "open_values": False,
-           "save_rows": 0}
+           "save_rows": 0, "colon_save_inputs": False}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
 # Data fields that the agent's trajectories never see (_agent_data draws them without).
-NOT_AGENT_DATA = ("open_values",)
+NOT_AGENT_DATA = ("open_values", "colon_save_inputs")
 ROLE_NEUTRAL = {k: v for k, v in NEUTRAL.items() if k != "decision_weight"}
 ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "extra_planner_rows",
                            "planner_full_share", "planner_batch", "share_prefix", "tool_first", "react_rows",
@@ -457,7 +465,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
     rows = demo_rows(cfg.seed, work / "workspace", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.react_rows, cfg.code_rows,
                      cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows, cfg.extra_solver_rows,
-                     cfg.solver_by_kind, cfg.clock_part_sets, cfg.open_values, cfg.save_rows)
+                     cfg.solver_by_kind, cfg.clock_part_sets, cfg.open_values, cfg.save_rows,
+                     cfg.colon_save_inputs)
     agents = []
     if rows["agents"]:
         from transformers import AutoTokenizer

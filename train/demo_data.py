@@ -1342,6 +1342,22 @@ def tool_first(plan):
     return Plan(tuple(said(s) for s in plan.steps))
 
 
+def colon_saves(plan):
+    """``plan`` with each save_file input written ``path: X; content: Y`` (the catalog's style) rather
+    than ``path=X, content=Y``: after ": " a file name splits into the pieces it has after the task's
+    space (" groceries" one token; "=groceries" g|ro|cer|ies, which the planner must spell out and
+    misspells: v40 wrote "gobergs.txt")."""
+    from dataclasses import replace
+
+    from pipeline.plan import Plan
+
+    def restyled(step):
+        args = save_arguments(step.input) if step.tool == "save_file" else None
+        return replace(step, input=f"path: {args['path']}; content: {args['content']}") if args else step
+
+    return Plan(tuple(restyled(s) for s in plan.steps))
+
+
 def spread_by_kind(phrasings: Sequence[str], count: int, rng: random.Random) -> list[int]:
     """``count`` indices of ``phrasings`` (template ids, ``"clock_time:3"``), spread over their kinds
     (the id less its number: ``"clock_time"``): a round takes one of each kind's not yet taken, in an
@@ -1411,7 +1427,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
               films: int = 0, rare: int = 0, extra_solver: int = 0,
               solver_by_kind: bool = False, clock_sets: int = 0, open_values: bool = False,
-              saves: int = 0) -> dict[str, list[dict]]:
+              saves: int = 0, colon_save_inputs: bool = False) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1424,7 +1440,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
     planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
     ``films``: of :data:`FILMS_MIX`, after those; ``rare``: of :data:`RARE_MIX`, after those;
-    ``saves``: of :data:`SAVE_MIX`, after those.
+    ``saves``: of :data:`SAVE_MIX`, after those. ``colon_save_inputs``: save_file steps written
+    ``path: X; content: Y`` in every row's plan (:func:`colon_saves`; the caller's JSON stays).
     ``extra_solver``: that many more solver rows, after the others, from the later drafts (those
     beyond ``planner``) that have an answer, picked evenly over them by a generator of their own;
     with ``solver_by_kind``, spread over their kinds instead (:func:`spread_by_kind`).
@@ -1448,7 +1465,8 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     later = []  # the later drafts' solver rows, for extra_solver
     for i, g in enumerate(grounded):
         d, plan = g["draft"], g["plan"]
-        shown = tool_first(plan) if tool_first_plans else plan
+        given = colon_saves(plan) if colon_save_inputs else plan  # what the caller reads
+        shown = tool_first(given) if tool_first_plans else given
         tools = [s.tool for s in plan]
         meta = {"intent": d.intent, "phrasing": d.template, "tools": tools}
         rows["planner"].append({"instruction": formats.planner_instruction(d.text,
@@ -1460,9 +1478,9 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
             continue
         if g["answer"] and len(rows["solver"]) < solver:
             rows["solver"].append(_solver_row(d.text, shown, g, workspace, meta))
-        for step in plan:
+        for step, seen in zip(plan, given):
             if step.tool == "save_file" and len(rows["caller"]) < caller:
-                rows["caller"].append({"instruction": formats.caller_instruction(step, [save]),
+                rows["caller"].append({"instruction": formats.caller_instruction(seen, [save]),
                                        "output": formats.render_call("save_file", call_arguments(step)), "meta": meta})
     if later:  # evenly over the later kinds (chains, wide, focused, film and rare tasks), in their order
         if solver_by_kind:
