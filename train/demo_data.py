@@ -516,16 +516,21 @@ class Intents:
         content = self.rng.choice(closed)
         return self.open_text() if self.values is not None else content
 
-    def save_text(self) -> Draft:
+    def _save_given(self, intent: str, content: Callable[[], str], templates: Sequence[str]) -> Draft:
+        """A text saved as the task gives it: a path, then ``content()``, then one of ``templates``
+        (slots ``{c}`` and ``{p}``), drawn in that order."""
         path = self._path()
-        content = self._saved_text(["hello", "hello world", "Meeting at 10am", "buy milk", "The plan works.",
-                                    "42", "Remember to call Anna", "Draft v2 is ready", "ok", "done",
-                                    "ReWOO plans first", "See you tomorrow"])
-        tid, text = self._pick("save_text", [
+        text_to_save = content()
+        tid, text = self._pick(intent, templates, c=text_to_save, p=path)
+        return self._save_draft(tid, text, path, text_to_save)
+
+    def save_text(self) -> Draft:
+        return self._save_given("save_text", lambda: self._saved_text([
+            "hello", "hello world", "Meeting at 10am", "buy milk", "The plan works.", "42", "Remember to call Anna",
+            "Draft v2 is ready", "ok", "done", "ReWOO plans first", "See you tomorrow"]), [
             "Save the text '{c}' to {p}.", "Write '{c}' into the file {p}.", "Create a file named {p} containing '{c}'.",
             "Store '{c}' in {p}.", "Put the words '{c}' in a file called {p}.", "save '{c}' as {p}",
-            "Make a file {p} that says '{c}'.", "Please write {p} with the content '{c}'."], c=content, p=path)
-        return self._save_draft(tid, text, path, content)
+            "Make a file {p} that says '{c}'.", "Please write {p} with the content '{c}'."])
 
     @staticmethod
     def _save_draft(tid: str, text: str, path: str, content: str) -> Draft:
@@ -975,15 +980,12 @@ class Intents:
 
     def save_wide(self) -> Draft:
         """Writing given text to a file, in phrasings the base intent does not use."""
-        path = self._path()
-        content = self._saved_text(self.SAVE_WORDS)
-        tid, text = self._pick("save_wide", [
+        return self._save_given("save_wide", lambda: self._saved_text(self.SAVE_WORDS), [
             "Make a new file {p} and put '{c}' in it.", "Note '{c}' down in {p}.", "Add '{c}' to a file called {p}.",
             "I want '{c}' saved in {p}.", "Could you write the line '{c}' to {p}?", "Keep '{c}' in {p} for me.",
             "Record '{c}' in the file {p}.", "{p} should contain '{c}'. Write it.", "Create {p} and write '{c}' into it.",
             "Drop '{c}' into {p}.", "Type '{c}' into a file named {p}.", "Put this in {p}: '{c}'",
-            "Log '{c}' to {p}.", "new file {p} with the text '{c}'"], c=content, p=path)
-        return self._save_draft(tid, text, path, content)
+            "Log '{c}' to {p}.", "new file {p} with the text '{c}'"])
 
     # -- more saves (DemoConfig.save_rows: SAVE_MIX, planner rows only) -----------------------------
     # Written after v39's data/eval/save_files.jsonl misses: texts that read like a message or a
@@ -1017,9 +1019,7 @@ class Intents:
 
     def save_message(self) -> Draft:
         """A note or message saved as given, in phrasings the other save intents do not use."""
-        path = self._path()
-        content = self.message_text()
-        tid, text = self._pick("save_message", [
+        return self._save_given("save_message", self.message_text, [
             "Save this note to {p}: '{c}'", "Please write '{c}' in the file {p}.", "{p} needs one line: '{c}'.",
             "Could you create {p} holding the text '{c}'?", "Write down '{c}' and save it as {p}.",
             "Put the message '{c}' in {p}.", "Store the note '{c}' under {p}.", "I'd like {p} to contain '{c}'.",
@@ -1030,8 +1030,7 @@ class Intents:
             "Just save '{c}' in {p}.", "Store the sentence '{c}' in the file {p}.", "Note in {p}: '{c}'. Save it please.",
             "Fill {p} with the text '{c}'.", "Save the following to {p}: '{c}'", "Write '{c}' as the content of {p}.",
             "Please put '{c}' down in {p}.", "save the note '{c}' in {p} please", "I want a file named {p} that says '{c}'.",
-            "Could you write '{c}' into a file, {p}?", "Take this down in {p}: '{c}'"], c=content, p=path)
-        return self._save_draft(tid, text, path, content)
+            "Could you write '{c}' into a file, {p}?", "Take this down in {p}: '{c}'"])
 
     def calc_wide(self) -> Draft:
         """Arithmetic in words the base intent does not use: powers, tips, differences, products."""
