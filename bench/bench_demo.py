@@ -4,6 +4,7 @@
     python bench/bench_demo.py --modes rewoo --out rewoo.json    # one mode, results kept
     python bench/bench_demo.py --modes react code --limit 15 --out agents.json
     python bench/bench_demo.py --table rewoo.json agents.json    # one table from saved results
+    python bench/bench_demo.py --compare old.json new.json       # the tasks new.json won and lost, by id
     python bench/bench_demo.py --speed                           # seconds per task, 1 vs 2 threads, merged vs adapters
     python bench/bench_demo.py --agreement rewoo.json            # constrained vs unconstrained plans
 
@@ -145,12 +146,20 @@ def main() -> None:
     p.add_argument("--react-iterations", type=int, default=4, help="most steps of the ReAct and code agents")
     p.add_argument("--out", help="also write the reports as JSON here")
     p.add_argument("--table", nargs="+", metavar="JSON", help="print one table from saved reports and stop")
+    p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                   help="name the tasks the second saved report won and lost against the first, and stop")
     p.add_argument("--speed", action="store_true", help="time one task with 1 and 2 torch threads and stop")
     p.add_argument("--agreement", nargs="+", metavar="JSON",
                    help="compare the constrained plans of saved rewoo reports with unconstrained ones and stop")
     a = p.parse_args()
     if a.table:
         print(table([r for f in a.table for r in json.loads(Path(f).read_text())]))
+        return
+    if a.compare:
+        from pipeline.eval import compare_reports, compare_text
+
+        before, after = (json.loads(Path(f).read_text()) for f in a.compare)
+        print(compare_text(compare_reports(before, after)))
         return
     import torch
 

@@ -214,6 +214,53 @@ def aggregate(rows: list[dict]) -> dict:
     }
 
 
+def _task_outcomes(row: dict) -> dict[str, bool]:
+    s = row["scores"]
+    out = {k: bool(s[k]) for k in ("tool_set", "answer_exact") if k in s}
+    if s.get("calls_expected"):
+        out["calls"] = s["calls_matched"] == s["calls_expected"]
+    return out
+
+
+def compare_reports(before: list[dict], after: list[dict]) -> list[dict]:
+    """Task by task, what ``after``'s reports won and lost against ``before``'s: for every task
+    file and mode in both, and every score both have for a task (``tool_set``, ``calls``: every
+    expected call matched, ``answer_exact``), the ids right after and wrong before (``won``) and
+    the reverse (``lost``). A task in only one of the two is counted in ``unpaired``, not compared."""
+    def keyed(reports):
+        return {(Path(r["tasks_file"]).name, r["mode"]): {row["id"]: row for row in r["per_task"]} for r in reports}
+
+    old, new = keyed(before), keyed(after)
+    out = []
+    for key in [k for k in new if k in old]:
+        a, b = old[key], new[key]
+        entry = {"tasks_file": key[0], "mode": key[1], "unpaired": len(set(a) ^ set(b)), "scores": {}}
+        for tid in [t for t in b if t in a]:
+            was, now = _task_outcomes(a[tid]), _task_outcomes(b[tid])
+            for score in [s for s in now if s in was]:
+                e = entry["scores"].setdefault(score, {"won": [], "lost": [], "same": 0})
+                if now[score] and not was[score]:
+                    e["won"].append(tid)
+                elif was[score] and not now[score]:
+                    e["lost"].append(tid)
+                else:
+                    e["same"] += 1
+        out.append(entry)
+    return out
+
+
+def compare_text(diff: list[dict]) -> str:
+    lines = []
+    for entry in diff:
+        for score, e in entry["scores"].items():
+            won = f"won {len(e['won'])}" + (f" ({', '.join(e['won'])})" if e["won"] else "")
+            lost = f"lost {len(e['lost'])}" + (f" ({', '.join(e['lost'])})" if e["lost"] else "")
+            lines.append(f"{entry['tasks_file']} {entry['mode']} {score}: {won}; {lost}; {e['same']} the same")
+        if entry["unpaired"]:
+            lines.append(f"{entry['tasks_file']} {entry['mode']}: {entry['unpaired']} task(s) in only one report")
+    return "\n".join(lines)
+
+
 def markdown(report: dict) -> str:
     m = report["metrics"]
     lines = [f"**{report['tasks_file']}**, mode `{report['mode']}`: {m['tasks']} tasks run, "

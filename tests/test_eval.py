@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline.eval import (TaskFileError, aggregate, call_matches, evaluate_tasks, load_tasks, main, normalize,
-                           rewoo_runner)
+from pipeline.eval import (TaskFileError, aggregate, call_matches, compare_reports, compare_text, evaluate_tasks,
+                           load_tasks, main, normalize, rewoo_runner)
 from toolkit import Toolbox, tool
 
 
@@ -75,6 +75,40 @@ def test_evaluate_with_scripted_engines(tmp_path, scripted_engine):
     assert m["tool_order_accuracy"] == pytest.approx(1 / 3, abs=1e-3)
     assert m["caller_accuracy"] == 1.0 and m["answer_exact"] == 0.5 and m["answer_contains"] == 1.0
     assert m["llm_calls"] == pytest.approx((2 + 3 + 1) / 3, abs=1e-3)
+
+
+def test_compare_reports_names_the_tasks_won_and_lost(tmp_path, scripted_engine):
+    """Two real reports of one task file: the comparison names each task a score changed on, per
+    score, and counts the rest as the same; a task in only one report is not compared."""
+    tasks = load_tasks(write_tasks(tmp_path, TASKS))
+
+    def report(planner_outputs, caller_outputs, subset):
+        planner, caller = scripted_engine(planner_outputs), scripted_engine(caller_outputs)
+        return [evaluate_tasks([t for t in tasks if t.id in subset], BOX, rewoo_runner(planner, caller, None),
+                               "rewoo", "data/eval/tasks.jsonl", progress=False)]
+
+    wrong_call = '{"name": "top_k", "arguments": {"items": ["a", "b", "c"], "k": 3}}'
+    right_call = '{"name": "top_k", "arguments": {"items": ["a", "b", "c"], "k": 2}}'
+    before = report(["Plan: a\n#E1 = search_wiki[x]\nPlan: b\n#E2 = search_wiki[y]", "Scorsese",  # t1: both wrong
+                     "Plan: pick\n#E1 = top_k[a, b, c; 2]\nPlan: check\n#E2 = search_wiki[#E1]", "a, b",
+                     "Plan: look\n#E1 = search_wiki[x]", "nothing"], [right_call], {"t1", "t2", "t4"})
+    after = report(["Plan: look up\n#E1 = search_wiki[Killers of the Flower Moon]", "Martin Scorsese",
+                    "Plan: pick\n#E1 = top_k[a, b, c; 2]\nPlan: check\n#E2 = search_wiki[#E1]", "a, b"],
+                   [wrong_call], {"t1", "t2"})
+    [diff] = compare_reports(before, after)
+    assert (diff["tasks_file"], diff["mode"], diff["unpaired"]) == ("tasks.jsonl", "rewoo", 1)
+    assert diff["scores"]["tool_set"] == {"won": ["t1"], "lost": [], "same": 1}
+    assert diff["scores"]["answer_exact"] == {"won": ["t1"], "lost": [], "same": 1}
+    assert diff["scores"]["calls"] == {"won": [], "lost": ["t2"], "same": 0}
+    text = compare_text([diff])
+    assert "tasks.jsonl rewoo calls: won 0; lost 1 (t2); 0 the same" in text
+    assert "tasks.jsonl rewoo tool_set: won 1 (t1); lost 0; 1 the same" in text
+    assert "1 task(s) in only one report" in text
+    assert compare_reports(before, [dict(after[0], mode="react")]) == []  # another mode: nothing to pair
+    # a task of two expected calls: right only when both match
+    half, whole = ([{"tasks_file": "x.jsonl", "mode": "rewoo", "per_task": [
+        {"id": "c", "scores": {"calls_matched": n, "calls_expected": 2}}]}] for n in (1, 2))
+    assert compare_reports(half, whole)[0]["scores"]["calls"] == {"won": ["c"], "lost": [], "same": 0}
 
 
 @pytest.mark.parametrize("got, want, ok", [
