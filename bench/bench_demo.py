@@ -138,6 +138,19 @@ def agreement(report_files: list[str]) -> None:
           f"({same / max(parsed, 1):.1%})")
 
 
+def _reports(path: str) -> list[dict]:
+    """A file written by ``--out``, or exit 2 with one line saying what is wrong with it."""
+    try:
+        reports = json.loads(Path(path).read_text())
+        if isinstance(reports, list) and all("per_task" in r and "tasks_file" in r for r in reports):
+            return reports
+        problem = "not a list of reports written by --out"
+    except (OSError, ValueError) as e:
+        problem = str(e)
+    print(f"bench_demo: {path}: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--modes", nargs="+", default=["rewoo", "react", "code"], choices=["rewoo", "react", "code"])
@@ -153,12 +166,12 @@ def main() -> None:
                    help="compare the constrained plans of saved rewoo reports with unconstrained ones and stop")
     a = p.parse_args()
     if a.table:
-        print(table([r for f in a.table for r in json.loads(Path(f).read_text())]))
+        print(table([r for f in a.table for r in _reports(f)]))
         return
     if a.compare:
         from pipeline.eval import compare_reports, compare_text
 
-        before, after = (json.loads(Path(f).read_text()) for f in a.compare)
+        before, after = (_reports(f) for f in a.compare)
         print(compare_text(compare_reports(before, after)))
         return
     import torch

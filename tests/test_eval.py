@@ -234,3 +234,29 @@ def test_the_shipped_task_files_load_and_name_only_tools_that_exist():
         assert call["name"] == "save_file" and call["name"] in t.expect["tools"]
         for value in call["arguments"].values():
             assert value == "#E1" or value in t.task, (t.id, value)
+
+
+def test_bench_demo_compare_cli_reads_saved_reports_and_refuses_bad_files(tmp_path):
+    """bench/bench_demo.py --compare on two files written by --out prints the won/lost lines; a missing
+    or foreign file is one line on stderr and exit 2, not a traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_demo.py"
+
+    def saved(name, right):
+        p = tmp_path / name
+        p.write_text(json.dumps([{"tasks_file": "data/eval/x.jsonl", "mode": "rewoo", "metrics": {}, "per_task": [
+            {"id": "a", "scores": {"tool_set": right}}, {"id": "b", "scores": {"tool_set": True}}]}]))
+        return str(p)
+
+    ok = subprocess.run([sys.executable, str(script), "--compare", saved("old.json", False), saved("new.json", True)],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip() == "x.jsonl rewoo tool_set: won 1 (a); lost 0; 1 the same"
+    (tmp_path / "foreign.json").write_text('{"metrics": 1}')
+    for bad in (str(tmp_path / "missing.json"), str(tmp_path / "foreign.json")):
+        r = subprocess.run([sys.executable, str(script), "--compare", bad, bad], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith(f"bench_demo: {bad}: ")
