@@ -11,18 +11,59 @@ compiled with the toolbox's tool names and bounded by ``max_new_tokens``, so the
 parses; otherwise an unparseable output raises ``PlanError`` carrying the raw text
 (``err.raw_output``). :func:`planner_request` builds that call once, for :func:`make_plan` and
 for streamed dispatch (``Pipeline._streamed_round``).
+
+A file name the plan misspells is taken as the task wrote it (:func:`ground_file_names`): a small
+planner respells a name it copies when the tokenizer splits it otherwise in the plan than in the
+task ("gobergs.txt" for "groceries.txt"; README, "The default models").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from typing import Any
 
 from pipeline import formats
 from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
-from pipeline.plan import Plan, PlanError
+from pipeline.plan import Plan, PlanError, Step
+
+# a file name: a word, then maybe folders, then ".ext" (1-5 characters, a letter first); not inside a longer token
+FILE_NAME_RE = re.compile(r"(?<![\w/.-])\w[\w/-]*(?:\.[\w-]+)*\.[A-Za-z][A-Za-z0-9]{0,4}(?![\w/-])")
+
+
+def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
+    """``step`` with each file name of its input that the task lacks, but spells nearly like one
+    file name of the task, written as the task writes it; and ``{misspelt: task's}``. Nearly:
+    ``difflib`` ratio >= 0.6 (case aside) and lengths within 30% of each other, for that name
+    of the task alone. A name the task has, a name made up (``report_summary.txt`` next to
+    ``report.txt``: too long) and a task without file names leave the step as it is."""
+    names = sorted(set(FILE_NAME_RE.findall(task)))
+    fixes: dict[str, str] = {}
+    for found in sorted(set(FILE_NAME_RE.findall(step.input))) if names else ():
+        if found in names:
+            continue
+        near = [n for n in names if SequenceMatcher(None, found.lower(), n.lower()).ratio() >= 0.6
+                and 0.7 <= len(found) / len(n) <= 1 / 0.7]
+        if len(near) == 1:  # two names of the task as near: which one was meant is not known
+            fixes[found] = near[0]
+    if not fixes:
+        return step, {}
+    return dataclasses.replace(step, input=FILE_NAME_RE.sub(lambda m: fixes.get(m.group(0), m.group(0)),
+                                                            step.input)), fixes
+
+
+def grounded_plan(plan: Plan, task: str) -> tuple[Plan, dict[str, str]]:
+    """:func:`ground_file_names` on every step of ``plan``."""
+    steps, fixes = [], {}
+    for step in plan.steps:
+        step, fixed = ground_file_names(step, task)
+        steps.append(step)
+        fixes.update(fixed)
+    return (Plan(tuple(steps)) if fixes else plan), fixes
 
 
 def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6, first: int = 1) -> Constraint:
@@ -83,11 +124,12 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
 
 def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
               max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None,
-              history: tuple[Plan, dict[str, str]] | None = None) -> tuple[Plan, str]:
+              history: tuple[Plan, dict[str, str]] | None = None, ground_names: bool = True) -> tuple[Plan, str]:
     """Plan ``task`` with the tools of ``toolbox``; returns the plan and the model's raw text.
 
     ``history``: ``(plan so far, {var: status})`` for a replanning round; the new steps are
     numbered after it and may use its variables (the prompt is :func:`formats.replan_prompt`).
+    ``ground_names``: file names the plan misspells written as the task has them (:func:`grounded_plan`).
     """
     req = planner_request(task, toolbox, engine, template=template, constrain=constrain,
                           max_new_tokens=max_new_tokens, max_steps=max_steps, examples=examples, history=history)
@@ -98,7 +140,7 @@ def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpac
         want = [f"#E{req.first + i}" for i in range(len(plan))]
         if history is not None and plan.vars != want:  # a round continues the numbering
             raise PlanError(f"steps must be numbered {', '.join(want)} in order, not {', '.join(plan.vars)}")
-        return plan, out.text
+        return (grounded_plan(plan, task)[0] if ground_names else plan), out.text
     except PlanError as e:
         err = PlanError(f"the planner's output is not a valid plan: {e.reason}", e.line)
         err.raw_output = out.text

@@ -23,7 +23,7 @@ from typing import Any
 from pipeline.distributor import Call, distribute
 from pipeline.engines import Engine, as_engine, recording
 from pipeline.plan import Plan, PlanError, PlanStream
-from pipeline.planner import make_plan, planner_request
+from pipeline.planner import ground_file_names, grounded_plan, make_plan, planner_request
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -67,7 +67,7 @@ class Pipeline:
                  template: str = "alpaca", constrain: bool = True, planner_max_new_tokens: int = 512,
                  max_steps: int = 6, caller_max_new_tokens: int = 256,
                  solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8,
-                 replan: int = 1, stream: bool | None = None):
+                 replan: int = 1, stream: bool | None = None, ground_names: bool = True):
         if template not in ("alpaca", "chat"):
             raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
         self.planner: Engine = as_engine(planner)
@@ -93,6 +93,9 @@ class Pipeline:
         # Streamed dispatch (LLMCompiler-style): each step starts while the plan is still being
         # written. Default: wherever the planner's engine streams.
         self.stream = self.planner.streams if stream is None else (stream and self.planner.streams)
+        # a file name the plan misspells is written as the task has it (planner.ground_file_names);
+        # what was changed is in the result's stats ("file_names_grounded")
+        self.ground_names = ground_names
 
     def run(self, task: str, on_event: Callable[[str, Any], None] | None = None) -> Result:
         """Plan, distribute, work, (replan while steps failed, up to ``replan`` rounds), solve.
@@ -115,19 +118,22 @@ class Pipeline:
                                        "t_start": started.get(payload.var), "t_end": time.perf_counter()})
                 notify(kind, payload)
 
+            grounded: dict[str, str] = {}
             if self.stream:
-                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step)
+                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step, grounded)
             else:
                 plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template,
                                       constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
-                                      max_steps=self.max_steps)
+                                      max_steps=self.max_steps, ground_names=False)
+                plan = self._ground(plan, task, grounded)
                 notify("plan", plan)
                 calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
                                    max_new_tokens=self.caller_max_new_tokens)
                 notify("calls", calls)
                 evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
                                      max_parallel=self.max_parallel, on_event=on_step)
-            plan, calls, evidence, rounds, replan_error = self._replan(task, plan, calls, evidence, notify, on_step)
+            plan, calls, evidence, rounds, replan_error = self._replan(task, plan, calls, evidence, notify, on_step,
+                                                                       grounded)
             answer = solve(task, plan, {v: e.text for v, e in evidence.items()}, self.solver,
                            template=self.template, max_new_tokens=self.solver_max_new_tokens)
             notify("answer", answer)
@@ -145,13 +151,22 @@ class Pipeline:
         }
         if replan_error:
             stats["replan_error"] = replan_error
+        if grounded:
+            stats["file_names_grounded"] = grounded
         # copies: an enclosing recording() holds the same model-call entries with their own clock
         trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4),
                   **({"t_start": round(entry["t_start"] - t0, 4)} if entry.get("t_start") else {})}
                  for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
 
-    def _streamed_round(self, task, notify, on_step):
+    def _ground(self, plan: Plan, task: str, grounded: dict[str, str]) -> Plan:
+        if not self.ground_names:
+            return plan
+        plan, fixed = grounded_plan(plan, task)
+        grounded.update(fixed)
+        return plan
+
+    def _streamed_round(self, task, notify, on_step, grounded):
         """The first round with streamed dispatch: the planner's text is parsed as it arrives
         (:class:`PlanStream`), each complete step is distributed at once and handed to the
         workers, which start it as soon as its dependencies are filled. Events: ``("step",
@@ -164,7 +179,13 @@ class Pipeline:
         box: dict = {}
         calls: dict[str, Call] = {}
 
+        sent: dict[str, Any] = {}
+
         def dispatch(step):
+            if self.ground_names:
+                step, fixed = ground_file_names(step, task)
+                grounded.update(fixed)
+            sent[step.var] = step
             notify("step", step)
             call = distribute(Plan((step,)), self.toolbox, self.caller, template=self.template,
                               constrain=self.constrain, max_new_tokens=self.caller_max_new_tokens)
@@ -180,6 +201,7 @@ class Pipeline:
                 plan = stream.close()
                 for step in plan.steps[len(stream.steps):]:  # the last line had no newline after it
                     dispatch(step)
+                plan = Plan(tuple(sent.get(s.var, s) for s in plan.steps))  # the steps as dispatched
                 box["plan"] = plan
                 notify("plan", plan)  # the plan is written (some of its steps may still run)
             except BaseException as e:  # noqa: BLE001 - raised in the pipeline's thread below
@@ -203,7 +225,7 @@ class Pipeline:
         plan = box["plan"]
         return plan, stream.text, {st.var: calls[st.var] for st in plan}, evidence
 
-    def _replan(self, task, plan, calls, evidence, notify, on_step):
+    def _replan(self, task, plan, calls, evidence, notify, on_step, grounded):
         """Up to ``self.replan`` more rounds while a step failed (error or timeout): the planner
         sees each step's status and error, never a successful step's evidence; the new steps
         continue the numbering and may use earlier variables. Returns the whole plan, calls and
@@ -216,7 +238,8 @@ class Pipeline:
             try:
                 more, _ = make_plan(task, self.toolbox, self.planner, template=self.template,
                                     constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
-                                    max_steps=self.max_steps, history=(plan, status))
+                                    max_steps=self.max_steps, history=(plan, status), ground_names=False)
+                more = self._ground(more, task, grounded)
             except PlanError as e:
                 return plan, calls, evidence, rounds, str(e)
             rounds += 1

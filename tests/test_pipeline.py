@@ -537,3 +537,63 @@ def test_a_call_schema_the_grammar_compiler_does_not_take_falls_back_to_json_sch
     assert fallback.kind == "json_schema"
     assert fallback.value["properties"]["arguments"]["properties"]["code"]["maxLength"] >= 1
     assert call_constraint(plain, 30).kind == "json_schema"  # too small for the grammar's fixed text
+
+
+@pytest.mark.parametrize("task, plan_input, want, fixes", [
+    ("can you put 'milk, bread' in groceries.txt", "path=gobergs.txt, content=milk, bread",
+     "path=groceries.txt, content=milk, bread", {"gobergs.txt": "groceries.txt"}),
+    ("Who directed Casino? Save the name to casino.txt.", "path: casball.txt; content: #E1",
+     "path: casino.txt; content: #E1", {"casball.txt": "casino.txt"}),
+    ("Save 'x' to school/deadlines.md", "path=school/deadlines.MD, content=x",
+     "path=school/deadlines.md, content=x", {"school/deadlines.MD": "school/deadlines.md"}),
+    ("Save 'x' to groceries.txt", "path=groceries.txt, content=x", "path=groceries.txt, content=x", {}),  # as written
+    ("Summarize report.txt and save it", "path=report_summary.txt, content=#E1",  # made up, not a slip
+     "path=report_summary.txt, content=#E1", {}),
+    ("Save 'x' somewhere", "path=gobergs.txt, content=x", "path=gobergs.txt, content=x", {}),  # no name given
+    ("Copy notes.txt to notes2.txt", "path=notes3.txt, content=x", "path=notes3.txt, content=x", {}),  # two as near
+    ("Save 'x' to errands.txt", "path=summary.txt, content=x", "path=summary.txt, content=x", {}),  # another name
+])
+def test_a_file_name_the_plan_misspells_is_taken_as_the_task_writes_it(task, plan_input, want, fixes):
+    from pipeline.planner import ground_file_names
+    from pipeline.plan import Step
+
+    step, fixed = ground_file_names(Step("#E2", "save_file", plan_input, "save it"), task)
+    assert (step.input, fixed) == (want, fixes) and step.var == "#E2" and step.description == "save it"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_pipeline_saves_to_the_file_the_task_names_when_the_plan_misspells_it(tmp_path, stream):
+    """The quoted miss: "can you put 'milk, bread, 2 lemons' in groceries.txt" planned
+    path=gobergs.txt; the real save_file now writes groceries.txt, streamed or not, and the
+    result says what was changed. With ground_names=False the plan is run as written."""
+    from toolkit.tools.files import SaveFileTool
+
+    task = "can you put 'milk, bread, 2 lemons' in groceries.txt"
+    plan = "Plan: save it\n#E1 = save_file[path=gobergs.txt, content=milk, bread, 2 lemons]"
+    call = '{"name": "save_file", "arguments": {"path": "%s", "content": "milk, bread, 2 lemons"}}'
+    for ground, name in ((True, "groceries.txt"), (False, "gobergs.txt")):
+        work = tmp_path / str(ground)
+        box = {"save_file": SaveFileTool(workspace=work)}
+        caller = FunctionEngine(lambda prompt, **kw: call % (
+            "groceries.txt" if "path=groceries.txt" in str(prompt) else "gobergs.txt"))
+        result = Pipeline(_StreamingScript([plan, "saved"], delay=0), caller=caller, toolbox=box, replan=0,
+                          stream=stream, ground_names=ground).run(task)
+        assert sorted(p.name for p in work.iterdir()) == [name]
+        assert (work / name).read_text() == "milk, bread, 2 lemons"
+        assert result.plan.steps[0].input.startswith(f"path={name},") and result.stats["streamed"] is stream
+        assert result.stats.get("file_names_grounded") == ({"gobergs.txt": "groceries.txt"} if ground else None)
+
+
+def test_a_replanned_step_that_misspells_the_tasks_file_name_is_grounded_too(scripted_engine):
+    """A replanning round's steps are grounded as the first round's are: the echo tool (one string
+    input: no caller) gets the name the task wrote."""
+    def boom(query):
+        raise ConnectionError("backend down")
+
+    seen = []
+    box = toolbox(broken=FnTool("broken", boom), echo=FnTool("echo", lambda query: seen.append(query) or query))
+    planner = scripted_engine(["Plan: a\n#E1 = broken[x]", "Plan: b\n#E2 = echo[gobergs.txt]", "done"])
+    result = Pipeline(planner, toolbox=box, stream=False).run("Put the list in groceries.txt")
+    assert seen == ["groceries.txt"] and result.stats["rounds"] == 2
+    assert result.plan.steps[1].input == "groceries.txt"
+    assert result.stats["file_names_grounded"] == {"gobergs.txt": "groceries.txt"}
