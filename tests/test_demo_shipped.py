@@ -90,6 +90,30 @@ def test_save_hello(pipe):
     assert (pipe.workspace / "hello.txt").read_text() == "hello"
 
 
+@pytest.mark.parametrize("moment", ["2026-12-05T00:55:49", "2026-12-01T09:55:49", "2026-12-03T13:55:49",
+                                    "2026-12-07T23:55:49"])
+def test_what_time_is_it_now_at_moments_it_was_answered_with_the_weekday(pipe, moment):
+    """Seen 2026-12-05 at 00:55 UTC: "What time is it now?" answered "Saturday, UTC" from
+    "2026-12-05T00:55:49+00:00 (Saturday, UTC)", and at 19 of 35 moments of a week (these four among
+    them); get_current_time now writes the hour and minute beside the weekday. A fixed clock, the
+    shipped models, the real tool otherwise."""
+    from datetime import datetime, timezone
+
+    from toolkit.tools.clock import CurrentTimeTool
+
+    fixed = datetime.fromisoformat(moment).replace(tzinfo=timezone.utc)
+    clock = CurrentTimeTool(timezone="UTC", clock=lambda tz=None: fixed.astimezone(tz))
+    saved = pipe.toolbox["get_current_time"]
+    pipe.toolbox.update_tool(clock)
+    try:
+        r = pipe.run("What time is it now?")
+    finally:
+        pipe.toolbox.update_tool(saved)
+    assert [s.tool for s in r.plan] == ["get_current_time"]
+    assert r.evidence["#E1"].text.startswith(moment)
+    assert moment[11:16] in r.answer, (r.answer, r.evidence["#E1"].text)
+
+
 def test_what_time_is_it_now(pipe):
     """Issue 11 quoted ``calculator[5 - 15]`` -> 394; v7 and v10 planned query_sql or search_web; v35
     (not shipped) read the clock and answered "Thursday, UTC": the answer must hold the time."""

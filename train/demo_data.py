@@ -1194,7 +1194,9 @@ def draw(n: int, seed: int, banned: set[str] | None = None, mix: dict[str, float
 # ------------------------------------------------------------------------------------------------
 
 def _clock_text(rng: random.Random) -> str:
-    """What ``get_current_time`` returns, for a seeded moment in a seeded zone (deterministic data)."""
+    """What ``get_current_time`` returned until 2026-12-05, for a seeded moment in a seeded zone
+    (deterministic data). The tool now also writes "HH:MM zone" beside the weekday (toolkit/tools/clock.py);
+    v40 was trained on this form, and changing it changes the shipped data (the digest test)."""
     zone = rng.choice([("UTC", 0), ("CET", 1), ("JST", 9), ("EST", -5), ("CST", 8)])
     moment = datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=zone[1]))) + timedelta(
         seconds=rng.randrange(3 * 365 * 86400))

@@ -1,7 +1,16 @@
-"""``get_current_time()``: the current date and time, timezone-aware."""
+"""``get_current_time()``: the current date and time, timezone-aware.
+
+    2026-12-05T00:55:49+00:00 (Saturday, 00:55 UTC)
+
+The hour and minute stand again in the parenthesis, next to the weekday and the zone: with the ISO
+stamp alone there, the shipped default model answered "What time is it now?" with "Saturday, UTC" at
+19 of 35 moments (a week, five hours a day); with "HH:MM zone" beside it, at none (README, "The default
+models"). The demo's training data (``train.demo_data._clock_text``) still writes the older form.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -14,9 +23,11 @@ class CurrentTimeTool(Tool):
     inputs: dict = {}
     output_type = "string"
 
-    def __init__(self, timezone: str | None = None):
-        """``timezone``: an IANA name such as 'Asia/Shanghai'; None uses the machine's zone."""
+    def __init__(self, timezone: str | None = None, clock: Callable[..., datetime] = datetime.now):
+        """``timezone``: an IANA name such as 'Asia/Shanghai'; None uses the machine's zone.
+        ``clock(tz)``: what reads the time (``datetime.now``; a fixed moment in tests)."""
         super().__init__()
+        self.clock = clock
         self.zone = None
         if timezone:
             try:
@@ -26,6 +37,6 @@ class CurrentTimeTool(Tool):
                                  "'Europe/Berlin' or 'UTC'") from e
 
     def forward(self) -> str:
-        now = datetime.now(self.zone) if self.zone else datetime.now().astimezone()
+        now = self.clock(self.zone) if self.zone else self.clock().astimezone()
         zone = self.zone.key if self.zone else now.tzname()
-        return f"{now.isoformat(timespec='seconds')} ({now.strftime('%A')}, {zone})"
+        return f"{now.isoformat(timespec='seconds')} ({now.strftime('%A')}, {now.strftime('%H:%M')} {zone})"
