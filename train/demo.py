@@ -335,6 +335,11 @@ class DemoConfig:
     # calls whose pieces match either way, 10 of 15 whose pieces differ. The shipped caller, given
     # such steps without training on them, kept 21 of the 24 literal save_files calls exact (24 of 24
     # in its own style). Changes the caller's rows (it retrains); the agent's stay.
+    # Tried 2026-12-05, not shipped: v41 = v40 + colon_save_inputs (planner 534 steps, caller 29). Against
+    # v40 on one machine: save_files caller AST 0.70 vs 0.77, in-distribution exact 0.73 vs 0.91,
+    # hand-written tool-set 0.80 vs 0.77, unseen 0.20 vs 0.27 on 160. The planner copied the names, but
+    # the caller then respelt them ('path: groceries.txt' -> {"path": "gores.txt"}, v40's caller alike):
+    # a JSON string opens on a quote, so the respelling only moved from the planner to the caller.
     colon_save_inputs: bool = False
     # Tried 2026-12-03, not shipped: v23 = v20 with extra_planner_rows 0, catalog_extra_rows 100 and
     # catalog_renamed 0.5 (same row count; planner 474 steps, 74 min on a 2-core EPYC, loss 1.45 ->
