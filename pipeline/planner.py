@@ -38,8 +38,8 @@ FILE_NAME_RE = re.compile(r"(?<![\w/.-])\w[\w/-]*(?:\.[\w-]+)*\.[A-Za-z][A-Za-z0
 def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
     """``step`` with each file name of its input that the task lacks, but spells nearly like one
     file name of the task, written as the task writes it; and ``{misspelt: task's}``. Nearly:
-    ``difflib`` ratio >= 0.6 (case aside) and lengths within 30% of each other, for that name
-    of the task alone. A name the task has, a name made up (``report_summary.txt`` next to
+    ``difflib`` ratio >= 0.6 (case aside), lengths within 30% of each other and the same
+    extension, for that name of the task alone. A name the task has, a name made up (``report_summary.txt`` next to
     ``report.txt``: too long) and a task without file names leave the step as it is."""
     names = sorted(set(FILE_NAME_RE.findall(task)))
     fixes: dict[str, str] = {}
@@ -47,7 +47,8 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
         if found in names:
             continue
         near = [n for n in names if SequenceMatcher(None, found.lower(), n.lower()).ratio() >= 0.6
-                and 0.7 <= len(found) / len(n) <= 1 / 0.7]
+                and 0.7 <= len(found) / len(n) <= 1 / 0.7
+                and found.rsplit(".", 1)[1].lower() == n.rsplit(".", 1)[1].lower()]  # data.csv is not data.json
         if len(near) == 1:  # two names of the task as near: which one was meant is not known
             fixes[found] = near[0]
     if not fixes:

@@ -552,6 +552,7 @@ def test_a_call_schema_the_grammar_compiler_does_not_take_falls_back_to_json_sch
     ("Save 'x' somewhere", "path=gobergs.txt, content=x", "path=gobergs.txt, content=x", {}),  # no name given
     ("Copy notes.txt to notes2.txt", "path=notes3.txt, content=x", "path=notes3.txt, content=x", {}),  # two as near
     ("Save 'x' to errands.txt", "path=summary.txt, content=x", "path=summary.txt, content=x", {}),  # another name
+    ("Save data.json as CSV", "path=data.csv, content=#E1", "path=data.csv, content=#E1", {}),  # another format
 ])
 def test_a_file_name_the_plan_misspells_is_taken_as_the_task_writes_it(task, plan_input, want, fixes):
     from pipeline.planner import ground_file_names
