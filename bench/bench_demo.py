@@ -111,8 +111,8 @@ def agreement(report_files: list[str]) -> None:
     written under the grammar), plan each task again without it and compare the parsed plans."""
     from pipeline.defaults import default_engines, default_models
     from pipeline.eval import load_tasks
-    from pipeline.plan import PlanError
-    from pipeline.planner import make_plan
+    from pipeline.plan import Plan, PlanError
+    from pipeline.planner import ground_file_names, make_plan
     from toolkit import default_toolbox
 
     models = default_models()
@@ -133,6 +133,8 @@ def agreement(report_files: list[str]) -> None:
                 except PlanError:
                     continue
                 parsed += 1
+                task = tasks[row["id"]].task  # the pipeline's plans are grounded; so is this one
+                free = Plan(tuple(ground_file_names(step, task)[0] for step in free.steps))
                 same += row["plan"] is not None and free.to_list() == row["plan"]
     print(f"unconstrained plans that parse: {parsed}/{total}; constrained plan equal to it: {same}/{parsed} "
           f"({same / max(parsed, 1):.1%})")

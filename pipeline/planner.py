@@ -12,9 +12,10 @@ parses; otherwise an unparseable output raises ``PlanError`` carrying the raw te
 (``err.raw_output``). :func:`planner_request` builds that call once, for :func:`make_plan` and
 for streamed dispatch (``Pipeline._streamed_round``).
 
-A file name the plan misspells is taken as the task wrote it (:func:`ground_file_names`): a small
-planner respells a name it copies when the tokenizer splits it otherwise in the plan than in the
-task ("gobergs.txt" for "groceries.txt"; README, "The default models").
+:func:`ground_file_names` writes a file name the plan misspells as the task wrote it (``Pipeline``
+applies it to every step it runs): a small planner respells a name it copies when the tokenizer
+splits it otherwise in the plan than in the task ("gobergs.txt" for "groceries.txt"; README, "The
+default models").
 """
 
 from __future__ import annotations
@@ -55,16 +56,6 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
         return step, {}
     return dataclasses.replace(step, input=FILE_NAME_RE.sub(lambda m: fixes.get(m.group(0), m.group(0)),
                                                             step.input)), fixes
-
-
-def grounded_plan(plan: Plan, task: str) -> tuple[Plan, dict[str, str]]:
-    """:func:`ground_file_names` on every step of ``plan``."""
-    steps, fixes = [], {}
-    for step in plan.steps:
-        step, fixed = ground_file_names(step, task)
-        steps.append(step)
-        fixes.update(fixed)
-    return (Plan(tuple(steps)) if fixes else plan), fixes
 
 
 def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6, first: int = 1) -> Constraint:
@@ -125,12 +116,11 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
 
 def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
               max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None,
-              history: tuple[Plan, dict[str, str]] | None = None, ground_names: bool = True) -> tuple[Plan, str]:
+              history: tuple[Plan, dict[str, str]] | None = None) -> tuple[Plan, str]:
     """Plan ``task`` with the tools of ``toolbox``; returns the plan and the model's raw text.
 
     ``history``: ``(plan so far, {var: status})`` for a replanning round; the new steps are
     numbered after it and may use its variables (the prompt is :func:`formats.replan_prompt`).
-    ``ground_names``: file names the plan misspells written as the task has them (:func:`grounded_plan`).
     """
     req = planner_request(task, toolbox, engine, template=template, constrain=constrain,
                           max_new_tokens=max_new_tokens, max_steps=max_steps, examples=examples, history=history)
@@ -141,7 +131,7 @@ def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpac
         want = [f"#E{req.first + i}" for i in range(len(plan))]
         if history is not None and plan.vars != want:  # a round continues the numbering
             raise PlanError(f"steps must be numbered {', '.join(want)} in order, not {', '.join(plan.vars)}")
-        return (grounded_plan(plan, task)[0] if ground_names else plan), out.text
+        return plan, out.text
     except PlanError as e:
         err = PlanError(f"the planner's output is not a valid plan: {e.reason}", e.line)
         err.raw_output = out.text

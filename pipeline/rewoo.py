@@ -22,8 +22,8 @@ from typing import Any
 
 from pipeline.distributor import Call, distribute
 from pipeline.engines import Engine, as_engine, recording
-from pipeline.plan import Plan, PlanError, PlanStream
-from pipeline.planner import ground_file_names, grounded_plan, make_plan, planner_request
+from pipeline.plan import Plan, PlanError, PlanStream, Step
+from pipeline.planner import ground_file_names, make_plan, planner_request
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -124,7 +124,7 @@ class Pipeline:
             else:
                 plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template,
                                       constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
-                                      max_steps=self.max_steps, ground_names=False)
+                                      max_steps=self.max_steps)
                 plan = self._ground(plan, task, grounded)
                 notify("plan", plan)
                 calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
@@ -159,12 +159,17 @@ class Pipeline:
                  for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
 
-    def _ground(self, plan: Plan, task: str, grounded: dict[str, str]) -> Plan:
+    def _ground_step(self, step: Step, task: str, grounded: dict[str, str]) -> Step:
+        """``step`` with its misspelt file names as the task writes them; the changes go into ``grounded``."""
         if not self.ground_names:
-            return plan
-        plan, fixed = grounded_plan(plan, task)
+            return step
+        step, fixed = ground_file_names(step, task)
         grounded.update(fixed)
-        return plan
+        return step
+
+    def _ground(self, plan: Plan, task: str, grounded: dict[str, str]) -> Plan:
+        steps = tuple(self._ground_step(s, task, grounded) for s in plan.steps)
+        return plan if steps == plan.steps else Plan(steps)
 
     def _streamed_round(self, task, notify, on_step, grounded):
         """The first round with streamed dispatch: the planner's text is parsed as it arrives
@@ -179,13 +184,10 @@ class Pipeline:
         box: dict = {}
         calls: dict[str, Call] = {}
 
-        sent: dict[str, Any] = {}
+        sent: dict[str, Step] = {}
 
         def dispatch(step):
-            if self.ground_names:
-                step, fixed = ground_file_names(step, task)
-                grounded.update(fixed)
-            sent[step.var] = step
+            step = sent[step.var] = self._ground_step(step, task, grounded)
             notify("step", step)
             call = distribute(Plan((step,)), self.toolbox, self.caller, template=self.template,
                               constrain=self.constrain, max_new_tokens=self.caller_max_new_tokens)
@@ -238,7 +240,7 @@ class Pipeline:
             try:
                 more, _ = make_plan(task, self.toolbox, self.planner, template=self.template,
                                     constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
-                                    max_steps=self.max_steps, history=(plan, status), ground_names=False)
+                                    max_steps=self.max_steps, history=(plan, status))
                 more = self._ground(more, task, grounded)
             except PlanError as e:
                 return plan, calls, evidence, rounds, str(e)
