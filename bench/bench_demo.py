@@ -35,7 +35,8 @@ COLUMNS = [("tool_set_accuracy", "tool-set"), ("tool_order_accuracy", "tool-orde
            ("answer_exact", "exact"), ("answer_contains", "contains")]
 
 
-def run(modes: list[str], limit: int | None, sets: list[str], react_iterations: int) -> list[dict]:
+def run(modes: list[str], limit: int | None, sets: list[str], react_iterations: int,
+        tool_prior: float | None = None) -> list[dict]:
     from pipeline.agents import eval_runner
     from pipeline.defaults import agent_engine, default_engines, default_models
     from pipeline.eval import evaluate_tasks, load_tasks, rewoo_runner
@@ -44,16 +45,21 @@ def run(modes: list[str], limit: int | None, sets: list[str], react_iterations: 
     models = default_models()
     planner, caller = default_engines(models)
     agent = agent_engine(models, planner)  # the agent adapter where the manifest ships one
+    settings = dict(models["pipeline"])
+    if tool_prior is not None:
+        settings["tool_prior"] = tool_prior
     results = []
     for path in sets:
         tasks = load_tasks(REPO / path)[:limit]
         for mode in modes:
             box = default_toolbox(llm_engine=planner, tools=models["tools"])
-            factory = (rewoo_runner(planner, caller, planner, **models["pipeline"]) if mode == "rewoo"
+            factory = (rewoo_runner(planner, caller, planner, **settings) if mode == "rewoo"
                        else eval_runner(mode, agent, max_iterations=react_iterations))
             t0 = time.perf_counter()
             report = evaluate_tasks(tasks, box, factory, mode, path, progress=True)
             report["seconds"] = round(time.perf_counter() - t0, 1)
+            if mode == "rewoo":
+                report["tool_prior"] = settings.get("tool_prior", 0.0)
             results.append(report)
             print(f"{path} {mode}: {json.dumps(report['metrics'])}", file=sys.stderr, flush=True)
     return results
@@ -159,6 +165,8 @@ def main() -> None:
     p.add_argument("--sets", nargs="+", default=SETS)
     p.add_argument("--limit", type=int, help="first N tasks of each set")
     p.add_argument("--react-iterations", type=int, default=4, help="most steps of the ReAct and code agents")
+    p.add_argument("--tool-prior", type=float, metavar="LOGITS",
+                   help="the ReWOO planner's tool prior (pipeline.formats.toolprior); default: the demo's setting")
     p.add_argument("--out", help="also write the reports as JSON here")
     p.add_argument("--table", nargs="+", metavar="JSON", help="print one table from saved reports and stop")
     p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
@@ -185,7 +193,9 @@ def main() -> None:
     if a.agreement:
         agreement(a.agreement)
         return
-    results = run(a.modes, a.limit, a.sets, a.react_iterations)
+    if a.tool_prior is not None and not a.tool_prior >= 0:
+        p.error(f"--tool-prior must be >= 0 logits, not {a.tool_prior}")
+    results = run(a.modes, a.limit, a.sets, a.react_iterations, a.tool_prior)
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
     print(table(results))

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.run import add_tool_prior_arg, check_tool_prior
 from pipeline.usage import EXIT_BAD_INPUT, UsageError
 from toolkit.helpformat import HelpFormatter
 
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
                    help="prompt template the models were trained on")
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default: as pipeline.run)")
+    add_tool_prior_arg(p)
     p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
     p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call")
     p.add_argument("--replan", type=int, metavar="N", help="rounds of replanning while steps fail (default: as "
@@ -245,6 +247,7 @@ def _check(args) -> None:
         raise UsageError(f"--tool-timeout must be a positive number of seconds, got {args.tool_timeout:g}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    check_tool_prior(args)
     if args.replan is not None and args.replan < 0:
         raise UsageError(f"--replan must be 0 or more rounds, not {args.replan}")
 

@@ -57,10 +57,15 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class Constraint:
-    """What the output must match: a Lark ``grammar``, a ``regex`` or a ``json_schema`` (dict)."""
+    """What the output must match: a Lark ``grammar``, a ``regex`` or a ``json_schema`` (dict).
+
+    ``tool_prior``: a plan grammar's :class:`pipeline.formats.toolprior.ToolPrior`, which leans each
+    step's tool name towards the tools its ``Plan:`` line describes. The in-process engines apply it
+    (transformers, llama.cpp); an OpenAI-compatible server gets the grammar alone."""
 
     kind: str
     value: Any
+    tool_prior: Any = None
 
     def __post_init__(self):
         if self.kind not in ("grammar", "regex", "json_schema"):
@@ -166,6 +171,16 @@ def render_messages(messages: Sequence[dict], tokenizer=None, template: str = "a
 
 def _render_with_template(engine, messages: Sequence[dict]) -> str:
     return render_messages(messages, engine.tokenizer, engine.template, engine.name)
+
+
+def _with_tool_prior(proc, decode: Callable[[list[int]], str], constraints: Sequence[Constraint]):
+    """``proc`` (a grammar's logits processor), wrapped to apply the constraints' tool priors, if
+    any has one; ``decode``: token ids to text, with the engine's tokenizer."""
+    if all(c.tool_prior is None for c in constraints):
+        return proc
+    from pipeline.formats.toolprior import ToolPriorProcessor
+
+    return ToolPriorProcessor(decode, [c.tool_prior for c in constraints], inner=proc)
 
 
 def _cut(text: str, stops: Sequence[str] | None) -> tuple[str, bool]:
@@ -522,7 +537,8 @@ class TransformersEngine(Engine):
             if c is None:
                 raise ValueError("in a batch, either every prompt has a constraint or none has")
             rows.append({c.kind: c.value})
-        return constrain.batch_logits_processor(self.tokenizer, self.vocab_size, rows)
+        return _with_tool_prior(constrain.batch_logits_processor(self.tokenizer, self.vocab_size, rows),
+                                self.tokenizer.decode, constraints)
 
     def _generate(self, prompts, stop, max_new_tokens, temperature, constraints):
         import torch
@@ -872,7 +888,9 @@ class LlamaCppEngine(Engine):
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         proc = None
         if constraint is not None:
-            proc = constrain.logits_processor(self.tokenizer, self.vocab_size, **{constraint.kind: constraint.value})
+            proc = _with_tool_prior(constrain.logits_processor(self.tokenizer, self.vocab_size,
+                                                               **{constraint.kind: constraint.value}),
+                                    self._decode, [constraint])
         control = None
         if proc is not None or (temperature or 0) >= MIN_TEMPERATURE:
             control = RowControl(ids, temperature or 0.0, 1.0, self.seed, proc,

@@ -398,6 +398,7 @@ def evaluate_tasks(tasks: list[Task], toolbox, agent_factory, mode: str = "rewoo
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline import run as cli
     from toolkit.helpformat import HelpFormatter
 
     p = argparse.ArgumentParser(prog="python -m pipeline.eval", description="Evaluate an agent on a task file.",
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=["alpaca", "chat"], default="alpaca",
                    help="prompt template the models were trained on")
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default: as pipeline.run)")
+    cli.add_tool_prior_arg(p)
     p.add_argument("--threads", type=int, help="torch threads for local models (default: as pipeline.run)")
     p.add_argument("--no-constrain", action="store_true",
                    help="decode without the plan grammar / call schemas (a plan that does not parse lowers "
@@ -434,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        cli.check_tool_prior(args)
         tasks = load_tasks(args.tasks)[: args.limit]
         toolbox, demo, planner, caller, solver = cli.build_engines(args)
         if args.mode == "rewoo":

@@ -30,6 +30,7 @@ from typing import Any
 from pipeline import formats
 from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
+from pipeline.formats.toolprior import ToolPrior
 from pipeline.plan import Plan, PlanError, Step
 
 # a file name: a word, then maybe folders, then ".ext" (1-5 characters, a letter first); not inside a longer token
@@ -58,8 +59,10 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
                                                             step.input)), fixes
 
 
-def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6, first: int = 1) -> Constraint:
-    return Constraint("grammar", constrain_mod.plan_grammar(tool_names, max_new_tokens, max_steps, first=first))
+def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6, first: int = 1,
+                    tool_prior: ToolPrior | None = None) -> Constraint:
+    return Constraint("grammar", constrain_mod.plan_grammar(tool_names, max_new_tokens, max_steps, first=first),
+                      tool_prior)
 
 
 @dataclass(frozen=True)
@@ -99,14 +102,15 @@ class PlannerRequest:
 
 def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
                     max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None,
-                    history: tuple[Plan, dict[str, str]] | None = None) -> PlannerRequest:
+                    history: tuple[Plan, dict[str, str]] | None = None, tool_prior: float = 0.0) -> PlannerRequest:
     """The planner call for ``task`` (see :func:`make_plan` for the arguments)."""
     specs = formats.tool_specs(toolbox)
     done, status = history if history is not None else (Plan(()), {})
     first = len(done) + 1
     constraint = None
     if constrain and engine.supports_constraints:
-        constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first)
+        prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior) if tool_prior else None
+        constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first, prior)
     if history is not None:
         prompt = formats.replan_prompt(task, specs, done.steps, status, template, examples)
     else:
@@ -116,14 +120,18 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
 
 def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
               max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None,
-              history: tuple[Plan, dict[str, str]] | None = None) -> tuple[Plan, str]:
+              history: tuple[Plan, dict[str, str]] | None = None, tool_prior: float = 0.0) -> tuple[Plan, str]:
     """Plan ``task`` with the tools of ``toolbox``; returns the plan and the model's raw text.
 
     ``history``: ``(plan so far, {var: status})`` for a replanning round; the new steps are
     numbered after it and may use its variables (the prompt is :func:`formats.replan_prompt`).
+    ``tool_prior``: with the grammar, each step's tool name leans towards the tools whose name and
+    description share words with the step's ``Plan:`` line, by up to this many logits
+    (:mod:`pipeline.formats.toolprior`; 0: the model's choice alone).
     """
     req = planner_request(task, toolbox, engine, template=template, constrain=constrain,
-                          max_new_tokens=max_new_tokens, max_steps=max_steps, examples=examples, history=history)
+                          max_new_tokens=max_new_tokens, max_steps=max_steps, examples=examples, history=history,
+                          tool_prior=tool_prior)
     done = history[0] if history is not None else Plan(())
     out = req.complete(engine)
     try:

@@ -61,13 +61,17 @@ class Pipeline:
     ``toolbox``: a Toolbox or mapping name -> tool; default ``toolkit.default_toolbox()``. Its
     ``llm`` tool, when it has no engine yet, gets the solver's.
     ``constrain``: constrained decoding where the engine enforces it (plan grammar, call schemas).
+    ``tool_prior``: with the plan grammar, on an in-process engine, each step's tool name leans
+    towards the tools whose name and description share words with the step's ``Plan:`` line, by up
+    to this many logits (:mod:`pipeline.formats.toolprior`); 0 (the default): the planner's choice alone.
     """
 
     def __init__(self, planner: Any, caller: Any = None, solver: Any = None, toolbox: Any = None, *,
                  template: str = "alpaca", constrain: bool = True, planner_max_new_tokens: int = 512,
                  max_steps: int = 6, caller_max_new_tokens: int = 256,
                  solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8,
-                 replan: int = 1, stream: bool | None = None, ground_names: bool = True):
+                 replan: int = 1, stream: bool | None = None, ground_names: bool = True,
+                 tool_prior: float = 0.0):
         if template not in ("alpaca", "chat"):
             raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
         self.planner: Engine = as_engine(planner)
@@ -96,6 +100,11 @@ class Pipeline:
         # a file name the plan misspells is written as the task has it (planner.ground_file_names);
         # what was changed is in the result's stats ("file_names_grounded")
         self.ground_names = ground_names
+        # with the plan grammar, each step's tool leans towards the tools its Plan: line describes,
+        # by up to this many logits (pipeline.formats.toolprior); 0: the planner's choice alone
+        if not tool_prior >= 0:
+            raise ValueError(f"tool_prior must be >= 0 logits, not {tool_prior!r}")
+        self.tool_prior = float(tool_prior)
 
     def run(self, task: str, on_event: Callable[[str, Any], None] | None = None) -> Result:
         """Plan, distribute, work, (replan while steps failed, up to ``replan`` rounds), solve.
@@ -124,7 +133,7 @@ class Pipeline:
             else:
                 plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template,
                                       constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
-                                      max_steps=self.max_steps)
+                                      max_steps=self.max_steps, tool_prior=self.tool_prior)
                 plan = self._ground(plan, task, grounded)
                 notify("plan", plan)
                 calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
@@ -178,7 +187,8 @@ class Pipeline:
         Step)`` per step as planned, ``("calls", {var: Call})`` per step, then ``("plan", Plan)``
         as soon as the plan is written (from the planner's thread, while steps may still run)."""
         req = planner_request(task, self.toolbox, self.planner, template=self.template, constrain=self.constrain,
-                              max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps)
+                              max_new_tokens=self.planner_max_new_tokens, max_steps=self.max_steps,
+                              tool_prior=self.tool_prior)
         incoming: queue.Queue = queue.Queue()
         stream = PlanStream(list(req.specs))
         box: dict = {}
@@ -240,7 +250,8 @@ class Pipeline:
             try:
                 more, _ = make_plan(task, self.toolbox, self.planner, template=self.template,
                                     constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
-                                    max_steps=self.max_steps, history=(plan, status))
+                                    max_steps=self.max_steps, history=(plan, status),
+                                    tool_prior=self.tool_prior)
                 more = self._ground(more, task, grounded)
             except PlanError as e:
                 return plan, calls, evidence, rounds, str(e)

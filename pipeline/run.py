@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, help="planner token budget (default 512; the demo's own "
                                                       "with the demo models)")
     p.add_argument("--no-constrain", action="store_true", help="decode without the plan grammar / call schemas")
+    add_tool_prior_arg(p)
     p.add_argument("--tool-timeout", type=float, default=60.0, help="seconds per tool call (default 60)")
     p.add_argument("--replan", type=int, metavar="N",
                    help="rounds of replanning while steps fail: the planner sees their errors, never the "
@@ -87,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_tool_prior_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tool-prior", type=float, metavar="LOGITS",
+                   help="lean each plan step's tool towards the listed tools whose name and description share "
+                        "words with the step's Plan: line, by up to this many logits (in-process models, with "
+                        "the plan grammar; 0: off; default: the demo's own setting with the demo models, else 0)")
+
+
+def check_tool_prior(args) -> None:
+    prior = getattr(args, "tool_prior", None)
+    if prior is not None and not (math.isfinite(prior) and prior >= 0):
+        raise UsageError(f"--tool-prior must be a number of logits >= 0, got {prior:g}")
+
+
 def check_args(args) -> None:
     """The flags' values, checked before anything loads: :class:`UsageError` naming the flag."""
     if not args.task.strip():
@@ -97,6 +111,7 @@ def check_args(args) -> None:
         raise UsageError(f"--tool-timeout must be a positive number of seconds, got {args.tool_timeout:g}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    check_tool_prior(args)
 
 
 def _engine(spec: str | None, args) -> Any:
@@ -236,10 +251,13 @@ class TerminalView:
 
 
 def pipeline_settings(args, demo: dict | None) -> dict:
-    """Planner budget and step limit: the flags, else the demo's own settings, else the defaults."""
+    """Planner budget, step limit and tool prior: the flags, else the demo's own settings, else the defaults."""
     base = dict(demo["pipeline"]) if demo else {"planner_max_new_tokens": 512, "max_steps": 6}
     if args.max_new_tokens is not None:
         base["planner_max_new_tokens"] = args.max_new_tokens
+    check_tool_prior(args)
+    if getattr(args, "tool_prior", None) is not None:
+        base["tool_prior"] = args.tool_prior
     if getattr(args, "replan", None) is not None:
         base["replan"] = args.replan
     return base

@@ -459,6 +459,31 @@ def test_engine_streams_constrains_and_runs_the_pipeline(ggufs):
     assert engine.usage.calls >= 2 + 2 * len(PROMPTS)
 
 
+def test_the_engine_applies_a_plan_constraints_tool_prior(ggufs):
+    """The tool prior (pipeline.formats.toolprior) on llama.cpp: under a grammar that fixes the
+    step's description, a strong prior names the tool the description says, whatever the random
+    model prefers; without it the model's own choice stands."""
+    from pipeline.engines import Constraint, load_engine
+    from pipeline.formats.toolprior import ToolPrior
+
+    tools = {"llm": "A language model.", "sports_scores": "Get the latest results of a sports team.",
+             "detect_language": "Detect the language a text is written in."}
+    engine = load_engine(str(ggufs["Q8_0"].path), max_new_tokens=40)
+    names = " | ".join(f'"{t}"' for t in tools)
+
+    def tool_for(description: str, weight: float) -> str:
+        grammar = f'start: "Plan: {description}\\n#E1 = " tool "[x]"\ntool: {names}\n'
+        prior = ToolPrior(tuple(tools.items()), weight) if weight else None
+        out = engine.complete("Plan:\n", max_new_tokens=40, constraint=Constraint("grammar", grammar, prior))
+        return out.text.split(" = ")[1].split("[")[0]
+
+    asked = {"Get the latest results of the Yankees.": "sports_scores",
+             "Detect the language of the text.": "detect_language"}
+    own = {d: tool_for(d, 0) for d in asked}
+    assert {d: tool_for(d, 100.0) for d in asked} == asked
+    assert own != asked  # the random model alone names another tool for at least one of them
+
+
 def test_pipeline_run_takes_a_gguf_planner(ggufs):
     r = subprocess.run([sys.executable, "-m", "pipeline.run", "What is 2 + 3?", "--planner", str(ggufs["Q8_0"].path),
                         "--tools", "builtin", "--json", "--max-new-tokens", "64"],

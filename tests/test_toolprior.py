@@ -1,0 +1,192 @@
+"""The planner's tool prior (pipeline.formats.toolprior): the retrieval index, the processor under
+the real plan grammar and a real tokenizer, and its way through make_plan and Pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import formats
+from pipeline.formats import constrain
+from pipeline.formats.toolprior import ToolIndex, ToolPrior, ToolPriorProcessor, words
+
+CATALOG = {
+    "llm": "A language model like yourself. Use it to reason over evidence, summarise or answer from general "
+           "knowledge. Input can be any instruction.",
+    "sports_scores": "Get the latest results of a sports team.",
+    "detect_language": "Detect the language a text is written in.",
+    "translate_text": "Translate text into another language.",
+    "extract_entities": "Extract the named entities (people, places, organisations) from a text.",
+    "search_wiki": "Search Wikipedia and return the top 3 results.",
+}
+
+
+def test_words_are_stemmed_content_words():
+    assert words("Pull out the names mentioned") == words("pull out the name mentioned") == {"pull", "out", "nam", "mentio"}
+    assert words("extract_entities") == {"extrac", "entit"}
+    assert "news" in words("news") and "new" in words("New York")  # "news" keeps its s: not "new"
+    assert words("translate") != words("transcribe")
+    assert words("Find the result of the step, then use it") == set()  # nothing that tells tools apart
+
+
+def test_index_scores_the_tool_the_description_names():
+    index = ToolIndex(CATALOG)
+    s = index.scores("Detect the language of the result.")
+    assert max(s, key=s.get) == "detect_language" and s["detect_language"] == 1.0
+    assert s["detect_language"] > s["translate_text"] > 0 == s["sports_scores"]  # "language": two tools; "detect": one
+    s = index.scores("Pull out the names mentioned in it.")
+    assert max(s, key=s.get) == "extract_entities"
+    assert set(index.scores("Do it now.").values()) == {0.0}  # no shared word: no preference
+    # a word few tools have counts for more than words many share (IDF over the listed tools)
+    files = ToolIndex({"read_file": "Read a text file from the workspace.",
+                       "summarize_text": "Summarise a text in at most a given number of words.",
+                       "list_directory": "List the files in a workspace folder."})
+    s = files.scores("Summarize the text of the file.")
+    assert s["summarize_text"] == 1.0 > s["read_file"] > 0
+
+
+def test_a_prior_needs_a_weight_of_zero_or_more():
+    with pytest.raises(ValueError, match=">= 0"):
+        ToolPrior(tuple(CATALOG.items()), -1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        ToolPrior(tuple(CATALOG.items()), float("nan"))
+
+
+def _decode_name(tokenizer, vocab_size, text_before: str, weight: float, prefer: str, with_grammar: bool):
+    """Feed ``text_before`` (the plan so far, ending on a step head) through the processor token by
+    token, then decode the tool name greedily (at most 40 tokens) from scores that prefer ``prefer`` by 3 logits; the name."""
+    tools = list(CATALOG)
+    inner = constrain.logits_processor(tokenizer, vocab_size, grammar=constrain.plan_grammar(tools, 2048)) \
+        if with_grammar else None
+    proc = ToolPriorProcessor(tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight)], inner=inner)
+    prompt = tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
+    ids = list(prompt)
+    scripted = tokenizer(text_before, add_special_tokens=False)["input_ids"]
+    for token in scripted + [None] * 40:
+        scores = np.zeros(vocab_size, dtype=np.float32)
+        # the "model": it likes the pieces of `prefer` that continue what is written
+        written = tokenizer.decode(ids[len(prompt):]).split("=")[-1] if "=" in tokenizer.decode(ids[len(prompt):]) else None
+        if written is not None:
+            for t in range(len(tokenizer)):
+                piece = tokenizer.decode([t])
+                if piece and (" " + prefer + "[").startswith(written + piece):
+                    scores[t] += 3.0
+        out = proc(np.asarray([ids]), scores[None, :].copy())[0]
+        ids.append(int(out.argmax()) if token is None else token)
+        if token is None:
+            rest = tokenizer.decode(ids[len(prompt):]).rsplit("=", 1)[1]
+            if "[" in rest:
+                return rest.split("[")[0].strip(), proc
+    raise AssertionError(f"no name within 40 tokens: {tokenizer.decode(ids[len(prompt):])!r}")
+
+
+@pytest.mark.parametrize("with_grammar", [False, True])
+def test_the_prior_turns_the_name_to_the_tool_the_step_describes(tiny_tokenizer, with_grammar):
+    # The shipped planner's miss on data/eval/unseen_tools.jsonl: "Get the latest results of New York
+    # Yankees." planned with llm, sports_scores in the list.
+    vocab = len(tiny_tokenizer)
+    head = "Plan: Get the latest results of New York Yankees.\n#E1 ="
+    name, _ = _decode_name(tiny_tokenizer, vocab, head, 0.0, "llm", with_grammar)
+    assert name == "llm"  # without the prior: the model's choice
+    name, proc = _decode_name(tiny_tokenizer, vocab, head, 5.0, "llm", with_grammar)
+    assert name == "sports_scores"
+    assert list(proc.shifted.values()) == [("Get the latest results of New York Yankees.", "sports_scores")]
+    # a weak prior does not overrule a model that is sure
+    name, _ = _decode_name(tiny_tokenizer, vocab, head, 1.0, "llm", with_grammar)
+    assert name == "llm"
+
+
+def test_the_prior_leaves_a_step_without_matching_words_and_the_rest_of_the_text(tiny_tokenizer):
+    vocab = len(tiny_tokenizer)
+    name, proc = _decode_name(tiny_tokenizer, vocab, "Plan: Do it now.\n#E1 =", 50.0, "llm", True)
+    assert name == "llm" and proc.shifted == {}
+    # a later step: its own Plan: line decides, not the first one's
+    head = "Plan: Do it now.\n#E1 = llm[x]\nPlan: Detect the language of it.\n#E2 ="
+    name, _ = _decode_name(tiny_tokenizer, vocab, head, 5.0, "translate_text", True)
+    assert name == "detect_language"
+    # inside a description or an input the scores are untouched
+    proc = ToolPriorProcessor(tiny_tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), 50.0)])
+    ids = tiny_tokenizer("P", add_special_tokens=False)["input_ids"]
+    proc(np.asarray([ids]), np.zeros((1, vocab), dtype=np.float32))
+    for text in ("Plan: Detect the language", "Plan: Detect the language.\n#E1 = llm[Detect"):
+        more = ids + tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert not proc(np.asarray([more]), np.zeros((1, vocab), dtype=np.float32)).any()
+
+
+def test_the_prior_reaches_the_constraint_from_pipeline_and_make_plan(tiny_model_dir, monkeypatch):
+    from pipeline.engines import TransformersEngine
+    from pipeline.planner import make_plan, planner_request
+    from pipeline.rewoo import Pipeline
+    from toolkit.tool import tool
+
+    @tool
+    def sports_scores(team: str) -> str:
+        """Get the latest results of a sports team.
+
+        Args:
+            team: the team
+        """
+        return f"{team} won"
+
+    @tool
+    def llm(prompt: str) -> str:
+        """A language model.
+
+        Args:
+            prompt: the instruction
+        """
+        return "ok"
+
+    box = {"sports_scores": sports_scores, "llm": llm}
+    engine = TransformersEngine(str(tiny_model_dir), max_new_tokens=64)
+    req = planner_request("Get the latest Yankees results.", box, engine, tool_prior=4.0)
+    prior = req.constraint.tool_prior
+    assert prior.weight == 4.0 and dict(prior.tools)["sports_scores"] == "Get the latest results of a sports team."
+    assert planner_request("x", box, engine).constraint.tool_prior is None  # 0: off
+    assert planner_request("x", box, engine, tool_prior=4.0, constrain=False).constraint is None
+    plan, raw = make_plan("Get the latest Yankees results.", box, engine, max_new_tokens=96, tool_prior=4.0)
+    assert all(s.tool in box for s in plan)  # the random model still writes a valid plan under the prior
+    with pytest.raises(ValueError, match="tool_prior"):
+        Pipeline(engine, None, engine, box, tool_prior=-1)
+    seen = []
+    for method in ("complete", "complete_stream"):  # streamed or not, whichever the pipeline takes
+        real = getattr(engine, method)
+
+        def spy(prompt, stop_sequences=None, max_new_tokens=None, temperature=None, constraint=None, real=real):
+            seen.append(constraint)
+            return real(prompt, stop_sequences, max_new_tokens, temperature, constraint)
+
+        monkeypatch.setattr(engine, method, spy)
+    Pipeline(engine, None, engine, box, tool_prior=3.0, replan=0, planner_max_new_tokens=96).run("Yankees results?")
+    assert seen and seen[0].tool_prior is not None and seen[0].tool_prior.weight == 3.0
+
+
+def test_the_flag_sets_the_prior_over_the_demos_setting_and_refuses_bad_values():
+    from pipeline.chat import build_parser as chat_parser
+    from pipeline.eval import build_parser as eval_parser
+    from pipeline.run import build_parser, pipeline_settings
+    from pipeline.usage import UsageError
+
+    demo = {"pipeline": {"planner_max_new_tokens": 512, "max_steps": 4, "replan": 0, "tool_prior": 4.0}}
+    assert pipeline_settings(build_parser().parse_args(["x"]), demo)["tool_prior"] == 4.0
+    assert pipeline_settings(build_parser().parse_args(["x", "--tool-prior", "0"]), demo)["tool_prior"] == 0.0
+    assert pipeline_settings(build_parser().parse_args(["x", "--tool-prior", "2.5"]), None)["tool_prior"] == 2.5
+    assert "tool_prior" not in pipeline_settings(build_parser().parse_args(["x"]), None)  # Pipeline's 0
+    assert pipeline_settings(chat_parser().parse_args(["--tool-prior", "1"]), demo)["tool_prior"] == 1.0
+    assert pipeline_settings(eval_parser().parse_args(["--tasks", "t.jsonl", "--tool-prior", "3"]), demo)["tool_prior"] == 3.0
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(UsageError, match="--tool-prior"):
+            pipeline_settings(build_parser().parse_args(["x", "--tool-prior", bad]), demo)
+
+
+@pytest.mark.parametrize("entry", [["pipeline.run", "x"], ["pipeline.eval", "--tasks", "data/eval/in_distribution.jsonl"],
+                                   ["pipeline.chat"]])
+def test_a_bad_tool_prior_is_one_line_and_exit_2(entry):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, "-m", *entry, "--tool-prior", "-2"], capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2, r.stderr[-1000:]
+    assert r.stderr.strip() == "error: --tool-prior must be a number of logits >= 0, got -2"
