@@ -61,7 +61,8 @@ class Constraint:
 
     ``tool_prior``: a plan grammar's :class:`pipeline.formats.toolprior.ToolPrior`, which leans each
     step's tool name towards the tools its ``Plan:`` line describes. The in-process engines apply it
-    (transformers, llama.cpp); an OpenAI-compatible server gets the grammar alone."""
+    (transformers, llama.cpp); the HTTP engine sends it as a ``tool_prior`` field, which this
+    project's server applies (``serve.constraints``) and other servers ignore."""
 
     kind: str
     value: Any
@@ -670,7 +671,11 @@ class OpenAIEngine(Engine):
             return {}
         if c.kind == "json_schema":
             return {"guided_json": c.value}
-        return {f"guided_{c.kind}": c.value}
+        body = {f"guided_{c.kind}": c.value}
+        if c.tool_prior is not None:  # this project's server applies it (serve.constraints); others ignore it
+            body["tool_prior"] = {"tools": [{"name": n, "description": d} for n, d in c.tool_prior.tools],
+                                  "weight": c.tool_prior.weight}
+        return body
 
     def _body(self, payload: dict, stop_sequences, max_new_tokens, temperature, constraint) -> dict:
         body = {"model": self.model, **payload, "max_tokens": max_new_tokens or self.max_new_tokens,

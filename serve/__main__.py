@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", action="append", metavar="SPEC",
                    help="toolbox of /v1/pipeline/run, as pipeline.run --tools (FILE.py:NAME, module:NAME, builtin, "
                         "mcp:SERVER); repeat to combine; default: the built-in tools")
+    p.add_argument("--tool-prior", type=float, default=defaults.tool_prior, metavar="LOGITS",
+                   help="tool prior of /v1/pipeline/run's planner when a request gives none (pipeline.formats."
+                        "toolprior; default 0, the demo's own with --model default)")
     p.add_argument("--dtype", default=defaults.dtype, choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights' dtype; auto: bf16 on a GPU, fp32 on a CPU")
     p.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"],

@@ -6,6 +6,7 @@ Classes take plain arguments; this module is the only place that knows the defau
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 
 
@@ -71,6 +72,9 @@ class ServeConfig:
     tools: list[str] | None = None
     """The toolbox of ``POST /v1/pipeline/run``: specs as ``pipeline.run --tools`` takes them
     (``FILE.py:NAME``, ``module:NAME``, ``builtin``, ``mcp:SERVER``), combined; default the built-in tools."""
+    tool_prior: float = 0.0
+    """The tool prior of ``POST /v1/pipeline/run``'s planner when a request gives none (logits,
+    ``pipeline.formats.toolprior``); ``--model default`` sets the demo's own."""
 
     def __post_init__(self):
         problems = []
@@ -81,6 +85,8 @@ class ServeConfig:
         if self.agent_adapter and self.backend != "transformers":
             problems.append("--agent-adapter works with --backend transformers only; serve the merged agent model "
                             "on a server of its own")
+        if not (math.isfinite(self.tool_prior) and 0 <= self.tool_prior <= 100):
+            problems.append(f"--tool-prior must be 0 to 100 logits, not {self.tool_prior:g}")
         if not (0 < self.port < 65536):
             problems.append(f"--port must be 1..65535, not {self.port}")
         if self.api_key is not None and not self.api_key.strip():

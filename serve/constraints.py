@@ -10,6 +10,10 @@ Accepted fields (at most one per request):
 - ``structured_outputs``: ``{"json" | "regex" | "grammar" | "choice": ...}``: vLLM's names since 0.12;
 - ``rewoo_plan``: ``{"tools": ["search_wiki", ...]}``: the ReWOO plan grammar with those tools.
 
+Beside a plan grammar, ``tool_prior``: ``{"tools": [{"name", "description"}], "weight": W}`` leans
+each step's tool name towards the tools its ``Plan:`` line describes, by up to ``W`` logits
+(``pipeline.formats.toolprior``, as the in-process engines do).
+
 The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
 use, so a plan constrained here parses with ``pipeline.plan.parse_plan``. JSON schemas (and the
 tool calls of ``serve.tools``) become token-bounded Lark grammars (``pipeline.formats.jsonlark``), so that a
@@ -23,6 +27,7 @@ raises :class:`ConstraintFailed` while decoding; the request ends with that erro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -54,10 +59,26 @@ def _choice_regex(choices: Any, param: str) -> str:
 
 
 def constraint_from_request(body) -> Constraint | None:
-    """The one constraint a request body (a pydantic model) asks for, or None.
+    """The one constraint a request body (a pydantic model) asks for, or None, with the body's
+    ``tool_prior`` on it.
 
-    Raises :class:`BackendError` (400) when two are given or one is malformed.
+    Raises :class:`BackendError` (400) when two are given or one is malformed, or when a tool prior
+    comes without a grammar for it to lean.
     """
+    constraint = _constraint(body)
+    prior = getattr(body, "tool_prior", None)
+    if prior is None:
+        return constraint
+    if constraint is None or constraint.kind not in ("grammar", "plan"):
+        raise BackendError("tool_prior leans a plan's tool names: give it with rewoo_plan or a plan grammar "
+                           "(guided_grammar, structured_outputs.grammar)", param="tool_prior")
+    from pipeline.formats.toolprior import ToolPrior
+
+    return dataclasses.replace(constraint, tool_prior=ToolPrior(tuple((t.name, t.description) for t in prior.tools),
+                                                                prior.weight))
+
+
+def _constraint(body) -> Constraint | None:
     given = [name for name in FIELDS if getattr(body, name, None) is not None]
     rf = getattr(body, "response_format", None)
     if rf is not None and rf.type == "text":
@@ -268,6 +289,10 @@ def build_processor(constraint: Constraint, tokenizer, vocab_size: int, max_toke
     except ConstraintFailed as e:
         raise BackendError(f"the {what} constraint fails at its first token ({e}); simplify it",
                            code="invalid_constraint") from e
+    if constraint.tool_prior is not None:
+        from pipeline.formats.toolprior import ToolPriorProcessor
+
+        return ToolPriorProcessor(tokenizer.decode, [constraint.tool_prior], inner=processor)
     return processor
 
 

@@ -90,6 +90,10 @@ class PipelineRunRequest(_Request):
                                     description="limit the toolbox to these of its tools")
     max_new_tokens: int = Field(512, ge=32, le=4096, description="the planner's token budget (each agent output's)")
     constrain: bool = Field(True, description="decode the plan with the plan grammar (mode rewoo)")
+    tool_prior: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                     description="lean each step's tool towards the tools its Plan: line describes, "
+                                                 "by up to this many logits (mode rewoo, with the grammar); "
+                                                 "default: the server's --tool-prior")
     stream: bool = Field(False, description="send server-sent events as the run goes (see the route's docs)")
     mode: Literal["rewoo", "react", "code"] = Field("rewoo", description="rewoo: plan, work, solve; react: "
                                                     "ReAct with JSON actions; code: ReAct with code actions")
@@ -232,8 +236,9 @@ def add_pipeline_routes(app: FastAPI) -> None:
             if body.mode == "rewoo":
                 from pipeline.rewoo import Pipeline
 
+                prior = config.tool_prior if body.tool_prior is None else body.tool_prior
                 pipe = Pipeline(engine, None, engine, toolbox, constrain=body.constrain,
-                                planner_max_new_tokens=body.max_new_tokens)
+                                planner_max_new_tokens=body.max_new_tokens, tool_prior=prior)
                 return pipe.run(body.task, on_event=None if emit is None else RewooEvents(emit)).to_dict()
             from pipeline.agents import make_agent
 

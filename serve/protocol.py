@@ -69,6 +69,19 @@ class RewooPlan(_Body):
     tools: list[str] = Field(..., min_length=1, description="tool names the plan may call")
 
 
+class ToolPriorTool(_Body):
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str = Field("", max_length=4000)
+
+
+class ToolPriorBody(_Body):
+    """The planner's tool prior (``pipeline.formats.toolprior``): the listed tools and the most
+    logits it adds to a step's tool name."""
+
+    tools: list[ToolPriorTool] = Field(..., min_length=1, max_length=256)
+    weight: float = Field(..., ge=0.0, le=100.0, allow_inf_nan=False, description="logits at most")
+
+
 class _Sampling(_Request):
     model: str
     max_tokens: int | None = Field(None, ge=1, description="tokens to generate at most")
@@ -89,6 +102,9 @@ class _Sampling(_Request):
     guided_choice: list[str] | None = None
     structured_outputs: dict[str, Any] | None = None
     rewoo_plan: RewooPlan | None = None
+    # With a plan grammar (rewoo_plan, guided_grammar or structured_outputs.grammar): each step's
+    # tool name leans towards the tools its Plan: line describes (pipeline.formats.toolprior).
+    tool_prior: ToolPriorBody | None = None
 
 
 class CompletionRequest(_Sampling):

@@ -103,12 +103,52 @@ def test_streamed_constrained_output_matches(client):
     {"structured_outputs": {"regex": "a", "choice": ["a"]}},
     {"guided_choice": []},
     {"rewoo_plan": {"tools": []}},
+    {"tool_prior": {"tools": [{"name": "llm"}], "weight": 4}},  # no plan grammar to lean
+    {"guided_regex": "a", "tool_prior": {"tools": [{"name": "llm"}], "weight": 4}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": -1}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [], "weight": 4}},
 ])
 def test_bad_constraints_get_400_before_any_stream(server, extra, stream):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 5, "stream": stream, **extra}
     r = httpx.post(server.base_url + "/completions", json=body, timeout=60)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"]
+
+
+TOOLS = {"llm": "A language model.", "sports_scores": "Get the latest results of a sports team.",
+         "detect_language": "Detect the language a text is written in."}
+ASKED = {"Get the latest results of the Yankees.": "sports_scores", "Detect the language of the text.": "detect_language"}
+
+
+def _fixed_description_grammar(description: str) -> str:
+    names = " | ".join(f'"{t}"' for t in TOOLS)
+    return f'start: "Plan: {description}\\n#E1 = " tool "[x]"\ntool: {names}\n'
+
+
+def test_the_tool_prior_over_rest_and_from_the_http_engine(server, client):
+    """A plan grammar that fixes the step's description, and a strong tool prior: the tool named is
+    the one the description says, sent with the openai client (extra_body) or by pipeline.engines'
+    HTTP engine (its tool_prior field); without the prior the random model names another for at
+    least one of the two."""
+    from pipeline.engines import Constraint, OpenAIEngine
+    from pipeline.formats.toolprior import ToolPrior
+
+    def name(text: str) -> str:
+        return text.split(" = ")[1].split("[")[0]
+
+    prior = {"tools": [{"name": n, "description": d} for n, d in TOOLS.items()], "weight": 100}
+    got, own = {}, {}
+    for description in ASKED:
+        grammar = _fixed_description_grammar(description)
+        kw = dict(model=MODEL, prompt="Plan:\n", max_tokens=100, temperature=0)
+        got[description] = name(client.completions.create(
+            **kw, extra_body={"guided_grammar": grammar, "tool_prior": prior}).choices[0].text)
+        own[description] = name(client.completions.create(**kw, extra_body={"guided_grammar": grammar}).choices[0].text)
+    assert got == ASKED and own != ASKED
+    engine = OpenAIEngine(server.base_url, model=MODEL, api_key="unused")
+    for description, tool in ASKED.items():
+        c = Constraint("grammar", _fixed_description_grammar(description), ToolPrior(tuple(TOOLS.items()), 100.0))
+        assert name(engine.complete("Plan:\n", max_new_tokens=100, constraint=c).text) == tool
 
 
 def test_the_distributors_call_grammar_is_served_and_every_call_parses(server):

@@ -186,6 +186,8 @@ def test_pipeline_run_route(server):
     ({"task": "x", "tools": ["serch_web"], "stream": True}, 400, "unknown tools ['serch_web']"),
     ({"task": "x", "tools": TOOLS, "max_new_tokens": 32, "stream": True}, 400, "max_new_tokens"),
     ({"task": "x", "mode": "chat", "stream": True}, 400, "mode"),
+    ({"task": "x", "tool_prior": -1}, 400, "tool_prior"),
+    ({"task": "x", "tool_prior": "strong"}, 400, "tool_prior"),
 ])
 def test_pipeline_run_bad_requests_are_4xx(server, body, status, fragment):
     r = _post(server, body)
@@ -252,6 +254,35 @@ def test_pipeline_run_streams_react_agent_steps(server):
         assert [e["event"] for e in events[-2:]] == ["answer", "result"]
         # one event per iteration, and one more for the answer written after the last iteration
         assert len(steps) - events[-1]["stats"]["iterations"] in (0, 1)
+
+
+def test_pipeline_run_plans_with_the_tool_prior_asked_else_the_servers(tiny_model_dir):
+    """POST /v1/pipeline/run's planner request carries the tool prior (pipeline.formats.toolprior)
+    to the server's plan constraint: the request's ``tool_prior``, else ``--tool-prior`` (which
+    ``rewoo serve --model default`` sets to the demo's); the toolbox's tools and descriptions."""
+    from serve.constraints import build_processor
+
+    seen = []
+
+    def factory(constraint, *args):
+        if constraint.kind == "grammar" and "#E1 = " in constraint.value:  # the planner's, not a caller's
+            seen.append(constraint.tool_prior)
+        return build_processor(constraint, *args)
+
+    backend = TransformersBackend(*load_model(str(tiny_model_dir)), "tiny", context_length=2048, cache_tokens=8192,
+                                  constraint_factory=factory)
+    config = ServeConfig(model=str(tiny_model_dir), context_length=2048, api_key=KEY, tool_prior=2.5)
+    with LocalServer(backend, config, routes=[add_pipeline_routes]) as s:
+        for body, weight in (({}, 2.5), ({"tool_prior": 6}, 6.0), ({"tool_prior": 0}, None)):
+            seen.clear()
+            r = _post(s, {"task": "What is 6 times 7?", "tools": TOOLS, "max_new_tokens": 160, **body})
+            assert r.status_code == 200, r.text
+            assert len(seen) == 1
+            if weight is None:
+                assert seen[0] is None
+            else:
+                assert seen[0].weight == weight and [n for n, _ in seen[0].tools] == TOOLS
+                assert all(d for _, d in seen[0].tools)  # with the tools' descriptions
 
 
 def test_the_agents_run_on_the_agents_model_when_the_server_has_one(tiny_model_dir, monkeypatch):

@@ -26,10 +26,12 @@ class Constraint:
 
     ``kind`` is ``json_schema`` (``value``: a schema dict), ``regex`` (a pattern), ``grammar``
     (a Lark grammar) or ``plan`` (``value``: the tool names; the ReWOO plan grammar).
+    ``tool_prior``: a ``pipeline.formats.toolprior.ToolPrior`` on a plan's tool names, or None.
     """
 
     kind: str
     value: Any
+    tool_prior: Any = None
 
 
 @dataclass(frozen=True)
