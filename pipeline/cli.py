@@ -84,15 +84,16 @@ def _train_module(argv: list[str]) -> int:
 
 
 def demo_serve_args() -> list[str]:
-    """``python -m serve`` arguments for the demo models: the base folder, the planner adapter and,
+    """``python -m serve`` arguments for the demo models: the base folder, the planner adapter,
     when the manifest has one, the agent adapter (served as ``rewoo-demo-agent``: the react and code
-    modes of ``POST /v1/pipeline/run`` run on it)."""
+    modes of ``POST /v1/pipeline/run`` run on it), and the demo's tool prior for that route's planner."""
     from pipeline import defaults
 
     models = defaults.default_models()
     agent = models["adapters"].get("agent")
+    prior = models["pipeline"].get("tool_prior")
     return ["--model", models["base"], "--adapter", models["adapters"]["planner"]] + (
-        ["--agent-adapter", agent] if agent else [])
+        ["--agent-adapter", agent] if agent else []) + (["--tool-prior", str(prior)] if prior else [])
 
 
 def _with_default_model(argv: list[str]) -> list[str]:

@@ -214,6 +214,8 @@ def test_the_shipped_manifest_matches_the_recipe_and_holds_no_machine_paths():
     manifest = json.loads((demo.SHIPPED / "manifest.json").read_text())
     assert manifest["key"] == demo.DemoConfig().key(), (
         "data/demo was built from another recipe: rebuild it with python -m train.demo --out data/demo --force")
+    # the settings the default models run with are the recipe's (not part of its key)
+    assert manifest["pipeline"] == {k: getattr(demo.DemoConfig(), k) for k in demo.RUN_SETTINGS}
     texts = [(demo.SHIPPED / "manifest.json").read_text()]
     for role, sub in manifest["adapters"].items():
         cfg = json.loads((demo.SHIPPED / sub / "adapter_config.json").read_text())

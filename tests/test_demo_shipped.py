@@ -143,6 +143,25 @@ def test_a_film_by_the_director_of_a_film(pipe):
     assert any(f and f != "title" and f in r.answer for f in films if not f.endswith("rows)")), r.answer
 
 
+@pytest.mark.parametrize("task_id", ["test_tools-31", "test_tools-12"])
+def test_unseen_tools_named_as_the_steps_describe_them(pipe, task_id):
+    """data/eval/unseen_tools.jsonl, catalog tools the adapters never saw: v40's planner described
+    the steps right and named tools it was trained on ("Get the latest results of New York Yankees."
+    then llm, sports_scores in the list; "Detect the language of Unilever." then extract_entities).
+    With the demo's tool prior (pipeline.formats.toolprior) it names the listed tools; without, not."""
+    from pipeline.eval import catalog_standins, load_tasks
+    from pipeline.planner import make_plan
+
+    task = next(t for t in load_tasks(REPO / "data/eval/unseen_tools.jsonl") if t.id == task_id)
+    box = catalog_standins(task.tools)
+    kw = {"max_new_tokens": pipe.planner_max_new_tokens, "max_steps": pipe.max_steps}
+    assert pipe.tool_prior > 0  # the demo's setting (data/demo/manifest.json)
+    with_prior, _ = make_plan(task.task, box, pipe.planner, tool_prior=pipe.tool_prior, **kw)
+    without, _ = make_plan(task.task, box, pipe.planner, tool_prior=0.0, **kw)
+    assert [s.tool for s in with_prior] == task.expect["tools"], with_prior.to_list()
+    assert [s.tool for s in without] != task.expect["tools"]
+
+
 def test_the_served_default_runs_the_agents_on_their_own_adapter(tmp_path):
     """`rewoo serve --model default` (a real process on loopback): the planner adapter as rewoo-demo and
     the agent adapter beside it as rewoo-demo-agent; a REST `"mode": "react"` run answers on the latter

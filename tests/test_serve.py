@@ -332,6 +332,24 @@ def test_listening_beyond_loopback_needs_a_key(tiny_model_dir, capsys):
     assert "API key is required" in capsys.readouterr().err
 
 
+def test_a_bad_tool_prior_is_refused_before_the_model_loads(tmp_path, capsys):
+    for bad in ("-1", "nan", "101"):
+        with pytest.raises(ValueError, match="--tool-prior must be 0 to 100 logits"):
+            ServeConfig(model=str(tmp_path), tool_prior=float(bad))
+    from serve.__main__ import main
+    assert main(["--model", str(tmp_path / "absent"), "--tool-prior", "-1"]) == 2
+    assert "--tool-prior must be 0 to 100 logits, not -1" in capsys.readouterr().err
+
+
+def test_serving_the_default_models_passes_the_demos_tool_prior():
+    from pipeline.cli import demo_serve_args
+    from pipeline.defaults import default_models
+
+    args = demo_serve_args()
+    weight = default_models()["pipeline"]["tool_prior"]
+    assert weight > 0 and args[args.index("--tool-prior") + 1] == str(weight)
+
+
 # ------------------------------------------------------------------ pieces
 
 class _CharTokenizer:

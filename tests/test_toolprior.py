@@ -52,13 +52,18 @@ def test_a_prior_needs_a_weight_of_zero_or_more():
         ToolPrior(tuple(CATALOG.items()), float("nan"))
 
 
-def _decode_name(tokenizer, vocab_size, text_before: str, weight: float, prefer: str, with_grammar: bool):
+def _decode_name(tokenizer, vocab_size, text_before: str, weight: float, prefer: str, with_grammar: bool,
+                 sentencepiece: bool = False):
     """Feed ``text_before`` (the plan so far, ending on a step head) through the processor token by
     token, then decode the tool name greedily (at most 40 tokens) from scores that prefer ``prefer`` by 3 logits; the name."""
     tools = list(CATALOG)
     inner = constrain.logits_processor(tokenizer, vocab_size, grammar=constrain.plan_grammar(tools, 2048)) \
         if with_grammar else None
-    proc = ToolPriorProcessor(tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight)], inner=inner)
+    decode = tokenizer.decode
+    if sentencepiece:  # as a SentencePiece tokenizer decodes one token: without its leading space
+        def decode(ids):
+            return tokenizer.decode(ids) if len(ids) > 1 else tokenizer.decode(ids).lstrip(" ")
+    proc = ToolPriorProcessor(decode, [ToolPrior(tuple(CATALOG.items()), weight)], inner=inner)
     prompt = tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
     ids = list(prompt)
     scripted = tokenizer(text_before, add_special_tokens=False)["input_ids"]
@@ -94,6 +99,9 @@ def test_the_prior_turns_the_name_to_the_tool_the_step_describes(tiny_tokenizer,
     # a weak prior does not overrule a model that is sure
     name, _ = _decode_name(tiny_tokenizer, vocab, head, 1.0, "llm", with_grammar)
     assert name == "llm"
+    # tokens decoded alone without their leading space (SentencePiece) spell the same names
+    name, _ = _decode_name(tiny_tokenizer, vocab, head, 5.0, "llm", with_grammar, sentencepiece=True)
+    assert name == "sports_scores"
 
 
 def test_the_prior_leaves_a_step_without_matching_words_and_the_rest_of_the_text(tiny_tokenizer):

@@ -354,6 +354,15 @@ class DemoConfig:
     # The adapters never saw a replanning prompt (and offline, search_web and search_bilibili
     # always fail): no second round for them.
     replan: int = 0
+    # Each step's tool leans towards the listed tools whose name and description share words with
+    # the step's Plan: line, by up to this many logits (pipeline.formats.toolprior). Written after
+    # v40's unseen-tools misses: a step described right, the tool wrong ("Get the latest results of
+    # New York Yankees." then llm, sports_scores listed). Measured 2026-12-05 on v40's files, one
+    # machine, llama.cpp Q8_0 1 thread, at 0 / 2 / 4 / 8 logits: data/eval/unseen_tools.jsonl 0.30 /
+    # 0.40 / 0.45 / 0.47, generated/unseen_tools_160.jsonl 0.27 / - / 0.37 / 0.42; save_files,
+    # in_distribution and handwritten the same on every task at each (their steps' Plan: lines name
+    # the tool the planner then writes: "Use query_sql to ...").
+    tool_prior: float = 8.0
 
     def key(self) -> str:
         """A digest of the training recipe (every field but the run settings) and VERSION."""
@@ -384,7 +393,7 @@ class DemoConfig:
         return ("planner", "caller") + (("agent",) if self.agent_react_rows or self.agent_code_rows else ())
 
 
-RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan")
+RUN_SETTINGS = ("planner_max_new_tokens", "max_steps", "replan", "tool_prior")
 # Fields added after a shipped build, at the value that trains exactly as before they existed: left
 # out of the key then, so the key of that build still names it.
 NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share": 0.35, "planner_batch": 0,
@@ -739,8 +748,7 @@ def build(out_dir: Path, cfg: DemoConfig | None = None, force: bool = False, pro
     manifest = {"version": VERSION, "key": cfg.key(), "base": cfg.base, "config": dataclasses.asdict(cfg),
                 "role_keys": {role: cfg.role_key(role) for role in cfg.roles()},
                 "adapters": {role: role for role in cfg.roles()}, "tools": list(BUILTIN_TOOL_NAMES),
-                "pipeline": {"planner_max_new_tokens": cfg.planner_max_new_tokens, "max_steps": cfg.max_steps,
-                             "replan": cfg.replan},
+                "pipeline": {k: getattr(cfg, k) for k in RUN_SETTINGS},
                 "data": counts, "train": stats, "build_seconds": round(time.perf_counter() - t0, 1)}
     (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)

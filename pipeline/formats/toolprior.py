@@ -167,8 +167,12 @@ class ToolPriorProcessor:
             piece = self._piece(int(token))
             if not piece:
                 continue
-            spelt = written + piece
-            # the tools this token keeps possible: it spells on into " name", or ends one (" llm[")
-            fits = [s for name, s in match.items() if (" " + name).startswith(spelt) or spelt.startswith(f" {name}[")]
+            # what the name would read with this token (the space before it aside: a SentencePiece
+            # token decoded alone drops its leading space, a byte-level one keeps it)
+            spelt = (written + piece).lstrip(" ")
+            if not spelt:  # the space alone says nothing of the name: left to the model, so that the
+                continue   # prior does not trade the model's own spelling (" llm") for " " + "l" + "lm"
+            # the tools this token keeps possible: it spells on into a name, or ends one ("llm[")
+            fits = [s for name, s in match.items() if name.startswith(spelt) or spelt.startswith(name + "[")]
             if fits:
                 values[token] += weight * max(fits)
