@@ -139,19 +139,23 @@ def test_model_default_becomes_the_demo_base_and_planner_adapter(monkeypatch):
     from pipeline import defaults
 
     adapters = {"planner": "/demo/planner", "caller": "/demo/caller"}
-    monkeypatch.setattr(defaults, "default_models", lambda: {"base": "/cache/base", "adapters": adapters})
+    settings = {"max_steps": 4}  # a manifest from before the tool prior
+    monkeypatch.setattr(defaults, "default_models", lambda: {"base": "/cache/base", "adapters": adapters,
+                                                             "pipeline": settings})
     assert cli._with_default_model(["--model", "default", "--port", "9"]) == [
         "--model", "/cache/base", "--adapter", "/demo/planner", "--served-model-name", "rewoo-demo", "--port", "9"]
     assert cli._with_default_model(["--model=default", "--served-model-name", "x"]) == [
         "--model", "/cache/base", "--adapter", "/demo/planner", "--served-model-name", "x"]
     assert cli._with_default_model(["--model", "/my/model"]) == ["--model", "/my/model"]
     adapters["agent"] = "/demo/agent"
+    settings["tool_prior"] = 8.0  # the demo's tool prior for /v1/pipeline/run's planner
     assert cli._with_default_model(["--model", "default"]) == [
         "--model", "/cache/base", "--adapter", "/demo/planner", "--agent-adapter", "/demo/agent",
-        "--served-model-name", "rewoo-demo"]
+        "--tool-prior", "8.0", "--served-model-name", "rewoo-demo"]
     from serve.__main__ import config_from_args  # the server takes what the command passes
     cfg, _ = config_from_args(cli._with_default_model(["--model", "default"]))
-    assert (cfg.adapter, cfg.agent_adapter, cfg.served_model_name) == ("/demo/planner", "/demo/agent", "rewoo-demo")
+    assert (cfg.adapter, cfg.agent_adapter, cfg.served_model_name, cfg.tool_prior) == (
+        "/demo/planner", "/demo/agent", "rewoo-demo", 8.0)
 
 
 def test_train_checks_before_any_work(tmp_path):

@@ -358,10 +358,10 @@ class DemoConfig:
     # the step's Plan: line, by up to this many logits (pipeline.formats.toolprior). Written after
     # v40's unseen-tools misses: a step described right, the tool wrong ("Get the latest results of
     # New York Yankees." then llm, sports_scores listed). Measured 2026-12-05 on v40's files, one
-    # machine, llama.cpp Q8_0 1 thread, at 0 / 2 / 4 / 8 logits: data/eval/unseen_tools.jsonl 0.30 /
-    # 0.40 / 0.45 / 0.47, generated/unseen_tools_160.jsonl 0.27 / - / 0.37 / 0.42; save_files,
-    # in_distribution and handwritten the same on every task at each (their steps' Plan: lines name
-    # the tool the planner then writes: "Use query_sql to ...").
+    # machine, llama.cpp Q8_0 1 thread, at 0 / 2 / 4 / 8 / 16 logits: data/eval/unseen_tools.jsonl 0.30
+    # / 0.40 / 0.45 / 0.47 / 0.47, generated/unseen_tools_160.jsonl 0.27 / - / 0.37 / 0.42 / 0.42;
+    # save_files, in_distribution and handwritten the same on every task at each (their steps' Plan:
+    # lines name the tool the planner then writes: "Use query_sql to ...").
     tool_prior: float = 8.0
 
     def key(self) -> str:
