@@ -113,9 +113,8 @@ class ToolPriorProcessor:
     """A logits processor (``(input_ids, scores) -> scores``, torch or numpy, batch rows) that runs
     ``inner`` (the plan grammar's processor) and then, in the rows that are writing a tool name,
     adds their :class:`ToolPrior` to the tokens that continue a listed name. ``decode``: token ids
-    to text (the model's tokenizer). ``priors``: one per
-    batch row (None: that row has none). Single use, like ``inner``: the first call's
-    ``input_ids`` are the prompts."""
+    to text (the model's tokenizer). ``priors``: one per batch row, or one for all (None: none).
+    Single use, like ``inner``: the first call's ``input_ids`` are the prompts."""
 
     def __init__(self, decode, priors: list[ToolPrior | None], inner=None):
         self.decode = decode
