@@ -16,7 +16,7 @@ plan parser, evidence binding in code, the caller's JSON spacing, packing, stop 
 corpus's guard messages, plan bounds, resume after a kill, report_to, a 500 anywhere the fuzz test
 reaches, the server's quiet start and exit codes, the installed wheel's data, llama.cpp's batched
 runner, prefix sharing, seeds and constraints, the GGUF export's importance matrix and errors, the
-agents' training trajectories, typed chains in generated data, the demo's wider and focused task shapes, and the shipped recipe's training data).
+agents' training trajectories, typed chains in generated data, the demo's wider and focused task shapes, the shipped recipe's training data, and the planner's tool prior in process and over REST).
 """
 
 from __future__ import annotations
