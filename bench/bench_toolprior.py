@@ -34,7 +34,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from pipeline.defaults import default_engines, default_models
-    from pipeline.eval import _with_standins, load_tasks
+    from pipeline.eval import _subset, _with_standins, load_tasks
     from pipeline.planner import make_plan
     from toolkit import default_toolbox
 
@@ -50,7 +50,7 @@ def main() -> None:
     right = Counter()
     changed = 0
     for i, task in enumerate(tasks):
-        sub = {n: box[n] for n in task.tools} if task.tools else box
+        sub = _subset(box, task.tools)
         tools = {}
         for w in ((0.0, weight) if i % 2 == 0 else (weight, 0.0)):
             t = time.perf_counter()

@@ -20,8 +20,9 @@ logits, and nothing where no tool shares a word with the description.
 It sits on top of the plan grammar (:func:`pipeline.formats.constrain.plan_grammar`), which
 decides where a name starts and which tokens may spell one; the processor only shifts the
 scores of the tokens the grammar allows there. It works on every in-process engine (torch
-tensors from ``generate()``, numpy rows from :class:`pipeline.sampling.RowControl`); an
-OpenAI-compatible server gets the grammar alone.
+tensors from ``generate()``, numpy rows from :class:`pipeline.sampling.RowControl`) and in this
+project's server (``serve.constraints``: a request's ``tool_prior`` field, which the HTTP engine
+sends); other OpenAI-compatible servers get the grammar alone.
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ class ToolIndex:
     def __init__(self, tools: Mapping[str, str]):
         if not tools:
             raise ValueError("a ToolIndex needs at least one tool")
-        self.names = list(tools)
         self.docs = {name: words(name) | words(description or "") for name, description in tools.items()}
         df = Counter(w for doc in self.docs.values() for w in doc)
         n = len(self.docs)
