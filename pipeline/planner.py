@@ -16,6 +16,11 @@ for streamed dispatch (``Pipeline._streamed_round``).
 applies it to every step it runs): a small planner respells a name it copies when the tokenizer
 splits it otherwise in the plan than in the task ("gobergs.txt" for "groceries.txt"; README, "The
 default models").
+
+:class:`RepeatedSteps` drops a step that repeats an earlier step of its round (the same tool on the
+same input): it would only fetch the same evidence again. A small planner loops so ("Find papers on
+mRNA vaccines on arXiv." four times over); later steps are numbered on without the gap and read the
+kept step's evidence.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import Any
 from pipeline import formats
 from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
-from pipeline.formats.toolprior import ToolPrior
-from pipeline.plan import Plan, PlanError, Step
+from pipeline.formats.toolprior import ToolPrior, count_goals
+from pipeline.plan import Plan, PlanError, Step, references, substitute
 
 # a file name: a word, then maybe folders, then ".ext" (1-5 characters, a letter first); not inside a longer token
 FILE_NAME_RE = re.compile(r"(?<![\w/.-])\w[\w/-]*(?:\.[\w-]+)*\.[A-Za-z][A-Za-z0-9]{0,4}(?![\w/-])")
@@ -57,6 +62,43 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
         return step, {}
     return dataclasses.replace(step, input=FILE_NAME_RE.sub(lambda m: fixes.get(m.group(0), m.group(0)),
                                                             step.input)), fixes
+
+
+class RepeatedSteps:
+    """The steps of one planning round, each taken as it is planned (streamed or not): a step whose
+    tool and input (whitespace aside, its variables read as renamed) are an earlier kept step's is
+    dropped, and its variable then stands for that step's; the kept steps are numbered from
+    ``first`` on without gaps, and the inputs that follow use the new numbers.
+
+        repeats = RepeatedSteps()
+        kept = [s for s in (repeats.take(step) for step in plan) if s is not None]
+        repeats.dropped  # {"#E4": "#E3"}: the planned variable, and the kept one it repeats
+    """
+
+    def __init__(self, first: int = 1):
+        self.next = first
+        self.renamed: dict[str, str] = {}  # planned variable -> the variable it runs as
+        self.dropped: dict[str, str] = {}  # planned variable of a dropped step -> the kept one
+        self._seen: dict[tuple[str, str], str] = {}
+
+    def take(self, step: Step) -> Step | None:
+        """``step`` renumbered, with its input's variables renamed; None when it repeats a kept step."""
+        text = substitute(step.input, self.renamed)
+        key = (step.tool, " ".join(text.split()))
+        if key in self._seen:
+            self.renamed[step.var] = self.dropped[step.var] = self._seen[key]
+            return None
+        var = f"#E{self.next}"
+        self.next += 1
+        self.renamed[step.var] = self._seen[key] = var
+        if var == step.var and text == step.input:
+            return step
+        return dataclasses.replace(step, var=var, input=text, deps=tuple(references(text)))
+
+    def plan(self, plan: Plan) -> Plan:
+        """``plan``'s steps, each taken in turn: the whole plan without its repeats."""
+        kept = tuple(s for s in (self.take(step) for step in plan.steps) if s is not None)
+        return plan if kept == plan.steps else Plan(kept)
 
 
 def plan_constraint(tool_names: list[str], max_new_tokens: int, max_steps: int = 6, first: int = 1,
@@ -109,7 +151,10 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
     first = len(done) + 1
     constraint = None
     if constrain and engine.supports_constraints:
-        prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior) if tool_prior else None
+        # the goals the task states lean a short first plan towards going on; a replanning round
+        # continues a plan, and is not counted
+        goals = count_goals(task) if history is None else 0
+        prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior, goals) if tool_prior else None
         constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first, prior)
     if history is not None:
         prompt = formats.replan_prompt(task, specs, done.steps, status, template, examples)

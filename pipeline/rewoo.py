@@ -23,7 +23,7 @@ from typing import Any
 from pipeline.distributor import Call, distribute
 from pipeline.engines import Engine, as_engine, recording
 from pipeline.plan import Plan, PlanError, PlanStream, Step
-from pipeline.planner import ground_file_names, make_plan, planner_request
+from pipeline.planner import RepeatedSteps, ground_file_names, make_plan, planner_request
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -64,6 +64,8 @@ class Pipeline:
     ``tool_prior``: with the plan grammar, on an in-process engine, each step's tool name leans
     towards the tools whose name and description share words with the step's ``Plan:`` line, by up
     to this many logits (:mod:`pipeline.formats.toolprior`); 0 (the default): the planner's choice alone.
+    ``drop_repeats``: a step that repeats an earlier step of its planning round (the same tool and
+    input) is dropped and its variable read as that step's (:class:`pipeline.planner.RepeatedSteps`).
     """
 
     def __init__(self, planner: Any, caller: Any = None, solver: Any = None, toolbox: Any = None, *,
@@ -71,7 +73,7 @@ class Pipeline:
                  max_steps: int = 6, caller_max_new_tokens: int = 256,
                  solver_max_new_tokens: int = 256, tool_timeout: float = 60.0, max_parallel: int = 8,
                  replan: int = 1, stream: bool | None = None, ground_names: bool = True,
-                 tool_prior: float = 0.0):
+                 tool_prior: float = 0.0, drop_repeats: bool = True):
         if template not in ("alpaca", "chat"):
             raise ValueError(f"template must be 'alpaca' or 'chat', not {template!r}")
         self.planner: Engine = as_engine(planner)
@@ -105,6 +107,9 @@ class Pipeline:
         if not tool_prior >= 0:
             raise ValueError(f"tool_prior must be >= 0 logits, not {tool_prior!r}")
         self.tool_prior = float(tool_prior)
+        # a step that repeats an earlier step of its round (tool and input) is not run again
+        # (planner.RepeatedSteps); how many were dropped is in the result's stats ("steps_repeated")
+        self.drop_repeats = drop_repeats
 
     def run(self, task: str, on_event: Callable[[str, Any], None] | None = None) -> Result:
         """Plan, distribute, work, (replan while steps failed, up to ``replan`` rounds), solve.
@@ -128,13 +133,14 @@ class Pipeline:
                 notify(kind, payload)
 
             grounded: dict[str, str] = {}
+            repeated: list[int] = []
             if self.stream:
-                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step, grounded)
+                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step, grounded, repeated)
             else:
                 plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template,
                                       constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
                                       max_steps=self.max_steps, tool_prior=self.tool_prior)
-                plan = self._ground(plan, task, grounded)
+                plan = self._ground(self._unrepeated(plan, 1, repeated), task, grounded)
                 notify("plan", plan)
                 calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
                                    max_new_tokens=self.caller_max_new_tokens)
@@ -142,7 +148,7 @@ class Pipeline:
                 evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
                                      max_parallel=self.max_parallel, on_event=on_step)
             plan, calls, evidence, rounds, replan_error = self._replan(task, plan, calls, evidence, notify, on_step,
-                                                                       grounded)
+                                                                       grounded, repeated)
             answer = solve(task, plan, {v: e.text for v, e in evidence.items()}, self.solver,
                            template=self.template, max_new_tokens=self.solver_max_new_tokens)
             notify("answer", answer)
@@ -162,6 +168,8 @@ class Pipeline:
             stats["replan_error"] = replan_error
         if grounded:
             stats["file_names_grounded"] = grounded
+        if sum(repeated):
+            stats["steps_repeated"] = sum(repeated)
         # copies: an enclosing recording() holds the same model-call entries with their own clock
         trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4),
                   **({"t_start": round(entry["t_start"] - t0, 4)} if entry.get("t_start") else {})}
@@ -180,7 +188,19 @@ class Pipeline:
         steps = tuple(self._ground_step(s, task, grounded) for s in plan.steps)
         return plan if steps == plan.steps else Plan(steps)
 
-    def _streamed_round(self, task, notify, on_step, grounded):
+    def _repeats(self, first: int) -> RepeatedSteps | None:
+        return RepeatedSteps(first) if self.drop_repeats else None
+
+    def _unrepeated(self, plan: Plan, first: int, repeated: list[int]) -> Plan:
+        """One planning round's ``plan`` without the steps that repeat an earlier one (their count goes into ``repeated``)."""
+        repeats = self._repeats(first)
+        if repeats is None:
+            return plan
+        plan = repeats.plan(plan)
+        repeated.append(len(repeats.dropped))
+        return plan
+
+    def _streamed_round(self, task, notify, on_step, grounded, repeated):
         """The first round with streamed dispatch: the planner's text is parsed as it arrives
         (:class:`PlanStream`), each complete step is distributed at once and handed to the
         workers, which start it as soon as its dependencies are filled. Events: ``("step",
@@ -194,10 +214,16 @@ class Pipeline:
         box: dict = {}
         calls: dict[str, Call] = {}
 
-        sent: dict[str, Step] = {}
+        sent: list[Step] = []  # the steps as dispatched: renumbered without repeats, grounded
+        repeats = self._repeats(1)
 
         def dispatch(step):
-            step = sent[step.var] = self._ground_step(step, task, grounded)
+            if repeats is not None:
+                step = repeats.take(step)
+                if step is None:  # the same tool on the same input as a step already sent
+                    return
+            step = self._ground_step(step, task, grounded)
+            sent.append(step)
             notify("step", step)
             call = distribute(Plan((step,)), self.toolbox, self.caller, template=self.template,
                               constrain=self.constrain, max_new_tokens=self.caller_max_new_tokens)
@@ -213,7 +239,9 @@ class Pipeline:
                 plan = stream.close()
                 for step in plan.steps[len(stream.steps):]:  # the last line had no newline after it
                     dispatch(step)
-                plan = Plan(tuple(sent.get(s.var, s) for s in plan.steps))  # the steps as dispatched
+                plan = Plan(tuple(sent))  # the steps as dispatched
+                if repeats is not None:
+                    repeated.append(len(repeats.dropped))
                 box["plan"] = plan
                 notify("plan", plan)  # the plan is written (some of its steps may still run)
             except BaseException as e:  # noqa: BLE001 - raised in the pipeline's thread below
@@ -237,7 +265,7 @@ class Pipeline:
         plan = box["plan"]
         return plan, stream.text, {st.var: calls[st.var] for st in plan}, evidence
 
-    def _replan(self, task, plan, calls, evidence, notify, on_step, grounded):
+    def _replan(self, task, plan, calls, evidence, notify, on_step, grounded, repeated):
         """Up to ``self.replan`` more rounds while a step failed (error or timeout): the planner
         sees each step's status and error, never a successful step's evidence; the new steps
         continue the numbering and may use earlier variables. Returns the whole plan, calls and
@@ -252,7 +280,7 @@ class Pipeline:
                                     constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
                                     max_steps=self.max_steps, history=(plan, status),
                                     tool_prior=self.tool_prior)
-                more = self._ground(more, task, grounded)
+                more = self._ground(self._unrepeated(more, len(plan) + 1, repeated), task, grounded)
             except PlanError as e:
                 return plan, calls, evidence, rounds, str(e)
             rounds += 1

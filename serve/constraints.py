@@ -10,8 +10,9 @@ Accepted fields (at most one per request):
 - ``structured_outputs``: ``{"json" | "regex" | "grammar" | "choice": ...}``: vLLM's names since 0.12;
 - ``rewoo_plan``: ``{"tools": ["search_wiki", ...]}``: the ReWOO plan grammar with those tools.
 
-Beside a plan grammar, ``tool_prior``: ``{"tools": [{"name", "description"}], "weight": W}`` leans
-each step's tool name towards the tools its ``Plan:`` line describes, by up to ``W`` logits
+Beside a plan grammar, ``tool_prior``: ``{"tools": [{"name", "description"}], "weight": W, "goals": G}``
+leans each step's tool name towards the tools its ``Plan:`` line describes, by up to ``W`` logits, and,
+with ``G`` (the goals the task states, 0 by default), a plan of fewer steps towards going on
 (``pipeline.formats.toolprior``, as the in-process engines do).
 
 The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
@@ -75,7 +76,7 @@ def constraint_from_request(body) -> Constraint | None:
     from pipeline.formats.toolprior import ToolPrior
 
     return dataclasses.replace(constraint, tool_prior=ToolPrior(tuple((t.name, t.description) for t in prior.tools),
-                                                                prior.weight))
+                                                                prior.weight, prior.goals))
 
 
 def _constraint(body) -> Constraint | None:

@@ -598,3 +598,57 @@ def test_a_replanned_step_that_misspells_the_tasks_file_name_is_grounded_too(scr
     assert seen == ["groceries.txt"] and result.stats["rounds"] == 2
     assert result.plan.steps[1].input == "groceries.txt"
     assert result.stats["file_names_grounded"] == {"gobergs.txt": "groceries.txt"}
+
+
+def test_repeated_steps_are_dropped_and_later_steps_renumbered():
+    """planner.RepeatedSteps: a step with an earlier kept step's tool and input (whitespace aside,
+    variables read as renamed) is dropped; the steps after it are numbered on without a gap and
+    read the kept step's variable."""
+    from pipeline.planner import RepeatedSteps
+
+    plan = parse_plan("Plan: a\n#E1 = search_news[Nvidia]\nPlan: b\n#E2 = search_news[ Nvidia ]\n"
+                      "Plan: c\n#E3 = llm[sum up #E2 and #E1]\nPlan: d\n#E4 = llm[sum up #E1 and #E1]\n"
+                      "Plan: e\n#E5 = save_file[path: a.txt; content: #E4 #E3]")
+    repeats = RepeatedSteps()
+    kept = repeats.plan(plan)
+    assert [(s.var, s.tool, s.input) for s in kept] == [
+        ("#E1", "search_news", "Nvidia"), ("#E2", "llm", "sum up #E1 and #E1"),
+        ("#E3", "save_file", "path: a.txt; content: #E2 #E2")]
+    assert kept.steps[2].deps == ("#E2",) and kept.steps[1].description == "c"
+    assert repeats.dropped == {"#E2": "#E1", "#E4": "#E2"}
+    # the same tool on another input, or another tool on the same input, is not a repeat
+    other = parse_plan("Plan: a\n#E1 = search_news[Nvidia]\nPlan: b\n#E2 = search_news[AMD]\n"
+                       "Plan: c\n#E3 = search_web[Nvidia]")
+    assert RepeatedSteps().plan(other) is other
+    # a replanning round numbers on from its first step
+    assert [s.var for s in RepeatedSteps(first=4).plan(other)] == ["#E4", "#E5", "#E6"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_plan_that_loops_runs_each_step_once(stream):
+    """The shipped planner's loop on data/eval/unseen_tools.jsonl: the news search planned twice on
+    the same input. Streamed or not, the plan the result holds (and the solver reads) has it once,
+    the step after it reads the kept step's evidence, and the result counts the dropped step. With
+    drop_repeats=False the plan runs as written (the worker still makes the twin call once)."""
+    ran = []
+    box = toolbox(search_news=FnTool("search_news", lambda query: ran.append(query) or f"news on {query}"),
+                  echo=FnTool("echo", lambda query: ran.append(query) or query))
+    plan = ("Plan: Find news about Nvidia.\n#E1 = search_news[Nvidia]\n"
+            "Plan: Find a list of news about Nvidia.\n#E2 = search_news[Nvidia]\n"
+            "Plan: Say it.\n#E3 = echo[#E2]")
+    for drop in (True, False):
+        ran.clear()
+        solver_prompts = []
+        solver = FunctionEngine(lambda prompt, **kw: solver_prompts.append(str(prompt)) or "done")
+        result = Pipeline(_StreamingScript([plan], delay=0), solver=solver, toolbox=box, replan=0, stream=stream,
+                          drop_repeats=drop).run("Find news about Nvidia and say it.")
+        assert sorted(ran) == ["Nvidia", "news on Nvidia"]
+        if drop:
+            assert [(s.var, s.tool, s.input) for s in result.plan] == [
+                ("#E1", "search_news", "Nvidia"), ("#E2", "echo", "#E1")]
+            assert result.stats["steps_repeated"] == 1 and result.evidence["#E2"].text == "news on Nvidia"
+            assert solver_prompts[0].count("search_news[Nvidia]") == 1
+        else:
+            assert len(result.plan) == 3 and "steps_repeated" not in result.stats
+            assert result.evidence["#E2"].extra == {"same_as": "#E1"}
+            assert solver_prompts[0].count("search_news[Nvidia]") == 2

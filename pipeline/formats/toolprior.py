@@ -17,6 +17,11 @@ tool's name and description, weighted by how few tools share them: IDF over this
 writes the name. The model's own preference still counts: the prior adds at most ``weight``
 logits, and nothing where no tool shares a word with the description.
 
+With ``goals`` (:func:`count_goals`: how many goals the task's joining words state, "; also",
+"then", "Next, ..."), a plan that has fewer steps gets the same ``weight`` on going on after each
+step rather than ending there: a small planner ends a plan a goal short ("Get the details of
+Spirited Away; also find the local time in Oslo, please." planned in one step).
+
 It sits on top of the plan grammar (:func:`pipeline.formats.constrain.plan_grammar`), which
 decides where a name starts and which tokens may spell one; the processor only shifts the
 scores of the tokens the grammar allows there. It works on every in-process engine (torch
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "words"]
+__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "words"]
 
 # Words that say nothing about which tool: function words, the verbs every tool's description
 # opens on, and the words plans use to point at evidence ("the result", "what you found").
@@ -66,6 +71,54 @@ def words(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower().replace("_", " ")) if w not in STOPWORDS and len(w) > 1}
 
 
+# -- how many goals a task states ------------------------------------------------------------------
+# Verbs that open a goal when they follow "and" ("..., and translate it into French"); "and" before
+# anything else joins the parts of one goal ("France and Germany", "compare the results and say").
+GOAL_VERBS = frozenset("""
+add book calculate check compute convert count create describe detect divide draft email explain extract
+fetch find get list look multiply notify open post pull put read record remind reply run save schedule
+search send set show store subtract summarise summarize tell translate write
+""".split())
+# A sentence that opens on one of these states another goal ("Next, ..."); any other goes on with
+# the one before ("Can you check?", "How much is the tip?", "List one of them.").
+_OPENERS = frozenset("next then also after afterwards finally lastly".split())
+_JOINS = re.compile(r";|\s--\s|,?\s+(?:and\s+)?then\b|\bafter that\b|\bas well as\b|\bfollowed by\b"
+                    r"|\balongside\b|\bin parallel\b", re.I)
+_AND_VERB = re.compile(r"(?:,\s*|\s)and\s+(?:also\s+)?([A-Za-z]+)")
+# What an "and <verb>" part says when it goes on with the goal before: "... and read it", "Create the
+# file quote.txt and write 'Hi' in it".
+_SAME_GOAL = re.compile(r"^\W*and\s+read\s+(?:it|them)\W*$|^\W*and\s+(?:write|put)\b.*\b(?:in|into) it\W*$", re.I)
+_JOIN_WORDS = frozenset("and then after that as well followed by alongside in parallel also next first please".split())
+_SENTENCE = re.compile(r"[.?!]\s+([A-Z][a-z]*)")
+
+
+def count_goals(task: str) -> int:
+    """How many goals ``task`` states, read from the words that join them: ";", "then", "after
+    that", "as well as", "and" before a verb ("..., and translate it"), a new sentence that opens on
+    "Next" or "Then". Meant as a lower bound: "and" between nouns or before "read it", and a
+    sentence that goes on with the goal before ("List one of them."), join nothing. At least 1.
+
+    >>> count_goals("Convert 999.99 USD to CNY. Next, add 12 to it and find a hotel in Lima.")
+    3
+    >>> count_goals("Who is older, Martin Scorsese or Greta Gerwig?")
+    1
+    >>> count_goals("Open notes.md and read it, and pull out the names mentioned in it")
+    2
+    """
+    text = task.strip().rstrip(".?! ")
+    cuts = {m.start() for m in _JOINS.finditer(text)}
+    cuts |= {m.start() for m in _SENTENCE.finditer(text) if m.group(1).lower() in _OPENERS}
+    ands = {m.start() for m in _AND_VERB.finditer(text) if m.group(1).lower() in GOAL_VERBS}
+    for start in ands:  # an "and <verb>" part runs to the next join of any kind
+        end = min([c for c in cuts | ands if c > start], default=len(text))
+        if not _SAME_GOAL.search(text[start:end]):
+            cuts.add(start)
+    bounds = [0, *sorted(cuts), len(text)]
+    parts = (text[i:j] for i, j in zip(bounds, bounds[1:]))
+    # a part between two joins that stand together ("; after that,") states nothing
+    return max(1, sum(1 for part in parts if set(_WORD.findall(part.lower())) - _JOIN_WORDS))
+
+
 class ToolIndex:
     """The listed tools' words (name and description) and, for each word, how many tools have it."""
 
@@ -92,17 +145,26 @@ class ToolIndex:
 _HEAD = re.compile(r"(?:^|\n)Plan: ?([^\n]*)\n#E\d+ =( ?[A-Za-z0-9_.\-]*)$")
 
 
+# A step just closed: its head and its tool input's "]" (where the plan may end or go on).
+_STEP_END = re.compile(r"\n#E\d+ = [A-Za-z0-9_.\-]+\[[^\[\]\n]*\]$")
+
+
 @dataclass(frozen=True)
 class ToolPrior:
     """The prior of one request: the listed tools (``(name, description)`` pairs, in the prompt's
-    order) and the most logits it adds (``weight``; 0 turns it off)."""
+    order), the most logits it adds (``weight``; 0 turns it off) and the number of goals the task
+    states (``goals``, :func:`count_goals`; 0: not counted): until the plan has that many steps,
+    going on after a step gets ``weight`` logits over ending there."""
 
     tools: tuple[tuple[str, str], ...]
     weight: float
+    goals: int = 0
 
     def __post_init__(self):
         if not self.weight >= 0:
             raise ValueError(f"the tool prior's weight must be a number >= 0, not {self.weight!r}")
+        if not (isinstance(self.goals, int) and 0 <= self.goals <= 64):
+            raise ValueError(f"the tool prior's goals must be a whole number from 0 to 64, not {self.goals!r}")
 
     @functools.cached_property
     def index(self) -> ToolIndex:
@@ -124,6 +186,8 @@ class ToolPriorProcessor:
         self._pieces: dict[int, str] = {}
         # {(row, where the step starts): (its description, the tool it matches best)}: the names shifted
         self.shifted: dict[tuple[int, int], tuple[str, str]] = {}
+        # {row: the steps it had when going on was last favoured}
+        self.kept_on: dict[int, int] = {}
 
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
@@ -145,7 +209,14 @@ class ToolPriorProcessor:
             generated = [int(t) for t in input_ids[row, self.prompt_len:]]
             if not generated:
                 continue
-            head = _HEAD.search(self.decode(generated))
+            text = self.decode(generated)
+            if prior.goals and _STEP_END.search(text):
+                steps = text.count("\n#E")
+                if steps < prior.goals:
+                    self.kept_on[row] = steps
+                    self._go_on(scores, row, prior.weight)
+                continue
+            head = _HEAD.search(text)
             if head is None:
                 continue
             description, written = head.group(1), head.group(2)
@@ -156,13 +227,23 @@ class ToolPriorProcessor:
             self._shift(scores, row, written, match, prior.weight)
         return scores
 
+    @staticmethod
+    def _allowed(values) -> list[int]:
+        if isinstance(values, np.ndarray):
+            return np.flatnonzero(np.isfinite(values)).tolist()
+        return values.isfinite().nonzero().flatten().tolist()  # a torch row
+
+    def _go_on(self, scores, row: int, weight: float) -> None:
+        # after a step's "]" the grammar allows the next step's "\n" or the end (EOS, whose piece is
+        # empty or a special token's name): the tokens that open on "\n" go on
+        values = scores[row]
+        for token in self._allowed(values):
+            if self._piece(int(token)).startswith("\n"):
+                values[token] += weight
+
     def _shift(self, scores, row: int, written: str, match: dict[str, float], weight: float) -> None:
         values = scores[row]
-        if isinstance(values, np.ndarray):
-            allowed = np.flatnonzero(np.isfinite(values)).tolist()
-        else:  # a torch row
-            allowed = values.isfinite().nonzero().flatten().tolist()
-        for token in allowed:
+        for token in self._allowed(values):
             piece = self._piece(int(token))
             if not piece:
                 continue
