@@ -35,7 +35,7 @@ from typing import Any
 from pipeline import formats
 from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
-from pipeline.formats.toolprior import ToolPrior, count_goals
+from pipeline.formats.toolprior import ToolPrior, task_goals
 from pipeline.plan import Plan, PlanError, Step, references, substitute
 
 # a file name: a word, then maybe folders, then ".ext" (1-5 characters, a letter first); not inside a longer token
@@ -153,7 +153,7 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
     if constrain and engine.supports_constraints:
         # the goals the task states lean a short first plan towards going on; a replanning round
         # continues a plan, and is not counted
-        goals = count_goals(task) if history is None else 0
+        goals = tuple(task_goals(task)) if history is None else ()
         prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior, goals) if tool_prior else None
         constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first, prior)
     if history is not None:
@@ -171,8 +171,9 @@ def make_plan(task: str, toolbox: Any, engine: Engine, *, template: str = "alpac
     ``history``: ``(plan so far, {var: status})`` for a replanning round; the new steps are
     numbered after it and may use its variables (the prompt is :func:`formats.replan_prompt`).
     ``tool_prior``: with the grammar, each step's tool name leans towards the tools whose name and
-    description share words with the step's ``Plan:`` line, by up to this many logits
-    (:mod:`pipeline.formats.toolprior`; 0: the model's choice alone).
+    description share words with the step's ``Plan:`` line, by up to this many logits, and a first
+    plan follows the goals the task states (``task_goals``: as many steps, each ``Plan:`` line
+    towards its goal) by as many (:mod:`pipeline.formats.toolprior`; 0: the model's choice alone).
     """
     req = planner_request(task, toolbox, engine, template=template, constrain=constrain,
                           max_new_tokens=max_new_tokens, max_steps=max_steps, examples=examples, history=history,

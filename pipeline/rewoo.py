@@ -63,7 +63,8 @@ class Pipeline:
     ``constrain``: constrained decoding where the engine enforces it (plan grammar, call schemas).
     ``tool_prior``: with the plan grammar, on an in-process engine, each step's tool name leans
     towards the tools whose name and description share words with the step's ``Plan:`` line, by up
-    to this many logits (:mod:`pipeline.formats.toolprior`); 0 (the default): the planner's choice alone.
+    to this many logits, and the first plan follows the goals the task states by as many
+    (:mod:`pipeline.formats.toolprior`); 0 (the default): the planner's choice alone.
     ``drop_repeats``: a step that repeats an earlier step of its planning round (the same tool and
     input) is dropped and its variable read as that step's (:class:`pipeline.planner.RepeatedSteps`).
     """

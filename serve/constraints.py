@@ -76,7 +76,7 @@ def constraint_from_request(body) -> Constraint | None:
     from pipeline.formats.toolprior import ToolPrior
 
     return dataclasses.replace(constraint, tool_prior=ToolPrior(tuple((t.name, t.description) for t in prior.tools),
-                                                                prior.weight, prior.goals))
+                                                                prior.weight, tuple(prior.goals)))
 
 
 def _constraint(body) -> Constraint | None:

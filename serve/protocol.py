@@ -7,7 +7,7 @@ Fields we cannot honour (``n > 1``, ``logprobs``) are refused with a 400 rather 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -81,7 +81,8 @@ class ToolPriorBody(_Body):
 
     tools: list[ToolPriorTool] = Field(..., min_length=1, max_length=256)
     weight: float = Field(..., ge=0.0, le=100.0, allow_inf_nan=False, description="logits at most")
-    goals: int = Field(0, ge=0, le=64, description="the goals the task states (count_goals); 0: not counted")
+    goals: list[Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=list, max_length=64, description="the goals the task states (task_goals); none: not read")
 
 
 class _Sampling(_Request):

@@ -162,6 +162,33 @@ def test_unseen_tools_named_as_the_steps_describe_them(pipe, task_id):
     assert [s.tool for s in without] != task.expect["tools"]
 
 
+@pytest.mark.parametrize("task_id", ["test_tools-0", "test_tools-39"])
+def test_the_plan_follows_the_goals_the_task_states(pipe, task_id):
+    """data/eval/unseen_tools.jsonl: with the tool prior alone the shipped planner wrote "Get the
+    details of Inception, and translate it into French." as one step (test_tools-0) and ended "...
+    save that to report.md as well as find typescript code ..." on a second save (test_tools-39).
+    With the goals the task states on the prior (pipeline.formats.toolprior.task_goals), as the
+    pipeline sends them, each goal gets its step."""
+    import dataclasses
+
+    from pipeline import formats
+    from pipeline.eval import catalog_standins, load_tasks
+    from pipeline.planner import planner_request
+
+    task = next(t for t in load_tasks(REPO / "data/eval/unseen_tools.jsonl") if t.id == task_id)
+    box = catalog_standins(task.tools)
+    req = planner_request(task.task, box, pipe.planner, max_new_tokens=pipe.planner_max_new_tokens,
+                          max_steps=pipe.max_steps, tool_prior=pipe.tool_prior)
+    prior = req.constraint.tool_prior
+    assert len(prior.goals) == 3
+    no_goals = dataclasses.replace(req, constraint=dataclasses.replace(
+        req.constraint, tool_prior=dataclasses.replace(prior, goals=())))
+    tools = {}
+    for name, r in (("goals", req), ("none", no_goals)):
+        tools[name] = [s.tool for s in formats.parse_planner_output(r.complete(pipe.planner).text, list(r.specs))]
+    assert tools["goals"] == task.expect["tools"] != tools["none"], tools
+
+
 def test_the_served_default_runs_the_agents_on_their_own_adapter(tmp_path):
     """`rewoo serve --model default` (a real process on loopback): the planner adapter as rewoo-demo and
     the agent adapter beside it as rewoo-demo-agent; a REST `"mode": "react"` run answers on the latter

@@ -107,9 +107,9 @@ def test_streamed_constrained_output_matches(client):
     {"guided_regex": "a", "tool_prior": {"tools": [{"name": "llm"}], "weight": 4}},
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": -1}},
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [], "weight": 4}},
-    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": -1}},
-    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": 65}},
-    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": "two"}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": 2}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": ["a"] * 65}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": [3]}},
 ])
 def test_bad_constraints_get_400_before_any_stream(server, extra, stream):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 5, "stream": stream, **extra}
@@ -165,17 +165,17 @@ def test_the_tool_priors_goals_go_from_the_http_engine_to_the_servers_processor(
     from serve.protocol import CompletionRequest
     from train.tiny import build_tokenizer
 
-    prior = ToolPrior(tuple(TOOLS.items()), 8.0, 3)
+    prior = ToolPrior(tuple(TOOLS.items()), 8.0, ("find a hotel", "detect its language", "summarize it"))
     sent = OpenAIEngine._guided(Constraint("grammar", plan_grammar(list(TOOLS)), prior))
-    assert sent["tool_prior"]["goals"] == 3
+    assert sent["tool_prior"]["goals"] == ["find a hotel", "detect its language", "summarize it"]
     body = CompletionRequest(model=MODEL, prompt="x", **sent)
     got = constraint_from_request(body).tool_prior
     assert got == prior
     tokenizer = build_tokenizer()
     proc = build_processor(constraint_from_request(body), tokenizer, len(tokenizer), 256)
     assert isinstance(proc, ToolPriorProcessor) and proc.priors == [prior]
-    del sent["tool_prior"]["goals"]  # a client that does not count goals: 0, not counted
-    assert constraint_from_request(CompletionRequest(model=MODEL, prompt="x", **sent)).tool_prior.goals == 0
+    del sent["tool_prior"]["goals"]  # a client that does not read goals: none
+    assert constraint_from_request(CompletionRequest(model=MODEL, prompt="x", **sent)).tool_prior.goals == ()
 
 
 def test_the_distributors_call_grammar_is_served_and_every_call_parses(server):

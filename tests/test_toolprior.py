@@ -87,12 +87,14 @@ def test_count_goals_never_asks_for_more_steps_than_an_eval_tasks_plan(name):
 
 def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
     """After a step's "]" the plan grammar allows the next step's "\n" or EOS; with goals, a plan of
-    fewer steps gets the prior's weight on going on, and one with as many is left to the model."""
+    fewer steps gets the prior's weight on going on, and one with as many (of two goals or more) on
+    ending; a one-goal plan's later steps are left to the model."""
     vocab = len(tiny_tokenizer)
     eos = tiny_tokenizer.eos_token_id
     tools = list(CATALOG)
 
-    def next_token(plan: str, goals: int, weight: float = 5.0) -> str:
+    def next_token(plan: str, goals: int, weight: float = 5.0, wants_end: bool = True) -> str:
+        goals = tuple(f"goal {k}" for k in range(goals))
         inner = constrain.logits_processor(tiny_tokenizer, vocab, grammar=constrain.plan_grammar(tools, 2048))
         proc = ToolPriorProcessor(tiny_tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight, goals)],
                                   inner=inner)
@@ -100,7 +102,10 @@ def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
         ids = list(prompt)
         for token in tiny_tokenizer(plan, add_special_tokens=False)["input_ids"] + [None]:
             scores = np.zeros(vocab, dtype=np.float32)
-            scores[eos] = 3.0  # the "model" would end here
+            if wants_end:
+                scores[eos] = 3.0  # the "model" would end here
+            else:  # ... or go on
+                scores[tiny_tokenizer("\n", add_special_tokens=False)["input_ids"][0]] = 3.0
             out = proc(np.asarray([ids]), scores[None, :])[0]
             if token is None:
                 return "EOS" if int(out.argmax()) == eos else tiny_tokenizer.decode([int(out.argmax())])
@@ -112,8 +117,78 @@ def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
     assert next_token(one, goals=2, weight=1.0) == "EOS"  # a weak prior does not overrule a sure model
     assert next_token(one, goals=1) == "EOS" and next_token(one, goals=0) == "EOS"
     assert next_token(two, goals=2) == "EOS" and next_token(two, goals=3).startswith("\n")
+    # two goals or more, each with its step: going on costs the weight (one goal may need more steps)
+    assert next_token(two, goals=2, wants_end=False) == "EOS"
+    assert next_token(two, goals=1, wants_end=False).startswith("\n")
+    assert next_token(two, goals=0, wants_end=False).startswith("\n")
     with pytest.raises(ValueError, match="goals"):
-        ToolPrior(tuple(CATALOG.items()), 4.0, -1)
+        ToolPrior(tuple(CATALOG.items()), 4.0, 2)
+
+
+@pytest.mark.parametrize("task, goals", [
+    ("Convert 999.99 USD to CNY. Next, add 12 to it and find a hotel in Lima, please.",
+     ["Convert 999.99 USD to CNY", "add 12 to it", "find a hotel in Lima"]),
+    ("Task: book a table for 3 at Le Petit Bistro on 2026-01-18. Next, save that to report.md as well as find "
+     "typescript code that parses carbon capture data.",
+     ["book a table for 3 at Le Petit Bistro on 2026-01-18", "save that to report.md",
+      "find typescript code that parses carbon capture data"]),
+    ("Who is older, Martin Scorsese or Greta Gerwig?", ["Who is older, Martin Scorsese or Greta Gerwig"]),
+    ("", []),
+])
+def test_task_goals_are_the_tasks_own_words_from_each_verb_on(task, goals):
+    from pipeline.formats.toolprior import task_goals
+
+    assert task_goals(task) == goals
+
+
+def _plan_line(tokenizer, before: str, goals: tuple[str, ...], prefer: str, weight: float = 5.0,
+               also: str = "") -> str:
+    """Greedy from ``before`` (a plan ending on "Plan: ") under the plan grammar, the "model"
+    preferring the line ``prefer`` by 3 logits a token and ``also`` by 1; the Plan: line written
+    (up to its "\n")."""
+    vocab = len(tokenizer)
+    inner = constrain.logits_processor(tokenizer, vocab, grammar=constrain.plan_grammar(list(CATALOG), 2048))
+    proc = ToolPriorProcessor(tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight, goals)], inner=inner)
+    prompt = tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
+    ids = list(prompt)
+    for token in tokenizer(before, add_special_tokens=False)["input_ids"] + [None] * 90:
+        line = tokenizer.decode(ids[len(prompt):]).rsplit("Plan: ", 1)[-1] if token is None else None
+        if line is not None and "\n" in line:
+            return line.split("\n")[0]
+        scores = np.zeros(vocab, dtype=np.float32)
+        if line is not None:
+            for t in range(vocab):  # the "model": it likes the pieces that go on writing `prefer`
+                piece = tokenizer.decode([t])
+                if piece and (prefer + "\n").startswith(line + piece):
+                    scores[t] += 3.0
+                elif piece and also and (also + "\n").startswith(line + piece):
+                    scores[t] += 1.0
+        out = proc(np.asarray([ids]), scores[None, :])[0]
+        ids.append(int(out.argmax()) if token is None else token)
+    raise AssertionError(f"no Plan: line within 90 tokens: {tokenizer.decode(ids[len(prompt):])!r}")
+
+
+def test_a_step_of_a_task_with_goals_describes_its_goal(tiny_tokenizer):
+    """The shipped planner's misses: "Task: book a table ... Next, save that to report.md as well as
+    find typescript code ..." began with the save; "... and get the details of Inception, and
+    translate it into French." was one step. With two goals or more, step k's Plan: line leans
+    towards goal k's first word, and towards a "." once it has written the goal's last words."""
+    goals = ("book a table", "get the details of Inception", "translate it into French")
+    one = "Plan: Book a table.\n#E1 = llm[x]\nPlan: "
+    save, book = "Save the table to report.", "Book a table."
+    assert _plan_line(tiny_tokenizer, "Plan: ", goals, save, also=book) == book
+    assert _plan_line(tiny_tokenizer, "Plan: ", goals, save, also=book, weight=0.0) == save
+    merged = "Get the details of Inception, and translate it into French."
+    assert _plan_line(tiny_tokenizer, one, goals, merged, also="Get the details of Inception.") == \
+        "Get the details of Inception."
+    assert _plan_line(tiny_tokenizer, one, goals, merged, weight=0.0) == merged
+    # one goal: the lines are the model's (a one-goal task is often planned in steps of other words:
+    # "Who is older, A or B?" as two lookups)
+    assert _plan_line(tiny_tokenizer, "Plan: ", ("book a table",), save, also=book) == save
+    # past the last goal, and on a goal that does not open on a verb: the model's words
+    three = one + "Get the details of Inception.\n#E2 = llm[y]\nPlan: Translate it into French.\n#E3 = llm[z]\nPlan: "
+    assert _plan_line(tiny_tokenizer, three, goals, "Save it.") == "Save it."
+    assert _plan_line(tiny_tokenizer, one, ("book a table", "the rest of it"), "Save it.") == "Save it."
 
 
 def test_a_prior_needs_a_weight_of_zero_or_more():
@@ -221,14 +296,14 @@ def test_the_prior_reaches_the_constraint_from_pipeline_and_make_plan(tiny_model
     req = planner_request("Get the latest Yankees results.", box, engine, tool_prior=4.0)
     prior = req.constraint.tool_prior
     assert prior.weight == 4.0 and dict(prior.tools)["sports_scores"] == "Get the latest results of a sports team."
-    assert prior.goals == 1  # the goals the task states (count_goals): fewer steps lean towards going on
+    assert prior.goals == ("Get the latest Yankees results",)  # the goals the task states (task_goals)
     two = planner_request("Get the latest Yankees results, then summarize them.", box, engine, tool_prior=4.0)
-    assert two.constraint.tool_prior.goals == 2
+    assert two.constraint.tool_prior.goals == ("Get the latest Yankees results", "summarize them")
     from pipeline.plan import Plan, Step
     history = (Plan((Step("#E1", "sports_scores", "Yankees", "Get the results."),)), {"#E1": "ok"})
     again = planner_request("Get the latest Yankees results, then summarize them.", box, engine, tool_prior=4.0,
                             history=history)
-    assert again.constraint.tool_prior.goals == 0  # a replanning round continues a plan: not counted
+    assert again.constraint.tool_prior.goals == ()  # a replanning round continues a plan: not read
     assert planner_request("x", box, engine).constraint.tool_prior is None  # 0: off
     assert planner_request("x", box, engine, tool_prior=4.0, constrain=False).constraint is None
     plan, raw = make_plan("Get the latest Yankees results.", box, engine, max_new_tokens=96, tool_prior=4.0)

@@ -17,10 +17,13 @@ tool's name and description, weighted by how few tools share them: IDF over this
 writes the name. The model's own preference still counts: the prior adds at most ``weight``
 logits, and nothing where no tool shares a word with the description.
 
-With ``goals`` (:func:`count_goals`: how many goals the task's joining words state, "; also",
-"then", "Next, ..."), a plan that has fewer steps gets the same ``weight`` on going on after each
-step rather than ending there: a small planner ends a plan a goal short ("Get the details of
-Spirited Away; also find the local time in Oslo, please." planned in one step).
+With ``goals`` (:func:`task_goals`: the goals the task's joining words state, "; also", "then",
+"Next, ...", each from its verb on), a plan that has fewer steps gets the same ``weight`` on going
+on after each step rather than ending there (a small planner ends a plan a goal short: "Get the
+details of Spirited Away; also find the local time in Oslo, please." planned in one step); and, for
+two goals or more, step ``k``'s ``Plan:`` line leans towards goal ``k``: its first word, and a "."
+once the goal's last words are written (it skipped a goal, or wrote two as one step: "Get the
+details of Inception, and translate it into French.").
 
 It sits on top of the plan grammar (:func:`pipeline.formats.constrain.plan_grammar`), which
 decides where a name starts and which tokens may spell one; the processor only shifts the
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "words"]
+__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "task_goals", "words"]
 
 # Words that say nothing about which tool: function words, the verbs every tool's description
 # opens on, and the words plans use to point at evidence ("the result", "what you found").
@@ -54,6 +57,7 @@ get find search look check use using used tool tools return returns give tell sh
 step result results found evidence output input answer task plan
 """.split())
 _WORD = re.compile(r"[a-z]+")
+_ALNUM = re.compile(r"[a-z0-9]+")
 
 
 def _stem(word: str) -> str:
@@ -92,18 +96,19 @@ _JOIN_WORDS = frozenset("and then after that as well followed by alongside in pa
 _SENTENCE = re.compile(r"[.?!]\s+([A-Z][a-z]*)")
 
 
-def count_goals(task: str) -> int:
-    """How many goals ``task`` states, read from the words that join them: ";", "then", "after
-    that", "as well as", "and" before a verb ("..., and translate it"), a new sentence that opens on
-    "Next" or "Then". Meant as a lower bound: "and" between nouns or before "read it", and a
-    sentence that goes on with the goal before ("List one of them."), join nothing. At least 1.
+def task_goals(task: str) -> list[str]:
+    """The goals ``task`` states, each as the task words it from its verb on ("Next, add 12 to it"
+    -> "add 12 to it"), read from the words that join them: ";", "then", "after that", "as well
+    as", "and" before a verb ("..., and translate it"), a new sentence that opens on "Next" or
+    "Then". Meant to miss rather than split: "and" between nouns or before "read it", and a sentence
+    that goes on with the goal before ("List one of them."), join nothing. Empty for an empty task.
 
-    >>> count_goals("Convert 999.99 USD to CNY. Next, add 12 to it and find a hotel in Lima.")
-    3
-    >>> count_goals("Who is older, Martin Scorsese or Greta Gerwig?")
-    1
-    >>> count_goals("Open notes.md and read it, and pull out the names mentioned in it")
-    2
+    >>> task_goals("Convert 999.99 USD to CNY. Next, add 12 to it and find a hotel in Lima, please.")
+    ['Convert 999.99 USD to CNY', 'add 12 to it', 'find a hotel in Lima']
+    >>> task_goals("Who is older, Martin Scorsese or Greta Gerwig?")
+    ['Who is older, Martin Scorsese or Greta Gerwig']
+    >>> task_goals("I'd like you to open notes.md and read it, and pull out the names mentioned in it")
+    ['open notes.md and read it', 'pull out the names mentioned in it']
     """
     text = task.strip().rstrip(".?! ")
     cuts = {m.start() for m in _JOINS.finditer(text)}
@@ -114,9 +119,34 @@ def count_goals(task: str) -> int:
         if not _SAME_GOAL.search(text[start:end]):
             cuts.add(start)
     bounds = [0, *sorted(cuts), len(text)]
-    parts = (text[i:j] for i, j in zip(bounds, bounds[1:]))
-    # a part between two joins that stand together ("; after that,") states nothing
-    return max(1, sum(1 for part in parts if set(_WORD.findall(part.lower())) - _JOIN_WORDS))
+    goals = []
+    for part in (text[i:j] for i, j in zip(bounds, bounds[1:])):
+        # a part between two joins that stand together ("; after that,") states nothing
+        if set(_WORD.findall(part.lower())) - _JOIN_WORDS:
+            goals.append(_goal_text(part))
+    return goals
+
+
+def _goal_text(part: str) -> str:
+    """A goal from its verb on when a verb comes within its first words ("Task: first book a table"
+    -> "book a table"), else without its joining words; no "please" or end punctuation."""
+    part = re.sub(r"[\s,.;:?!-]*\bplease\W*$", "", part.strip(), flags=re.I).strip(" ,.;:?!-")
+    found = list(re.finditer(r"[A-Za-z']+", part))
+    for m in found[:6]:
+        if m.group(0).lower() in GOAL_VERBS:
+            return part[m.start():]
+    while found and found[0].group(0).lower() in _JOIN_WORDS:
+        found.pop(0)
+    return part[found[0].start():] if found else part
+
+
+def count_goals(task: str) -> int:
+    """How many goals ``task`` states (:func:`task_goals`); at least 1.
+
+    >>> count_goals("Get the details of Spirited Away; also find the local time in Oslo, please.")
+    2
+    """
+    return max(1, len(task_goals(task)))
 
 
 class ToolIndex:
@@ -145,6 +175,9 @@ class ToolIndex:
 _HEAD = re.compile(r"(?:^|\n)Plan: ?([^\n]*)\n#E\d+ =( ?[A-Za-z0-9_.\-]*)$")
 
 
+# A Plan: line being written (not yet closed by its "\n#E<n> = ").
+_DESCRIPTION = re.compile(r"(?:^|\n)Plan: ?([^\n]*)$")
+
 # A step just closed: its head and its tool input's "]" (where the plan may end or go on).
 _STEP_END = re.compile(r"\n#E\d+ = [A-Za-z0-9_.\-]+\[[^\[\]\n]*\]$")
 
@@ -152,19 +185,22 @@ _STEP_END = re.compile(r"\n#E\d+ = [A-Za-z0-9_.\-]+\[[^\[\]\n]*\]$")
 @dataclass(frozen=True)
 class ToolPrior:
     """The prior of one request: the listed tools (``(name, description)`` pairs, in the prompt's
-    order), the most logits it adds (``weight``; 0 turns it off) and the number of goals the task
-    states (``goals``, :func:`count_goals`; 0: not counted): until the plan has that many steps,
-    going on after a step gets ``weight`` logits over ending there."""
+    order), the most logits it adds (``weight``; 0 turns it off) and the goals the task states
+    (``goals``, :func:`task_goals`; empty: not read). Until the plan has as many steps as goals,
+    going on after a step gets ``weight`` logits over ending there; and where the task states two
+    goals or more, ending gets them once it has, and step ``k``'s ``Plan:`` line leans towards goal
+    ``k``: its first word (when the goal opens on a verb), and ending the line where it has written
+    the goal's last words. (One goal may take several steps: "Who is older, A or B?")"""
 
     tools: tuple[tuple[str, str], ...]
     weight: float
-    goals: int = 0
+    goals: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.weight >= 0:
             raise ValueError(f"the tool prior's weight must be a number >= 0, not {self.weight!r}")
-        if not (isinstance(self.goals, int) and 0 <= self.goals <= 64):
-            raise ValueError(f"the tool prior's goals must be a whole number from 0 to 64, not {self.goals!r}")
+        if not (isinstance(self.goals, tuple) and len(self.goals) <= 64 and all(isinstance(g, str) for g in self.goals)):
+            raise ValueError(f"the tool prior's goals must be a tuple of at most 64 texts, not {self.goals!r}")
 
     @functools.cached_property
     def index(self) -> ToolIndex:
@@ -188,6 +224,8 @@ class ToolPriorProcessor:
         self.shifted: dict[tuple[int, int], tuple[str, str]] = {}
         # {row: the steps it had when going on was last favoured}
         self.kept_on: dict[int, int] = {}
+        # {row: what its Plan: lines were leaned towards, in turn: a goal's first word, or "." to end one}
+        self.followed: dict[int, list[str]] = {}
 
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
@@ -212,9 +250,16 @@ class ToolPriorProcessor:
             text = self.decode(generated)
             if prior.goals and _STEP_END.search(text):
                 steps = text.count("\n#E")
-                if steps < prior.goals:
+                if steps < len(prior.goals):
                     self.kept_on[row] = steps
                     self._go_on(scores, row, prior.weight)
+                elif len(prior.goals) > 1:  # every goal has its step: going on costs as much
+                    self._go_on(scores, row, -prior.weight)
+                continue
+            line = _DESCRIPTION.search(text)
+            if line is not None:
+                if len(prior.goals) > 1:
+                    self._follow_goal(scores, row, prior, line.group(1), text.count("\n#E"), text.endswith(" "))
                 continue
             head = _HEAD.search(text)
             if head is None:
@@ -232,6 +277,34 @@ class ToolPriorProcessor:
         if isinstance(values, np.ndarray):
             return np.flatnonzero(np.isfinite(values)).tolist()
         return values.isfinite().nonzero().flatten().tolist()  # a torch row
+
+    def _follow_goal(self, scores, row: int, prior: ToolPrior, written: str, done: int, spaced: bool) -> None:
+        """Step ``done + 1`` is writing its ``Plan:`` line, ``written`` so far: towards its goal's
+        first word at the start, towards a "." where the line ends on the goal's last words."""
+        if done >= len(prior.goals):
+            return
+        goal = prior.goals[done]
+        values = scores[row]
+        if not written:
+            first = re.match(r"[A-Za-z']+", goal)
+            if first is None or first.group(0).lower() not in GOAL_VERBS:
+                return  # a goal that does not open on a verb is left to the model's words
+            word = first.group(0)[:1].upper() + first.group(0)[1:]
+            for token in self._allowed(values):
+                piece = self._piece(int(token))
+                if not spaced:  # after "Plan:" a token may bring the space with the word (" Get")
+                    piece = piece[1:] if piece.startswith(" ") else ""
+                if piece.strip() and word.startswith(piece):
+                    values[token] += prior.weight
+            self.followed.setdefault(row, []).append(word)
+            return
+        # the goal's last three words (numbers too: "... from 2026-01-18" ends on "2026 01 18"), just written
+        tail = _ALNUM.findall(goal.lower())[-3:]
+        if tail and _ALNUM.findall(written.lower())[-len(tail):] == tail and re.search(r"\w$", written):
+            for token in self._allowed(values):
+                if self._piece(int(token)).startswith("."):
+                    values[token] += prior.weight
+            self.followed.setdefault(row, []).append(".")
 
     def _go_on(self, scores, row: int, weight: float) -> None:
         # after a step's "]" the grammar allows the next step's "\n" or the end (EOS, whose piece is
