@@ -10,10 +10,10 @@ Accepted fields (at most one per request):
 - ``structured_outputs``: ``{"json" | "regex" | "grammar" | "choice": ...}``: vLLM's names since 0.12;
 - ``rewoo_plan``: ``{"tools": ["search_wiki", ...]}``: the ReWOO plan grammar with those tools.
 
-Beside a plan grammar, ``tool_prior``: ``{"tools": [{"name", "description"}], "weight": W, "goals": G}``
+Beside a plan grammar, ``tool_prior``: ``{"tools": [{"name", "description"}], "weight": W, "goals": [...]}``
 leans each step's tool name towards the tools its ``Plan:`` line describes, by up to ``W`` logits, and,
-with ``G`` (the goals the task states, 0 by default), a plan of fewer steps towards going on
-(``pipeline.formats.toolprior``, as the in-process engines do).
+with the goals the task states (texts, none by default), the plan towards a step per goal, each
+``Plan:`` line towards its goal (``pipeline.formats.toolprior``, as the in-process engines do).
 
 The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
 use, so a plan constrained here parses with ``pipeline.plan.parse_plan``. JSON schemas (and the

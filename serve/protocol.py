@@ -76,8 +76,8 @@ class ToolPriorTool(_Body):
 
 class ToolPriorBody(_Body):
     """The planner's tool prior (``pipeline.formats.toolprior``): the listed tools, the most
-    logits it adds to a step's tool name, and the goals the task states (until the plan has that
-    many steps, going on after a step gets the weight over ending)."""
+    logits it adds to a step's tool name, and the goals the task states (the plan leans towards a
+    step per goal, each ``Plan:`` line towards its goal)."""
 
     tools: list[ToolPriorTool] = Field(..., min_length=1, max_length=256)
     weight: float = Field(..., ge=0.0, le=100.0, allow_inf_nan=False, description="logits at most")

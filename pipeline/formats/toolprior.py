@@ -210,7 +210,8 @@ class ToolPrior:
 class ToolPriorProcessor:
     """A logits processor (``(input_ids, scores) -> scores``, torch or numpy, batch rows) that runs
     ``inner`` (the plan grammar's processor) and then, in the rows that are writing a tool name,
-    adds their :class:`ToolPrior` to the tokens that continue a listed name. ``decode``: token ids
+    adds their :class:`ToolPrior` to the tokens that continue a listed name; with goals, also where
+    a step ends (go on or end) and where a ``Plan:`` line starts or reaches its goal's last words. ``decode``: token ids
     to text (the model's tokenizer). ``priors``: one per batch row, or one for all (None: none).
     Single use, like ``inner``: the first call's ``input_ids`` are the prompts."""
 
@@ -222,10 +223,6 @@ class ToolPriorProcessor:
         self._pieces: dict[int, str] = {}
         # {(row, where the step starts): (its description, the tool it matches best)}: the names shifted
         self.shifted: dict[tuple[int, int], tuple[str, str]] = {}
-        # {row: the steps it had when going on was last favoured}
-        self.kept_on: dict[int, int] = {}
-        # {row: what its Plan: lines were leaned towards, in turn: a goal's first word, or "." to end one}
-        self.followed: dict[int, list[str]] = {}
 
     def _piece(self, token: int) -> str:
         piece = self._pieces.get(token)
@@ -251,7 +248,6 @@ class ToolPriorProcessor:
             if prior.goals and _STEP_END.search(text):
                 steps = text.count("\n#E")
                 if steps < len(prior.goals):
-                    self.kept_on[row] = steps
                     self._go_on(scores, row, prior.weight)
                 elif len(prior.goals) > 1:  # every goal has its step: going on costs as much
                     self._go_on(scores, row, -prior.weight)
@@ -296,7 +292,6 @@ class ToolPriorProcessor:
                     piece = piece[1:] if piece.startswith(" ") else ""
                 if piece.strip() and word.startswith(piece):
                     values[token] += prior.weight
-            self.followed.setdefault(row, []).append(word)
             return
         # the goal's last three words (numbers too: "... from 2026-01-18" ends on "2026 01 18"), just written
         tail = _ALNUM.findall(goal.lower())[-3:]
@@ -304,7 +299,6 @@ class ToolPriorProcessor:
             for token in self._allowed(values):
                 if self._piece(int(token)).startswith("."):
                     values[token] += prior.weight
-            self.followed.setdefault(row, []).append(".")
 
     def _go_on(self, scores, row: int, weight: float) -> None:
         # after a step's "]" the grammar allows the next step's "\n" or the end (EOS, whose piece is
