@@ -674,7 +674,8 @@ class OpenAIEngine(Engine):
         body = {f"guided_{c.kind}": c.value}
         if c.tool_prior is not None:  # this project's server applies it (serve.constraints); others ignore it
             body["tool_prior"] = {"tools": [{"name": n, "description": d} for n, d in c.tool_prior.tools],
-                                  "weight": c.tool_prior.weight, "goals": list(c.tool_prior.goals)}
+                                  "weight": c.tool_prior.weight, "goals": list(c.tool_prior.goals),
+                                  "holds": [{"tool": t, "value": v} for t, v in c.tool_prior.holds]}
         return body
 
     def _body(self, payload: dict, stop_sequences, max_new_tokens, temperature, constraint) -> dict:

@@ -15,7 +15,8 @@ for streamed dispatch (``Pipeline._streamed_round``).
 :func:`ground_file_names` writes a file name the plan misspells as the task wrote it (``Pipeline``
 applies it to every step it runs): a small planner respells a name it copies when the tokenizer
 splits it otherwise in the plan than in the task ("gobergs.txt" for "groceries.txt"; README, "The
-default models").
+default models"). :func:`ground_held_values` does as much for a value of the database the task
+names, in a SQL step's literals (``' Greta Gerwig'``, an unescaped ``'Schindler's List'``).
 
 :class:`RepeatedSteps` drops a step that repeats an earlier step of its round (the same tool on the
 same input): it would only fetch the same evidence again. A small planner loops so ("Find papers on
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 from pipeline import formats
 from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
-from pipeline.formats.toolprior import ToolPrior, task_goals
+from pipeline.formats.toolprior import ToolPrior, task_goals, task_holdings
 from pipeline.plan import Plan, PlanError, Step, references, substitute
 
 # a file name: a word, then maybe folders, then ".ext" (1-5 characters, a letter first); not inside a longer token
@@ -62,6 +63,51 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
         return step, {}
     return dataclasses.replace(step, input=FILE_NAME_RE.sub(lambda m: fixes.get(m.group(0), m.group(0)),
                                                             step.input)), fixes
+
+
+# a quoted SQL literal after "=", "LIKE" or "IN (": its text, '' for a quote inside it
+_SQL_LITERAL = re.compile(r"(?i)(?:=|\blike|\bin\s*\(|,)\s*'((?:[^'\n]|'')*)'")
+_FILLER = frozenset("a an the of".split())
+
+
+def _value_words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9]+", text.casefold())) - _FILLER
+
+
+def ground_held_values(step: Step, holds: tuple[tuple[str, str], ...]) -> tuple[Step, dict[str, str]]:
+    """``step`` with the values its tool holds (``holds``: ``(tool, value)`` pairs the task names,
+    :func:`pipeline.formats.toolprior.task_holdings`) written as the data writes them in its SQL
+    literals; and ``{as written: as held}``. A value with a quote in it is doubled inside its literal
+    (``'Schindler's List'`` breaks the statement); a literal that is not a held value but has the
+    same words as exactly one (case, spacing and "the/of/a" aside: ``' Greta Gerwig'``, ``'Part
+    Two of Dune'`` for "Dune: Part Two"), or else some of the words of exactly one (``'Dune'``),
+    becomes it. A pattern (``'%Nolan%'``) and another tool's step are left as they are."""
+    values = [v for tool, v in holds if tool == step.tool]
+    if not values:
+        return step, {}
+    text, fixes = step.input, {}
+    for value in values:
+        if "'" in value and f"'{value}'" in text:
+            text = text.replace(f"'{value}'", "'" + value.replace("'", "''") + "'")
+            fixes[value] = value.replace("'", "''")
+
+    def literal(m: re.Match) -> str:
+        found = m.group(1).replace("''", "'")
+        words = _value_words(found)
+        if found in values or not words or "%" in found:
+            return m.group(0)
+        same = [v for v in values if _value_words(v) == words]
+        if not same:  # a part of one ('Dune' for "Dune: Part Two"): it matches no row as written
+            same = [v for v in values if words < _value_words(v)]
+        if len(same) != 1:
+            return m.group(0)
+        fixes[found] = same[0]
+        return m.group(0)[:m.start(1) - m.start(0)] + same[0].replace("'", "''") + "'"
+
+    text = _SQL_LITERAL.sub(literal, text)
+    if text == step.input:
+        return step, {}
+    return dataclasses.replace(step, input=text), fixes
 
 
 class RepeatedSteps:
@@ -142,6 +188,13 @@ class PlannerRequest:
                 yield from engine.chat_stream(self.prompt, None, self.max_new_tokens, None, self.constraint)
 
 
+def held_values(toolbox: Any) -> dict[str, frozenset[str]]:
+    """Each tool's names of its own data (a tool with ``held_values()``: ``query_sql``'s titles
+    and names), for the tool prior."""
+    tools = toolbox.values() if isinstance(toolbox, Mapping) else toolbox
+    return {t.name: t.held_values() for t in tools if callable(getattr(t, "held_values", None))}
+
+
 def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = "alpaca", constrain: bool = True,
                     max_new_tokens: int = 512, max_steps: int = 6, examples: str | None = None,
                     history: tuple[Plan, dict[str, str]] | None = None, tool_prior: float = 0.0) -> PlannerRequest:
@@ -154,7 +207,11 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
         # the goals the task states lean a short first plan towards going on; a replanning round
         # continues a plan, and is not counted
         goals = tuple(task_goals(task)) if history is None else ()
-        prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior, goals) if tool_prior else None
+        prior = None
+        if tool_prior:
+            # and the values of a tool's own data the task names lean a step towards that tool
+            holds = task_holdings(task, held_values(toolbox))[:64] if history is None else ()
+            prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior, goals, holds)
         constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first, prior)
     if history is not None:
         prompt = formats.replan_prompt(task, specs, done.steps, status, template, examples)

@@ -13,7 +13,9 @@ Accepted fields (at most one per request):
 Beside a plan grammar, ``tool_prior``: ``{"tools": [{"name", "description"}], "weight": W, "goals": [...]}``
 leans each step's tool name towards the tools its ``Plan:`` line describes, by up to ``W`` logits, and,
 with the goals the task states (texts, none by default), the plan towards a step per goal, each
-``Plan:`` line towards its goal (``pipeline.formats.toolprior``, as the in-process engines do).
+``Plan:`` line towards its goal, and with ``"holds": [{"tool", "value"}]`` (values of a listed tool's
+own data that the task names), a step about one of them towards that tool
+(``pipeline.formats.toolprior``, as the in-process engines do).
 
 The plan grammar comes from ``pipeline.formats.constrain``, the same code the in-process engines
 use, so a plan constrained here parses with ``pipeline.plan.parse_plan``. JSON schemas (and the
@@ -75,8 +77,13 @@ def constraint_from_request(body) -> Constraint | None:
                            "(guided_grammar, structured_outputs.grammar)", param="tool_prior")
     from pipeline.formats.toolprior import ToolPrior
 
+    unknown = sorted({h.tool for h in prior.holds} - {t.name for t in prior.tools})
+    if unknown:
+        raise BackendError(f"tool_prior.holds names tools that tool_prior.tools does not list: {', '.join(unknown)}",
+                           param="tool_prior")
     return dataclasses.replace(constraint, tool_prior=ToolPrior(tuple((t.name, t.description) for t in prior.tools),
-                                                                prior.weight, tuple(prior.goals)))
+                                                                prior.weight, tuple(prior.goals),
+                                                                tuple((h.tool, h.value) for h in prior.holds)))
 
 
 def _constraint(body) -> Constraint | None:

@@ -74,15 +74,24 @@ class ToolPriorTool(_Body):
     description: str = Field("", max_length=4000)
 
 
+class ToolPriorHold(_Body):
+    tool: str = Field(..., min_length=1, max_length=64)
+    value: str = Field(..., min_length=1, max_length=200)
+
+
 class ToolPriorBody(_Body):
     """The planner's tool prior (``pipeline.formats.toolprior``): the listed tools, the most
-    logits it adds to a step's tool name, and the goals the task states (the plan leans towards a
-    step per goal, each ``Plan:`` line towards its goal)."""
+    logits it adds to a step's tool name, the goals the task states (the plan leans towards a
+    step per goal, each ``Plan:`` line towards its goal) and the values of a tool's data the task
+    names (a ``Plan:`` line that opens "Use" leans towards that tool)."""
 
     tools: list[ToolPriorTool] = Field(..., min_length=1, max_length=256)
     weight: float = Field(..., ge=0.0, le=100.0, allow_inf_nan=False, description="logits at most")
     goals: list[Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=list, max_length=64, description="the goals the task states (task_goals); none: not read")
+    holds: list[ToolPriorHold] = Field(
+        default_factory=list, max_length=64,
+        description="values of a tool's own data the task names (task_holdings): a step about one leans to its tool")
 
 
 class _Sampling(_Request):

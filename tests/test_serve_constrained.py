@@ -110,6 +110,11 @@ def test_streamed_constrained_output_matches(client):
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": 2}},
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": ["a"] * 65}},
     {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "goals": [3]}},
+    {"rewoo_plan": {"tools": ["llm"]},
+     "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "holds": [{"tool": "query_sql", "value": "Hero"}]}},
+    {"rewoo_plan": {"tools": ["llm"]}, "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "holds": ["Hero"]}},
+    {"rewoo_plan": {"tools": ["llm"]},
+     "tool_prior": {"tools": [{"name": "llm"}], "weight": 4, "holds": [{"tool": "llm", "value": ""}]}},
 ])
 def test_bad_constraints_get_400_before_any_stream(server, extra, stream):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 5, "stream": stream, **extra}
@@ -155,9 +160,10 @@ def test_the_tool_prior_over_rest_and_from_the_http_engine(server, client):
 
 
 def test_the_tool_priors_goals_go_from_the_http_engine_to_the_servers_processor():
-    """The prior's ``goals`` (pipeline.formats.toolprior.count_goals) travel in the HTTP engine's
-    ``tool_prior`` field and come out of the request body on the server's constraint, which builds
-    the processor that leans a short plan towards going on (tests/test_toolprior.py)."""
+    """The prior's ``goals`` (pipeline.formats.toolprior.task_goals) and ``holds`` (task_holdings)
+    travel in the HTTP engine's ``tool_prior`` field and come out of the request body on the
+    server's constraint, which builds the processor that leans a short plan towards going on and a
+    step about a held value towards its tool (tests/test_toolprior.py)."""
     from pipeline.engines import Constraint, OpenAIEngine
     from pipeline.formats.constrain import plan_grammar
     from pipeline.formats.toolprior import ToolPrior, ToolPriorProcessor
@@ -165,17 +171,20 @@ def test_the_tool_priors_goals_go_from_the_http_engine_to_the_servers_processor(
     from serve.protocol import CompletionRequest
     from train.tiny import build_tokenizer
 
-    prior = ToolPrior(tuple(TOOLS.items()), 8.0, ("find a hotel", "detect its language", "summarize it"))
+    prior = ToolPrior(tuple(TOOLS.items()), 8.0, ("find a hotel", "detect its language", "summarize it"),
+                      (("sports_scores", "New York Yankees"),))
     sent = OpenAIEngine._guided(Constraint("grammar", plan_grammar(list(TOOLS)), prior))
     assert sent["tool_prior"]["goals"] == ["find a hotel", "detect its language", "summarize it"]
+    assert sent["tool_prior"]["holds"] == [{"tool": "sports_scores", "value": "New York Yankees"}]
     body = CompletionRequest(model=MODEL, prompt="x", **sent)
     got = constraint_from_request(body).tool_prior
     assert got == prior
     tokenizer = build_tokenizer()
     proc = build_processor(constraint_from_request(body), tokenizer, len(tokenizer), 256)
     assert isinstance(proc, ToolPriorProcessor) and proc.priors == [prior]
-    del sent["tool_prior"]["goals"]  # a client that does not read goals: none
-    assert constraint_from_request(CompletionRequest(model=MODEL, prompt="x", **sent)).tool_prior.goals == ()
+    del sent["tool_prior"]["goals"], sent["tool_prior"]["holds"]  # a client that does not read them: none
+    bare = constraint_from_request(CompletionRequest(model=MODEL, prompt="x", **sent)).tool_prior
+    assert bare.goals == () and bare.holds == ()
 
 
 def test_the_distributors_call_grammar_is_served_and_every_call_parses(server):

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import formats
 from pipeline.formats import constrain
-from pipeline.formats.toolprior import ToolIndex, ToolPrior, ToolPriorProcessor, count_goals, words
+from pipeline.formats.toolprior import ToolIndex, ToolPrior, ToolPriorProcessor, count_goals, task_holdings, words
 
 CATALOG = {
     "llm": "A language model like yourself. Use it to reason over evidence, summarise or answer from general "
@@ -88,15 +88,15 @@ def test_count_goals_never_asks_for_more_steps_than_an_eval_tasks_plan(name):
 def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
     """After a step's "]" the plan grammar allows the next step's "\n" or EOS; with goals, a plan of
     fewer steps gets the prior's weight on going on, and one with as many (of two goals or more) on
-    ending; a one-goal plan's later steps are left to the model."""
+    ending; a one-goal plan's later steps are left to the model. A held value not yet written goes on."""
     vocab = len(tiny_tokenizer)
     eos = tiny_tokenizer.eos_token_id
     tools = list(CATALOG)
 
-    def next_token(plan: str, goals: int, weight: float = 5.0, wants_end: bool = True) -> str:
+    def next_token(plan: str, goals: int, weight: float = 5.0, wants_end: bool = True, holds=()) -> str:
         goals = tuple(f"goal {k}" for k in range(goals))
         inner = constrain.logits_processor(tiny_tokenizer, vocab, grammar=constrain.plan_grammar(tools, 2048))
-        proc = ToolPriorProcessor(tiny_tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight, goals)],
+        proc = ToolPriorProcessor(tiny_tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight, goals, holds)],
                                   inner=inner)
         prompt = tiny_tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
         ids = list(prompt)
@@ -123,6 +123,13 @@ def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
     assert next_token(two, goals=0, wants_end=False).startswith("\n")
     with pytest.raises(ValueError, match="goals"):
         ToolPrior(tuple(CATALOG.items()), 4.0, 2)
+    # handwritten sql-13 "Did Ridley Scott or James Cameron come into the world first?" ended after
+    # Ridley Scott's row: a held value the task names that no step has written a word of goes on
+    held = (("search_wiki", "Ridley Scott"), ("search_wiki", "James Cameron"))
+    ridley = "Plan: Use search_wiki.\n#E1 = search_wiki[Ridley Scott]"
+    assert next_token(ridley, goals=0, holds=held).startswith("\n")
+    assert next_token(ridley, goals=0, holds=held[:1]) == "EOS"
+    assert next_token(ridley + "\nPlan: Use search_wiki.\n#E2 = search_wiki[Cameron]", goals=0, holds=held) == "EOS"
 
 
 @pytest.mark.parametrize("task, goals", [
@@ -142,13 +149,13 @@ def test_task_goals_are_the_tasks_own_words_from_each_verb_on(task, goals):
 
 
 def _plan_line(tokenizer, before: str, goals: tuple[str, ...], prefer: str, weight: float = 5.0,
-               also: str = "") -> str:
-    """Greedy from ``before`` (a plan ending on "Plan: ") under the plan grammar, the "model"
-    preferring the line ``prefer`` by 3 logits a token and ``also`` by 1; the Plan: line written
-    (up to its "\n")."""
+               also: str = "", holds: tuple[tuple[str, str], ...] = (), tools: dict[str, str] = CATALOG) -> str:
+    """Greedy from ``before`` (a plan ending on "Plan: ") under the plan grammar of ``tools``, the
+    "model" preferring the line ``prefer`` by 3 logits a token and ``also`` by 1; the Plan: line
+    written (up to its "\n")."""
     vocab = len(tokenizer)
-    inner = constrain.logits_processor(tokenizer, vocab, grammar=constrain.plan_grammar(list(CATALOG), 2048))
-    proc = ToolPriorProcessor(tokenizer.decode, [ToolPrior(tuple(CATALOG.items()), weight, goals)], inner=inner)
+    inner = constrain.logits_processor(tokenizer, vocab, grammar=constrain.plan_grammar(list(tools), 2048))
+    proc = ToolPriorProcessor(tokenizer.decode, [ToolPrior(tuple(tools.items()), weight, goals, holds)], inner=inner)
     prompt = tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
     ids = list(prompt)
     for token in tokenizer(before, add_special_tokens=False)["input_ids"] + [None] * 90:
@@ -189,6 +196,65 @@ def test_a_step_of_a_task_with_goals_describes_its_goal(tiny_tokenizer):
     three = one + "Get the details of Inception.\n#E2 = llm[y]\nPlan: Translate it into French.\n#E3 = llm[z]\nPlan: "
     assert _plan_line(tiny_tokenizer, three, goals, "Save it.") == "Save it."
     assert _plan_line(tiny_tokenizer, one, ("book a table", "the rest of it"), "Save it.") == "Save it."
+
+
+FILMS = {"query_sql": {"Martin Scorsese", "The Dark Knight", "The Dark Knight Rises", "Hero", "Get Out",
+                       "Schindler's List", "Jurassic Park"}}
+
+
+@pytest.mark.parametrize("task, held", [
+    ("When was Martin Scorsese born?", [("query_sql", "Martin Scorsese")]),
+    ("who's the director of jurassic park", [("query_sql", "Jurassic Park")]),  # long: any case
+    ("release year for The Dark Knight Rises pls", [("query_sql", "The Dark Knight Rises")]),  # the longest
+    ("Is The Dark Knight older than The Dark Knight Rises?",
+     [("query_sql", "The Dark Knight"), ("query_sql", "The Dark Knight Rises")]),
+    ("which year was Schindler's List made", [("query_sql", "Schindler's List")]),
+    ("Find out who directed Hero and write the name into hero.txt.", [("query_sql", "Hero")]),
+    ("Who was the hero of the film?", []),  # short: only in the data's own case
+    ("how do I get out of vim", []),
+    ("Martin Scorseseish films", []),  # word bounds
+    ("Tell me about Heroes of the Storm.", []),
+])
+def test_task_holdings_are_the_values_of_a_tools_data_the_task_names(task, held):
+    assert list(task_holdings(task, FILMS)) == held
+
+
+# The plan the shipped planner wrote for data/eval/in_distribution.jsonl born-0, and the one its data
+# teaches for a director of the film database.
+WIKI_LINE = "Use search_wiki to search the encyclopedia for Martin Scorsese."
+SQL_LINE = "Use query_sql to look up the birth year of Martin Scorsese."
+HELD_TOOLS = {"search_wiki": "Search the encyclopedia and return the top 3 results.",
+              "query_sql": "Run one SQL statement (read-only, SQLite) on the film database. Tables: "
+                           "films(title, year, director), directors(name, birth_year, birthplace).",
+              "llm": CATALOG["llm"]}
+
+
+def test_a_step_about_a_value_a_tool_holds_is_led_to_that_tool(tiny_tokenizer):
+    """data/eval/in_distribution.jsonl born-0..3: "When was Martin Scorsese born?" was planned
+    "Use search_wiki to search the encyclopedia for Martin Scorsese." four times out of four; the film
+    database holds the name (QuerySQLTool.held_values). A Plan: line that opens "Use" leans towards
+    the tool that holds a value the task names and no earlier step has written."""
+    held = (("query_sql", "Martin Scorsese"),)
+    goals = ("When was Martin Scorsese born",)
+    assert _plan_line(tiny_tokenizer, "Plan: ", goals, WIKI_LINE, 8.0, SQL_LINE, held, HELD_TOOLS) == SQL_LINE
+    assert _plan_line(tiny_tokenizer, "Plan: ", goals, WIKI_LINE, 8.0, SQL_LINE, (), HELD_TOOLS) == WIKI_LINE
+    assert _plan_line(tiny_tokenizer, "Plan: ", goals, WIKI_LINE, 0.0, SQL_LINE, held, HELD_TOOLS) == WIKI_LINE
+    # a value an earlier step has written is done: the next line is the model's
+    done = "Plan: Use query_sql to look up Martin Scorsese.\n#E1 = query_sql[SELECT 1 WHERE 'Martin Scorsese']\nPlan: "
+    assert _plan_line(tiny_tokenizer, done, goals, WIKI_LINE, 8.0, SQL_LINE, held, HELD_TOOLS) == WIKI_LINE
+    # the task says which tool in words that fit another tool better: not led
+    said = ("Look up Martin Scorsese in the encyclopedia",)
+    assert ToolPrior(tuple(HELD_TOOLS.items()), 8.0, said, held).leads == ()
+    assert _plan_line(tiny_tokenizer, "Plan: ", said, WIKI_LINE, 8.0, SQL_LINE, held, HELD_TOOLS) == WIKI_LINE
+    # goals not read: the value alone decides (it fits no tool's words)
+    assert ToolPrior(tuple(HELD_TOOLS.items()), 8.0, (), held).leads == held
+
+
+def test_a_prior_refuses_holds_of_tools_it_does_not_list():
+    with pytest.raises(ValueError, match="holds"):
+        ToolPrior(tuple(CATALOG.items()), 4.0, (), (("query_sql", "Hero"),))
+    with pytest.raises(ValueError, match="holds"):
+        ToolPrior(tuple(CATALOG.items()), 4.0, (), (("llm", " "),))
 
 
 def test_a_prior_needs_a_weight_of_zero_or_more():
@@ -271,6 +337,7 @@ def test_the_prior_reaches_the_constraint_from_pipeline_and_make_plan(tiny_model
     from pipeline.engines import TransformersEngine
     from pipeline.planner import make_plan, planner_request
     from pipeline.rewoo import Pipeline
+    from toolkit import default_toolbox
     from toolkit.tool import tool
 
     @tool
@@ -304,6 +371,15 @@ def test_the_prior_reaches_the_constraint_from_pipeline_and_make_plan(tiny_model
     again = planner_request("Get the latest Yankees results, then summarize them.", box, engine, tool_prior=4.0,
                             history=history)
     assert again.constraint.tool_prior.goals == ()  # a replanning round continues a plan: not read
+    # the values a tool's own data holds (QuerySQLTool.held_values), as the task names them
+    sql = default_toolbox(workspace=str(tiny_model_dir.parent))["query_sql"]
+    films = {**box, "query_sql": sql}
+    held = planner_request("When was Martin Scorsese born? And Hero?", films, engine, tool_prior=4.0)
+    assert held.constraint.tool_prior.holds == (("query_sql", "Martin Scorsese"), ("query_sql", "Hero"))
+    assert planner_request("When was Martin Scorsese born?", films, engine, tool_prior=4.0,
+                           history=history).constraint.tool_prior.holds == ()
+    unheld = planner_request("When was Martin Scorsese born?", box, engine, tool_prior=4.0)
+    assert unheld.constraint.tool_prior.holds == ()  # no tool of the list holds data
     assert planner_request("x", box, engine).constraint.tool_prior is None  # 0: off
     assert planner_request("x", box, engine, tool_prior=4.0, constrain=False).constraint is None
     plan, raw = make_plan("Get the latest Yankees results.", box, engine, max_new_tokens=96, tool_prior=4.0)

@@ -152,6 +152,33 @@ def test_sqlite_url_with_writes_enabled(tmp_path):
         ro.execute("DELETE FROM notes", read_only=True)
 
 
+def test_held_values_are_the_names_in_the_demo_database(demo):
+    """What the planner's tool prior leans towards query_sql for (pipeline.formats.toolprior.task_holdings):
+    the titles and names, each row's own; not a country many rows repeat, not a number."""
+    held = demo.held_values()
+    assert {"Martin Scorsese", "Inception", "Dune: Part Two", "Schindler's List"} <= held
+    assert not {"United States", "Japan", "1942"} & held
+    assert all(not v.isdigit() for v in held)
+
+
+def test_held_values_of_a_url_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    q = default_toolbox(sql_url=url, sql_write=True)["query_sql"]
+    q(sql="CREATE TABLE people (name TEXT, city TEXT, code TEXT)")
+    q(sql="INSERT INTO people VALUES ('Ada Lovelace', 'London', 'x'), ('Alan Turing', 'London', '12345'), "
+          "('Grace Hopper', 'New York', '  Mixed   spaces  ')")
+    q(sql="CREATE TABLE shows (title TEXT)")
+    q(sql="INSERT INTO shows VALUES ('Only In A Small Table'), ('Another One')")
+    held = default_toolbox(sql_url=url)["query_sql"].held_values(max_rows=3)
+    # each row's own name, whitespace folded; not "London" (repeated), "x" (short), "12345" (no letter)
+    assert held == {"Ada Lovelace", "Alan Turing", "Grace Hopper", "Mixed spaces",
+                    "Only In A Small Table", "Another One"}
+    # a table of more rows than max_rows is not read
+    assert default_toolbox(sql_url=url)["query_sql"].held_values(max_rows=2) == {"Only In A Small Table", "Another One"}
+    # a database that cannot be read holds nothing (its first call says why)
+    assert default_toolbox(sql_url=f"sqlite:///{tmp_path / 'no' / 'such.db'}")["query_sql"].held_values() == frozenset()
+
+
 # ------------------------------------------------------------------------------------------------
 # MariaDB
 # ------------------------------------------------------------------------------------------------
@@ -235,6 +262,12 @@ def test_mariadb_select_through_the_mysql_protocol(mariadb):
         q(sql="SELECT * FROM actors")
     with pytest.raises(ToolError, match="one statement per call"):
         q(sql="SELECT 1; SELECT 2")
+
+
+def test_mariadb_held_values(mariadb):
+    held = default_toolbox(sql_url=_url(mariadb, "reader", "rpw"))["query_sql"].held_values()
+    # the fixture's films table: its titles; a director or a country repeats
+    assert {"Taxi Driver", "Oppenheimer"} <= held and not {"Martin Scorsese", "United States"} & held
 
 
 def test_mariadb_read_only_transaction_holds_even_for_a_user_who_may_write(mariadb):

@@ -25,6 +25,13 @@ two goals or more, step ``k``'s ``Plan:`` line leans towards goal ``k``: its fir
 once the goal's last words are written (it skipped a goal, or wrote two as one step: "Get the
 details of Inception, and translate it into French.").
 
+With ``holds`` (:func:`task_holdings`: the values of a tool's own data the task names, such as a
+title or a name in the team's database, ``QuerySQLTool.held_values``), a ``Plan:`` line that opens
+"Use" leans towards that tool until a step has written a word of the value, unless the task's words
+around it fit another tool better (:attr:`ToolPrior.leads`), and a plan that has not yet written one
+goes on after a step: a small planner sends "When was Martin Scorsese born?" to the encyclopedia, and
+cannot learn which of the people it reads about the database holds.
+
 It sits on top of the plan grammar (:func:`pipeline.formats.constrain.plan_grammar`), which
 decides where a name starts and which tokens may spell one; the processor only shifts the
 scores of the tokens the grammar allows there. It works on every in-process engine (torch
@@ -39,12 +46,12 @@ import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "task_goals", "words"]
+__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "task_goals", "task_holdings", "words"]
 
 # Words that say nothing about which tool: function words, the verbs every tool's description
 # opens on, and the words plans use to point at evidence ("the result", "what you found").
@@ -58,6 +65,7 @@ step result results found evidence output input answer task plan
 """.split())
 _WORD = re.compile(r"[a-z]+")
 _ALNUM = re.compile(r"[a-z0-9]+")
+_FILLER = frozenset("a an the of".split())  # words a held value's other words tell apart
 
 
 def _stem(word: str) -> str:
@@ -149,6 +157,46 @@ def count_goals(task: str) -> int:
     return max(1, len(task_goals(task)))
 
 
+# A value matched whatever its case when it is long (a user writes "jurassic park"); a short one
+# ("Get Out", "Hero", "Silence") only as the data writes it, so that everyday words do not match.
+_CASELESS_CHARS = 10
+
+
+def task_holdings(task: str, held: Mapping[str, Iterable[str]]) -> tuple[tuple[str, str], ...]:
+    """The values of a tool's data that ``task`` names, as ``(tool, value)`` pairs in the task's
+    order (a value inside a longer one counts once: "The Dark Knight Rises", not "The Dark
+    Knight"). ``held``: each tool's names (``QuerySQLTool.held_values``). A value matches on word
+    bounds; one of fewer than 10 characters only with the data's own case.
+
+    >>> task_holdings("When was Martin Scorsese born?", {"query_sql": {"Martin Scorsese", "Hero"}})
+    (('query_sql', 'Martin Scorsese'),)
+    >>> task_holdings("Who was the hero of the film?", {"query_sql": {"Hero"}})
+    ()
+    """
+    spans: list[tuple[int, int, str, str]] = []
+    folded = task.casefold()
+    for tool, values in held.items():
+        for value in values:
+            key = value if len(value) < _CASELESS_CHARS else value.casefold()
+            hay = task if len(value) < _CASELESS_CHARS else folded
+            start = hay.find(key)
+            while start >= 0:
+                end = start + len(key)
+                if not (hay[start - 1:start].isalnum() or hay[end:end + 1].isalnum()):
+                    spans.append((start, end, tool, value))
+                    break
+                start = hay.find(key, start + 1)
+    spans.sort(key=lambda s: (s[0], -(s[1] - s[0])))
+    found: list[tuple[str, str]] = []
+    reach = -1
+    for start, end, tool, value in spans:
+        if end <= reach:  # inside a longer value already found
+            continue
+        found.append((tool, value))
+        reach = max(reach, end)
+    return tuple(dict.fromkeys(found))
+
+
 class ToolIndex:
     """The listed tools' words (name and description) and, for each word, how many tools have it."""
 
@@ -190,21 +238,47 @@ class ToolPrior:
     going on after a step gets ``weight`` logits over ending there; and where the task states two
     goals or more, ending gets them once it has, and step ``k``'s ``Plan:`` line leans towards goal
     ``k``: its first word (when the goal opens on a verb), and ending the line where it has written
-    the goal's last words. (One goal may take several steps: "Who is older, A or B?")"""
+    the goal's last words. (One goal may take several steps: "Who is older, A or B?") ``holds``:
+    ``(tool, value)`` pairs, values of a listed tool's own data that the task names
+    (:func:`task_holdings`); a ``Plan:`` line that opens "Use" leans towards the tool of one no step
+    has written a word of yet (:attr:`leads`), and so does going on after a step."""
 
     tools: tuple[tuple[str, str], ...]
     weight: float
     goals: tuple[str, ...] = ()
+    holds: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not self.weight >= 0:
             raise ValueError(f"the tool prior's weight must be a number >= 0, not {self.weight!r}")
         if not (isinstance(self.goals, tuple) and len(self.goals) <= 64 and all(isinstance(g, str) for g in self.goals)):
             raise ValueError(f"the tool prior's goals must be a tuple of at most 64 texts, not {self.goals!r}")
+        names = {name for name, _ in self.tools}
+
+        def pair(h) -> bool:
+            return isinstance(h, tuple) and len(h) == 2 and h[0] in names and isinstance(h[1], str) and bool(h[1].strip())
+
+        if not (isinstance(self.holds, tuple) and len(self.holds) <= 64 and all(pair(h) for h in self.holds)):
+            raise ValueError("the tool prior's holds must be a tuple of at most 64 (tool, value) pairs naming "
+                             f"listed tools, not {self.holds!r}")
 
     @functools.cached_property
     def index(self) -> ToolIndex:
         return ToolIndex(dict(self.tools))
+
+    @functools.cached_property
+    def leads(self) -> tuple[tuple[str, str], ...]:
+        """The ``holds`` pairs a step is led by: those whose goal (the one that names the value;
+        the whole task's goals when none does) no other tool's words fit better. "Look up Hayao
+        Miyazaki in the encyclopedia" stays with the encyclopedia though the film database holds
+        the name; "When was Martin Scorsese born?" shares no word with any tool and goes to it."""
+        kept = []
+        for tool, value in self.holds:
+            goal = next((g for g in self.goals if value.casefold() in g.casefold()), " ".join(self.goals))
+            match = self.index.scores(goal or value)
+            if not any(s > match[tool] for name, s in match.items() if name != tool):
+                kept.append((tool, value))
+        return tuple(kept)
 
 
 class ToolPriorProcessor:
@@ -245,9 +319,9 @@ class ToolPriorProcessor:
             if not generated:
                 continue
             text = self.decode(generated)
-            if prior.goals and _STEP_END.search(text):
+            if (prior.goals or prior.leads) and _STEP_END.search(text):
                 steps = text.count("\n#E")
-                if steps < len(prior.goals):
+                if steps < len(prior.goals) or self._unwritten(prior, text):
                     self._go_on(scores, row, prior.weight)
                 elif len(prior.goals) > 1:  # every goal has its step: going on costs as much
                     self._go_on(scores, row, -prior.weight)
@@ -256,6 +330,8 @@ class ToolPriorProcessor:
             if line is not None:
                 if len(prior.goals) > 1:
                     self._follow_goal(scores, row, prior, line.group(1), text.count("\n#E"), text.endswith(" "))
+                if prior.leads:
+                    self._lead_to_holder(scores, row, prior, text[:line.start()], line.group(1))
                 continue
             head = _HEAD.search(text)
             if head is None:
@@ -299,6 +375,37 @@ class ToolPriorProcessor:
             for token in self._allowed(values):
                 if self._piece(int(token)).startswith("."):
                     values[token] += prior.weight
+
+    @staticmethod
+    def _unwritten(prior: ToolPrior, text: str) -> set[str]:
+        """The tools of the held values the task names (``ToolPrior.leads``) of which ``text`` has not
+        written a word ("the", "of", "a" aside: a plan that wrote 'Dune' for "Dune: Part Two" has
+        asked for it, and the pipeline grounds the rest, ``planner.ground_held_values``)."""
+        seen = set(_ALNUM.findall(text.casefold()))
+        return {tool for tool, value in prior.leads
+                if not (set(_ALNUM.findall(value.casefold())) - _FILLER) & seen}
+
+    def _lead_to_holder(self, scores, row: int, prior: ToolPrior, before: str, written: str) -> None:
+        """A ``Plan:`` line that opens "Use <tool>" leans towards a tool that holds a value the task
+        names and no earlier step has written (``ToolPrior.leads``): the tokens that spell on
+        into its name get ``weight``."""
+        m = re.fullmatch(r"Use( ?)([A-Za-z0-9_.\-]*)", written)
+        if m is None:
+            return
+        spaced, partial = bool(m.group(1)), m.group(2)
+        names = [n for n in self._unwritten(prior, before) if n.startswith(partial) and n != partial]
+        if not names:
+            return
+        values = scores[row]
+        for token in self._allowed(values):
+            piece = self._piece(int(token))
+            if not spaced and not partial:  # after "Use" the token brings the space (" query")
+                if not piece.startswith(" "):
+                    continue
+                piece = piece[1:]
+            spelt = partial + piece
+            if piece and any(n.startswith(spelt) or spelt.startswith(n + " ") for n in names):
+                values[token] += prior.weight
 
     def _go_on(self, scores, row: int, weight: float) -> None:
         # after a step's "]" the grammar allows the next step's "\n" or the end (EOS, whose piece is

@@ -36,6 +36,7 @@ READ_KEYWORDS = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUE
 CELL_CHARS = 200
 STATEMENT_TIMEOUT_S = 10
 MAX_VALUE_BYTES = 16 * 1024 * 1024  # largest SQLite text/blob/row a statement may build (zeroblob(9e8) is refused)
+HELD_MAX_ROWS = 100_000  # held_values() skips larger tables
 SQLITE_PROGRESS_OPS = 10_000  # SQLite VM instructions between deadline checks (~1 ms of work)
 
 
@@ -209,6 +210,7 @@ class QuerySQLTool(Tool):
         self.timeout_s = timeout_s
         self.max_value_bytes = max_value_bytes
         self.engine = None
+        self._held: frozenset[str] | None = None
         mode = "read and write" if allow_write else "read-only"
         if url:
             self.description = (f"Run one SQL statement ({mode}) on the {url.split(':', 1)[0]} database "
@@ -231,6 +233,43 @@ class QuerySQLTool(Tool):
             mode = "rw" if self.allow_write else "ro"
             self.engine = create_engine(f"sqlite:///file:{path}?mode={mode}&uri=true",
                                         connect_args={"check_same_thread": False})
+
+    def held_values(self, max_rows: int = HELD_MAX_ROWS) -> frozenset[str]:
+        """The names the database holds: the text values of its key-like columns (every row's
+        value its own, at least two rows: ``films.title``, ``directors.name``; not a repeated
+        ``country``), 3 to 80 characters with a letter, from tables of at most ``max_rows`` rows.
+        The planner's tool prior leans a step about one of them towards this tool
+        (:func:`pipeline.formats.toolprior.task_holdings`). Read once; empty where the database
+        cannot be read (the first call then says why)."""
+        if self._held is None:
+            try:
+                self._held = frozenset(self._read_held_values(max_rows))
+            except Exception:  # noqa: BLE001 - a hint for the planner; the tool's own calls report the error
+                self._held = frozenset()
+        return self._held
+
+    def _read_held_values(self, max_rows: int) -> set[str]:
+        from sqlalchemy import String, func, inspect, select, table, column
+
+        self._ensure_setup()
+        held: set[str] = set()
+        inspector = inspect(self.engine)
+        with self.engine.connect() as conn:
+            for name in inspector.get_table_names():
+                texts = [c["name"] for c in inspector.get_columns(name) if isinstance(c["type"], String)]
+                if not texts:
+                    continue
+                t = table(name, *(column(c) for c in texts))
+                if conn.execute(select(func.count()).select_from(t)).scalar_one() > max_rows:
+                    continue
+                for c in texts:
+                    col = t.c[c]
+                    n, distinct = conn.execute(select(func.count(col), func.count(col.distinct()))).one()
+                    if n < 2 or n != distinct:
+                        continue
+                    held.update(v for (v,) in conn.execute(select(col).where(col.is_not(None)))
+                                if isinstance(v, str) and 3 <= len(v.strip()) <= 80 and re.search(r"[A-Za-z]", v))
+        return {" ".join(v.split()) for v in held}
 
     def forward(self, sql: str) -> str:
         self._ensure_setup()
