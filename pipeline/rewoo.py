@@ -22,8 +22,10 @@ from typing import Any
 
 from pipeline.distributor import Call, distribute
 from pipeline.engines import Engine, as_engine, recording
+from pipeline.formats.toolprior import task_holdings
 from pipeline.plan import Plan, PlanError, PlanStream, Step
-from pipeline.planner import RepeatedSteps, ground_file_names, make_plan, planner_request
+from pipeline.planner import (RepeatedSteps, ground_file_names, ground_held_values, held_values, make_plan,
+                              planner_request)
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -51,6 +53,27 @@ class Result:
                 "evidence": {v: e.text for v, e in self.evidence.items()},
                 "answer": self.answer, "stats": self.stats}
 
+
+
+class _Grounded:
+    """One run's grounding: the file names (``files``) and held values (``values``) it rewrote,
+    ``{as planned: as written}``, and the values of the tools' data the task names, read at the
+    first step of a tool that holds data (``holds``)."""
+
+    def __init__(self, task: str, toolbox):
+        self.task, self.toolbox = task, toolbox
+        self.files: dict[str, str] = {}
+        self.values: dict[str, str] = {}
+        self._holds: tuple[tuple[str, str], ...] | None = None
+
+    def holds(self, tool: str) -> tuple[tuple[str, str], ...]:
+        """The task's held values of ``tool`` (none for a tool without ``held_values``)."""
+        found = self.toolbox.get(tool) if hasattr(self.toolbox, "get") else None
+        if not callable(getattr(found, "held_values", None)):
+            return ()
+        if self._holds is None:
+            self._holds = task_holdings(self.task, held_values(self.toolbox))
+        return tuple(h for h in self._holds if h[0] == tool)
 
 class Pipeline:
     """A ReWOO agent over a toolbox.
@@ -100,8 +123,10 @@ class Pipeline:
         # Streamed dispatch (LLMCompiler-style): each step starts while the plan is still being
         # written. Default: wherever the planner's engine streams.
         self.stream = self.planner.streams if stream is None else (stream and self.planner.streams)
-        # a file name the plan misspells is written as the task has it (planner.ground_file_names);
-        # what was changed is in the result's stats ("file_names_grounded")
+        # a file name the plan misspells is written as the task has it (planner.ground_file_names),
+        # and a value of the database the task names as the data has it in a SQL step's literals
+        # (planner.ground_held_values); what was changed is in the result's stats
+        # ("file_names_grounded", "values_grounded")
         self.ground_names = ground_names
         # with the plan grammar, each step's tool leans towards the tools its Plan: line describes,
         # by up to this many logits (pipeline.formats.toolprior); 0: the planner's choice alone
@@ -133,7 +158,7 @@ class Pipeline:
                                        "t_start": started.get(payload.var), "t_end": time.perf_counter()})
                 notify(kind, payload)
 
-            grounded: dict[str, str] = {}
+            grounded = _Grounded(task, self.toolbox)
             repeated: list[int] = []
             if self.stream:
                 plan, raw, calls, evidence = self._streamed_round(task, notify, on_step, grounded, repeated)
@@ -167,8 +192,10 @@ class Pipeline:
         }
         if replan_error:
             stats["replan_error"] = replan_error
-        if grounded:
-            stats["file_names_grounded"] = grounded
+        if grounded.files:
+            stats["file_names_grounded"] = grounded.files
+        if grounded.values:
+            stats["values_grounded"] = grounded.values
         if sum(repeated):
             stats["steps_repeated"] = sum(repeated)
         # copies: an enclosing recording() holds the same model-call entries with their own clock
@@ -177,15 +204,18 @@ class Pipeline:
                  for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
 
-    def _ground_step(self, step: Step, task: str, grounded: dict[str, str]) -> Step:
-        """``step`` with its misspelt file names as the task writes them; the changes go into ``grounded``."""
+    def _ground_step(self, step: Step, task: str, grounded: _Grounded) -> Step:
+        """``step`` with its misspelt file names as the task writes them and its SQL literals' held
+        values as the data writes them; the changes go into ``grounded``."""
         if not self.ground_names:
             return step
         step, fixed = ground_file_names(step, task)
-        grounded.update(fixed)
+        grounded.files.update(fixed)
+        step, fixed = ground_held_values(step, grounded.holds(step.tool))
+        grounded.values.update(fixed)
         return step
 
-    def _ground(self, plan: Plan, task: str, grounded: dict[str, str]) -> Plan:
+    def _ground(self, plan: Plan, task: str, grounded: _Grounded) -> Plan:
         steps = tuple(self._ground_step(s, task, grounded) for s in plan.steps)
         return plan if steps == plan.steps else Plan(steps)
 
