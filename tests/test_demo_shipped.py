@@ -189,6 +189,33 @@ def test_the_plan_follows_the_goals_the_task_states(pipe, task_id):
     assert tools["goals"] == task.expect["tools"] != tools["none"], tools
 
 
+@pytest.mark.parametrize("set_name, task_id", [("in_distribution", "born-2"), ("handwritten", "sql-14")])
+def test_a_name_the_film_database_holds_is_looked_up_there(pipe, set_name, task_id):
+    """"When was Greta Gerwig born?" (in_distribution born-2) and "which year was Schindler's List
+    made" (handwritten sql-14) went to the encyclopedia, the film database's own rows expected.
+    With the values query_sql holds on the prior (pipeline.formats.toolprior.task_holdings), as the
+    pipeline sends them, the plan asks the database, and the SQL's value is grounded on the data
+    (planner.ground_held_values: the planner wrote ' Greta Gerwig' and an unescaped
+    'Schindler's List'), so the answer is the row's. Without the holds: the encyclopedia."""
+    import dataclasses
+
+    from pipeline import formats
+    from pipeline.eval import load_tasks
+    from pipeline.planner import planner_request
+
+    task = next(t for t in load_tasks(REPO / f"data/eval/{set_name}.jsonl") if t.id == task_id)
+    result = pipe.run(task.task)
+    assert [s.tool for s in result.plan] == task.expect["tools"], result.plan.to_list()
+    assert task.expect["answer"] in result.answer, (result.answer, result.evidence["#E1"].text)
+    req = planner_request(task.task, pipe.toolbox, pipe.planner, max_new_tokens=pipe.planner_max_new_tokens,
+                          max_steps=pipe.max_steps, tool_prior=pipe.tool_prior)
+    assert req.constraint.tool_prior.leads
+    unheld = dataclasses.replace(req, constraint=dataclasses.replace(
+        req.constraint, tool_prior=dataclasses.replace(req.constraint.tool_prior, holds=())))
+    plan = formats.parse_planner_output(unheld.complete(pipe.planner).text, list(unheld.specs))
+    assert [s.tool for s in plan] == ["search_wiki"], plan.to_list()
+
+
 def test_the_served_default_runs_the_agents_on_their_own_adapter(tmp_path):
     """`rewoo serve --model default` (a real process on loopback): the planner adapter as rewoo-demo and
     the agent adapter beside it as rewoo-demo-agent; a REST `"mode": "react"` run answers on the latter
