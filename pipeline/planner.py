@@ -16,7 +16,9 @@ for streamed dispatch (``Pipeline._streamed_round``).
 applies it to every step it runs): a small planner respells a name it copies when the tokenizer
 splits it otherwise in the plan than in the task ("gobergs.txt" for "groceries.txt"; README, "The
 default models"). :func:`ground_held_values` does as much for a value of the database the task
-names, in a SQL step's literals (``' Greta Gerwig'``, an unescaped ``'Schindler's List'``).
+names, in a SQL step's literals (``' Greta Gerwig'``, an unescaped ``'Schindler's List'``), and
+:func:`ground_quoted_content` for the text a step saves where the task quotes it (``content=1200``
+for "containing 'rent,1200'").
 
 :class:`RepeatedSteps` drops a step that repeats an earlier step of its round (the same tool on the
 same input): it would only fetch the same evidence again. A small planner loops so ("Find papers on
@@ -47,8 +49,10 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
     """``step`` with each file name of its input that the task lacks, but spells nearly like one
     file name of the task, written as the task writes it; and ``{misspelt: task's}``. Nearly:
     ``difflib`` ratio >= 0.6 (case aside), lengths within 30% of each other and the same
-    extension, for that name of the task alone. A name the task has, a name made up (``report_summary.txt`` next to
-    ``report.txt``: too long) and a task without file names leave the step as it is."""
+    extension, for that name of the task alone. A ``path`` argument without an extension
+    ("path=erardens") is held against the task's names without theirs. A name the task has, a name
+    made up (``report_summary.txt`` next to ``report.txt``: too long) and a task without file names
+    leave the step as it is."""
     names = sorted(set(FILE_NAME_RE.findall(task)))
     fixes: dict[str, str] = {}
     for found in sorted(set(FILE_NAME_RE.findall(step.input))) if names else ():
@@ -59,10 +63,48 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
                 and found.rsplit(".", 1)[1].lower() == n.rsplit(".", 1)[1].lower()]  # data.csv is not data.json
         if len(near) == 1:  # two names of the task as near: which one was meant is not known
             fixes[found] = near[0]
+    text = FILE_NAME_RE.sub(lambda m: fixes.get(m.group(0), m.group(0)), step.input) if fixes else step.input
+    # a path written without its extension ("path=erardens" for "errands.txt"): the task's name whose
+    # own name, extension aside, is as near
+    bare = _BARE_PATH.search(text) if names else None
+    if bare is not None and not _EXTENSION.search(bare.group(2)):
+        found = bare.group(2)
+        near = [n for n in names if SequenceMatcher(None, found.lower(), n.rsplit(".", 1)[0].lower()).ratio() >= 0.6
+                and 0.7 <= len(found) / len(n.rsplit(".", 1)[0]) <= 1 / 0.7]
+        if len(near) == 1:
+            fixes[found] = near[0]
+            text = text[:bare.start(2)] + near[0] + text[bare.end(2):]
     if not fixes:
         return step, {}
-    return dataclasses.replace(step, input=FILE_NAME_RE.sub(lambda m: fixes.get(m.group(0), m.group(0)),
-                                                            step.input)), fixes
+    return dataclasses.replace(step, input=text), fixes
+
+
+# a step input's path argument ("path=notes", "path: notes;") and a name's extension
+_BARE_PATH = re.compile(r"(\bpath\s*[=:]\s*)([\w/-]+)(?=\s*(?:[,;]|$))")
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,4}$")
+# a quoted text of a task ('...' or "..."; an apostrophe inside a word opens none) and a step's content argument
+_QUOTED = re.compile(r"""(?<![\w'"])'([^'\n]+)'(?!\w)|(?<![\w'"])"([^"\n]+)"(?!\w)""")
+_CONTENT = re.compile(r"(\bcontent\s*[=:]\s*)(.*?)\s*$", re.S)
+
+
+def ground_quoted_content(step: Step, task: str) -> tuple[Step, dict[str, str]]:
+    """``step`` with the content it writes as the task quotes it; and ``{as planned: as quoted}``.
+    Where the task quotes exactly one text ("Create budget_2027.csv containing 'rent,1200'") and
+    the step's ``content`` argument is not it but a part of it ("1200") or spelt nearly like it
+    (``difflib`` ratio >= 0.6, case aside: "order number: 5521 shipped" for "order #5521 shipped"),
+    the content becomes the quote. Content that reads evidence (``#E1``), a task of two quotes or
+    none, and content of other words leave the step as it is."""
+    m = _CONTENT.search(step.input)
+    quotes = {a or b for a, b in _QUOTED.findall(task)}
+    if m is None or len(quotes) != 1 or references(m.group(2)):
+        return step, {}
+    (quote,), found = quotes, m.group(2)
+    if found.strip("'\"") == quote or not found.strip():
+        return step, {}
+    part = len(found) >= 3 and found.casefold() in quote.casefold()
+    if not (part or SequenceMatcher(None, found.casefold(), quote.casefold()).ratio() >= 0.6):
+        return step, {}
+    return dataclasses.replace(step, input=step.input[:m.start(2)] + quote), {found: quote}
 
 
 # a quoted SQL literal after "=", "LIKE" or "IN (": its text, '' for a quote inside it

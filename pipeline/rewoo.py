@@ -24,8 +24,8 @@ from pipeline.distributor import Call, distribute
 from pipeline.engines import Engine, as_engine, recording
 from pipeline.formats.toolprior import task_holdings
 from pipeline.plan import Plan, PlanError, PlanStream, Step
-from pipeline.planner import (RepeatedSteps, ground_file_names, ground_held_values, held_values, make_plan,
-                              planner_request)
+from pipeline.planner import (RepeatedSteps, ground_file_names, ground_held_values, ground_quoted_content, held_values,
+                              make_plan, planner_request)
 from pipeline.solver import solve
 from pipeline.worker import Evidence, run_steps
 
@@ -56,13 +56,14 @@ class Result:
 
 
 class _Grounded:
-    """One run's grounding: the file names (``files``) and held values (``values``) it rewrote,
-    ``{as planned: as written}``, and the values of the tools' data the task names, read at the
-    first step of a tool that holds data (``holds``)."""
+    """One run's grounding: the file names (``files``), quoted contents (``contents``) and held
+    values (``values``) it rewrote, ``{as planned: as written}``, and the values of the tools' data
+    the task names, read at the first step of a tool that holds data (``holds``)."""
 
     def __init__(self, task: str, toolbox):
         self.task, self.toolbox = task, toolbox
         self.files: dict[str, str] = {}
+        self.contents: dict[str, str] = {}
         self.values: dict[str, str] = {}
         self._holds: tuple[tuple[str, str], ...] | None = None
 
@@ -125,8 +126,9 @@ class Pipeline:
         self.stream = self.planner.streams if stream is None else (stream and self.planner.streams)
         # a file name the plan misspells is written as the task has it (planner.ground_file_names),
         # and a value of the database the task names as the data has it in a SQL step's literals
-        # (planner.ground_held_values); what was changed is in the result's stats
-        # ("file_names_grounded", "values_grounded")
+        # (planner.ground_held_values), and the content a step writes as the task quotes it
+        # (planner.ground_quoted_content); what was changed is in the result's stats
+        # ("file_names_grounded", "values_grounded", "contents_grounded")
         self.ground_names = ground_names
         # with the plan grammar, each step's tool leans towards the tools its Plan: line describes,
         # by up to this many logits (pipeline.formats.toolprior); 0: the planner's choice alone
@@ -196,6 +198,8 @@ class Pipeline:
             stats["file_names_grounded"] = grounded.files
         if grounded.values:
             stats["values_grounded"] = grounded.values
+        if grounded.contents:
+            stats["contents_grounded"] = grounded.contents
         if sum(repeated):
             stats["steps_repeated"] = sum(repeated)
         # copies: an enclosing recording() holds the same model-call entries with their own clock
@@ -205,12 +209,14 @@ class Pipeline:
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
 
     def _ground_step(self, step: Step, task: str, grounded: _Grounded) -> Step:
-        """``step`` with its misspelt file names as the task writes them and its SQL literals' held
-        values as the data writes them; the changes go into ``grounded``."""
+        """``step`` with its misspelt file names and its content as the task writes them and its SQL
+        literals' held values as the data writes them; the changes go into ``grounded``."""
         if not self.ground_names:
             return step
         step, fixed = ground_file_names(step, task)
         grounded.files.update(fixed)
+        step, fixed = ground_quoted_content(step, task)
+        grounded.contents.update(fixed)
         step, fixed = ground_held_values(step, grounded.holds(step.tool))
         grounded.values.update(fixed)
         return step

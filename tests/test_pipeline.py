@@ -553,6 +553,13 @@ def test_a_call_schema_the_grammar_compiler_does_not_take_falls_back_to_json_sch
     ("Copy notes.txt to notes2.txt", "path=notes3.txt, content=x", "path=notes3.txt, content=x", {}),  # two as near
     ("Save 'x' to errands.txt", "path=summary.txt, content=x", "path=summary.txt, content=x", {}),  # another name
     ("Save data.json as CSV", "path=data.csv, content=#E1", "path=data.csv, content=#E1", {}),  # another format
+    # written without its extension (save_files copy-1): the task's name whose stem is as near
+    ("Save 'pick up dry cleaning' to errands.txt", "path=erardens, content=pick up dry cleaning",
+     "path=errands.txt, content=pick up dry cleaning", {"erardens": "errands.txt"}),
+    ("Write 'x' in reminders.md", "path: reminders; content: x", "path: reminders.md; content: x",
+     {"reminders": "reminders.md"}),
+    ("Save 'x' to notes.txt", "path=drafts, content=x", "path=drafts, content=x", {}),  # another name
+    ("Copy notes.txt to notes2.txt", "path=notes3, content=x", "path=notes3, content=x", {}),  # two as near
 ])
 def test_a_file_name_the_plan_misspells_is_taken_as_the_task_writes_it(task, plan_input, want, fixes):
     from pipeline.planner import ground_file_names
@@ -560,6 +567,34 @@ def test_a_file_name_the_plan_misspells_is_taken_as_the_task_writes_it(task, pla
 
     step, fixed = ground_file_names(Step("#E2", "save_file", plan_input, "save it"), task)
     assert (step.input, fixed) == (want, fixes) and step.var == "#E2" and step.description == "save it"
+
+
+@pytest.mark.parametrize("task, plan_input, want", [
+    # save_files copy-4 and copy-15: the shipped planner's content, a part of the quote or near it
+    ("Create budget_2027.csv containing 'rent,1200'", "path=budget_2027.csv, content=1200",
+     "path=budget_2027.csv, content=rent,1200"),
+    ("Save the text 'order #5521 shipped' to orders/5521.txt",
+     "path=orders/5521.txt, content=order number: 5521 shipped", "path=orders/5521.txt, content=order #5521 shipped"),
+    ("Save 'Flight LH 404 departs 07:15' to flight.txt", "path=flight.txt, content=07:15",
+     "path=flight.txt, content=Flight LH 404 departs 07:15"),
+    ('Write "Hello from the agent!" to greeting.txt', "path: greeting.txt; content: hello from the agent",
+     "path: greeting.txt; content: Hello from the agent!"),
+    # as quoted, evidence, other words, two quotes, none: as planned
+    ("Save 'rent,1200' to b.csv", "path=b.csv, content=rent,1200", None),
+    ("Translate 'hello' and save it to a.txt", "path=a.txt, content=#E1", None),
+    ("Look up 'E1' on the wiki and save it to e1.txt", "path=e1.txt, content=#E1", None),
+    ("Save 'call mom' to notes.txt", "path=notes.txt, content=Buy groceries tomorrow", None),
+    ("I'm saving 'x y z' and 'a b' to a.txt", "path=a.txt, content=x y", None),
+    ("Save the time to time.txt", "path=time.txt, content=12:00", None),
+])
+def test_the_content_a_step_writes_is_taken_as_the_task_quotes_it(task, plan_input, want):
+    from pipeline.plan import Step
+    from pipeline.planner import ground_quoted_content
+
+    step, fixed = ground_quoted_content(Step("#E1", "save_file", plan_input, "save it"), task)
+    assert step.input == (want or plan_input)
+    assert fixed == ({plan_input.split("content", 1)[1].lstrip("=: "): want.split("content", 1)[1].lstrip("=: ")}
+                     if want else {})
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -583,6 +618,24 @@ def test_the_pipeline_saves_to_the_file_the_task_names_when_the_plan_misspells_i
         assert (work / name).read_text() == "milk, bread, 2 lemons"
         assert result.plan.steps[0].input.startswith(f"path={name},") and result.stats["streamed"] is stream
         assert result.stats.get("file_names_grounded") == ({"gobergs.txt": "groceries.txt"} if ground else None)
+
+
+def test_the_pipeline_saves_the_text_the_task_quotes(tmp_path):
+    """save_files copy-4: "Create budget_2027.csv containing 'rent,1200'" planned content=1200; the
+    real save_file now writes the quote, and the result says what was changed."""
+    from toolkit.tools.files import SaveFileTool
+
+    plan = "Plan: save it\n#E1 = save_file[path=budget_2027.csv, content=1200]"
+    call = '{"name": "save_file", "arguments": {"path": "budget_2027.csv", "content": "%s"}}'
+    for ground, text in ((True, "rent,1200"), (False, "1200")):
+        work = tmp_path / str(ground)
+        caller = FunctionEngine(lambda prompt, **kw: call % (
+            "rent,1200" if "content=rent,1200" in str(prompt) else "1200"))
+        result = Pipeline(_StreamingScript([plan, "saved"], delay=0), caller=caller,
+                          toolbox={"save_file": SaveFileTool(workspace=work)}, replan=0,
+                          ground_names=ground).run("Create budget_2027.csv containing 'rent,1200'")
+        assert (work / "budget_2027.csv").read_text() == text
+        assert result.stats.get("contents_grounded") == ({"1200": "rent,1200"} if ground else None)
 
 
 def test_a_replanned_step_that_misspells_the_tasks_file_name_is_grounded_too(scripted_engine):
