@@ -2,6 +2,8 @@
 
 Numbers are exact fractions: ``0.1 + 0.2`` is ``0.3`` and ``1/3 * 3`` is ``1``. Functions such
 as ``sqrt`` and ``sin`` give floats. Sizes are capped so that ``9**9**9`` is refused, not computed.
+Operators may be written in words ("2 to the 16th", "15 percent of 80", "7 squared"), as users and
+small planners write them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from decimal import Decimal
 from fractions import Fraction
 
@@ -120,9 +123,31 @@ def format_number(value) -> str:
     return f"{float(value)!r} (= {value.numerator}/{value.denominator})"
 
 
+# The operators written in words, as users and small planners write them ("2 to the 16th", "15
+# percent of 80"), each as the symbol it stands for; a number's "%" stays Python's remainder.
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_WORDS = [(re.compile(p, re.I), r) for p, r in (
+    (rf"\bthe square root of {_NUMBER}", r"sqrt(\1)"), (rf"\bsquare root of {_NUMBER}", r"sqrt(\1)"),
+    (rf"\b{_NUMBER}\s*(?:%|percent) of\b", r"(\1/100) *"),
+    (r"\bto the power of\b|\braised to(?: the power of)?\b", "**"),
+    (r"\bto the (\d+)(?:st|nd|rd|th)(?: power)?\b", r"** \1"),
+    (r"\bsquared\b", "** 2"), (r"\bcubed\b", "** 3"),
+    (r"\bmultiplied by\b|\btimes\b", "*"), (r"\bdivided by\b", "/"),
+    (r"\bplus\b", "+"), (r"\bminus\b", "-"), (r"\bmod(?:ulo)?\b", "%"),
+)]
+
+
+def _symbols(expr: str) -> str:
+    """``expr`` with its operator words as symbols and a question's "?" or a trailing "=" dropped."""
+    for pattern, symbol in _WORDS:
+        expr = pattern.sub(symbol, expr)
+    return expr.strip().rstrip("?=").strip()
+
+
 def calculate(expression: str) -> str:
-    """Evaluate ``expression`` exactly and format the result."""
-    expr = expression.strip().replace("^", "**").replace("×", "*").replace("÷", "/")
+    """Evaluate ``expression`` exactly and format the result. Operators may be written in words:
+    "2 to the 16th", "7 squared", "15 percent of 80", "10 divided by 4", "the square root of 2"."""
+    expr = _symbols(expression.strip().replace("^", "**").replace("×", "*").replace("÷", "/"))
     if not expr:
         raise CalculatorError("the expression is empty")
     if len(expr) > MAX_EXPRESSION_CHARS:
