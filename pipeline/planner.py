@@ -38,7 +38,7 @@ from typing import Any
 from pipeline import formats
 from pipeline.engines import Completion, Constraint, Engine, role
 from pipeline.formats import constrain as constrain_mod
-from pipeline.formats.toolprior import ToolPrior, task_goals, task_holdings
+from pipeline.formats.toolprior import ToolPrior, task_goals, task_holdings, value_words
 from pipeline.plan import Plan, PlanError, Step, references, substitute
 
 # a file name: a word, then maybe folders, then ".ext" (1-5 characters, a letter first); not inside a longer token
@@ -109,11 +109,6 @@ def ground_quoted_content(step: Step, task: str) -> tuple[Step, dict[str, str]]:
 
 # a quoted SQL literal after "=", "LIKE" or "IN (": its text, '' for a quote inside it
 _SQL_LITERAL = re.compile(r"(?i)(?:=|\blike|\bin\s*\(|,)\s*'((?:[^'\n]|'')*)'")
-_FILLER = frozenset("a an the of".split())
-
-
-def _value_words(text: str) -> frozenset[str]:
-    return frozenset(re.findall(r"[a-z0-9]+", text.casefold())) - _FILLER
 
 
 def ground_held_values(step: Step, holds: tuple[tuple[str, str], ...]) -> tuple[Step, dict[str, str]]:
@@ -135,12 +130,12 @@ def ground_held_values(step: Step, holds: tuple[tuple[str, str], ...]) -> tuple[
 
     def literal(m: re.Match) -> str:
         found = m.group(1).replace("''", "'")
-        words = _value_words(found)
+        words = value_words(found)
         if found in values or not words or "%" in found:
             return m.group(0)
-        same = [v for v in values if _value_words(v) == words]
+        same = [v for v in values if value_words(v) == words]
         if not same:  # a part of one ('Dune' for "Dune: Part Two"): it matches no row as written
-            same = [v for v in values if words < _value_words(v)]
+            same = [v for v in values if words < value_words(v)]
         if len(same) != 1:
             return m.group(0)
         fixes[found] = same[0]

@@ -54,7 +54,6 @@ class Result:
                 "answer": self.answer, "stats": self.stats}
 
 
-
 class _Grounded:
     """One run's grounding: the file names (``files``), quoted contents (``contents``) and held
     values (``values``) it rewrote, ``{as planned: as written}``, and the values of the tools' data

@@ -51,7 +51,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "task_goals", "task_holdings", "words"]
+__all__ = ["ToolIndex", "ToolPrior", "ToolPriorProcessor", "count_goals", "task_goals", "task_holdings", "value_words",
+           "words"]
 
 # Words that say nothing about which tool: function words, the verbs every tool's description
 # opens on, and the words plans use to point at evidence ("the result", "what you found").
@@ -66,6 +67,12 @@ step result results found evidence output input answer task plan
 _WORD = re.compile(r"[a-z]+")
 _ALNUM = re.compile(r"[a-z0-9]+")
 _FILLER = frozenset("a an the of".split())  # words a held value's other words tell apart
+
+
+def value_words(text: str) -> frozenset[str]:
+    """A held value's words (letters and numbers, case aside), without "a", "an", "the", "of":
+    "Dune: Part Two" and "Part Two of Dune" have the same ones."""
+    return frozenset(_ALNUM.findall(text.casefold())) - _FILLER
 
 
 def _stem(word: str) -> str:
@@ -382,8 +389,7 @@ class ToolPriorProcessor:
         written a word ("the", "of", "a" aside: a plan that wrote 'Dune' for "Dune: Part Two" has
         asked for it, and the pipeline grounds the rest, ``planner.ground_held_values``)."""
         seen = set(_ALNUM.findall(text.casefold()))
-        return {tool for tool, value in prior.leads
-                if not (set(_ALNUM.findall(value.casefold())) - _FILLER) & seen}
+        return {tool for tool, value in prior.leads if not value_words(value) & seen}
 
     def _lead_to_holder(self, scores, row: int, prior: ToolPrior, before: str, written: str) -> None:
         """A ``Plan:`` line that opens "Use <tool>" leans towards a tool that holds a value the task
