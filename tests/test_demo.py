@@ -61,6 +61,10 @@ def test_no_task_is_an_eval_task(drafts):
     generated = {demo_data.normalise(json.loads(line)["task"])
                  for path in (demo_data.DATA / "eval" / "generated").glob("*.jsonl") for line in path.open()}
     assert len(generated) >= 150 and not generated & free
+    # nor is data/eval/multi_goal (hand-written multi-goal requests), which no draw writes either
+    multi = {demo_data.normalise(json.loads(line)["task"])
+             for line in (demo_data.DATA / "eval" / "multi_goal" / "handwritten_multi_goal.jsonl").open()}
+    assert len(multi) == 24 and not multi & free
 
 
 def test_chains_pass_only_fitting_evidence(drafts):
