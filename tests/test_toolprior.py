@@ -71,7 +71,8 @@ def test_count_goals_reads_the_words_that_join_goals(task, goals):
     assert count_goals(task) == goals
 
 
-@pytest.mark.parametrize("name", ["handwritten", "in_distribution", "save_files", "unseen_tools"])
+@pytest.mark.parametrize("name", ["handwritten", "in_distribution", "save_files", "unseen_tools",
+                                  "multi_goal/handwritten_multi_goal"])
 def test_count_goals_never_asks_for_more_steps_than_an_eval_tasks_plan(name):
     """More goals than the plan needs would push the planner to a step too many: on the eval sets
     the count is never above the expected tools (it may be below: then the planner decides)."""
@@ -141,6 +142,19 @@ def test_a_plan_short_of_its_goals_goes_on(tiny_tokenizer):
       "find typescript code that parses carbon capture data"]),
     ("Who is older, Martin Scorsese or Greta Gerwig?", ["Who is older, Martin Scorsese or Greta Gerwig"]),
     ("", []),
+    # data/eval/multi_goal (written by hand after session 27; these five were read as one goal or two):
+    # "Second, ...", "Once ...", a numbered list, a list of goals before its ", and <verb>"
+    ("First, get me the current date. Second, save it to today.txt.",
+     ["get me the current date", "save it to today.txt"]),
+    ("Tell me about the Eiffel Tower from the encyclopedia. Once you have it, translate the first line into French.",
+     ["Tell me about the Eiffel Tower from the encyclopedia", "translate the first line into French"]),
+    ("1) find bilibili videos about sourdough baking 2) tell me what time it is",
+     ["find bilibili videos about sourdough baking", "tell me what time it is"]),
+    ("Find the year Titanic premiered, subtract it from 2025, and save the difference to titanic_age.txt.",
+     ["Find the year Titanic premiered", "subtract it from 2025", "save the difference to titanic_age.txt"]),
+    # ... and not: a list of names, a number's ")" outside a numbered list
+    ("Compare the films of Nolan, Scorsese, and Kurosawa", ["Compare the films of Nolan, Scorsese, and Kurosawa"]),
+    ("I have 3) apples and 2) pears", ["I have 3) apples and 2) pears"]),
 ])
 def test_task_goals_are_the_tasks_own_words_from_each_verb_on(task, goals):
     from pipeline.formats.toolprior import task_goals

@@ -100,9 +100,14 @@ search send set show store subtract summarise summarize tell translate write
 """.split())
 # A sentence that opens on one of these states another goal ("Next, ..."); any other goes on with
 # the one before ("Can you check?", "How much is the tip?", "List one of them.").
-_OPENERS = frozenset("next then also after afterwards finally lastly".split())
+_OPENERS = frozenset("next then also after afterwards finally lastly once second secondly third thirdly".split())
 _JOINS = re.compile(r";|\s--\s|,?\s+(?:and\s+)?then\b|\bafter that\b|\bas well as\b|\bfollowed by\b"
                     r"|\balongside\b|\bin parallel\b", re.I)
+# The items of a numbered list ("1) find videos about X 2) tell me the time"): its first, and the next ones
+_FIRST_ITEM = re.compile(r"(?:^|\s)\(?1\)\s")
+_NEXT_ITEM = re.compile(r"\s\(?[2-9]\)\s")
+# An item of a list of goals before its ", and <verb>" ("Find the year, subtract it from 2025, and save it")
+_COMMA_VERB = re.compile(r",\s*([A-Za-z]+)")
 _AND_VERB = re.compile(r"(?:,\s*|\s)and\s+(?:also\s+)?([A-Za-z]+)")
 # What an "and <verb>" part says when it goes on with the goal before: "... and read it", "Create the
 # file quote.txt and write 'Hi' in it".
@@ -114,9 +119,11 @@ _SENTENCE = re.compile(r"[.?!]\s+([A-Z][a-z]*)")
 def task_goals(task: str) -> list[str]:
     """The goals ``task`` states, each as the task words it from its verb on ("Next, add 12 to it"
     -> "add 12 to it"), read from the words that join them: ";", "then", "after that", "as well
-    as", "and" before a verb ("..., and translate it"), a new sentence that opens on "Next" or
-    "Then". Meant to miss rather than split: "and" between nouns or before "read it", and a sentence
-    that goes on with the goal before ("List one of them."), join nothing. Empty for an empty task.
+    as", "and" before a verb ("..., and translate it"; with the list's earlier ", <verb>" items:
+    "Find the year, subtract it from 2025, and save it"), a new sentence that opens on "Next",
+    "Then", "Second", "Once", ..., and the items of a numbered list ("1) ... 2) ..."). Meant to miss
+    rather than split: "and" between nouns or before "read it", and a sentence that goes on with the
+    goal before ("List one of them."), join nothing. Empty for an empty task.
 
     >>> task_goals("Convert 999.99 USD to CNY. Next, add 12 to it and find a hotel in Lima, please.")
     ['Convert 999.99 USD to CNY', 'add 12 to it', 'find a hotel in Lima']
@@ -127,12 +134,18 @@ def task_goals(task: str) -> list[str]:
     """
     text = task.strip().rstrip(".?! ")
     cuts = {m.start() for m in _JOINS.finditer(text)}
+    if _FIRST_ITEM.search(text):
+        cuts |= {m.start() for m in _NEXT_ITEM.finditer(text)}
     cuts |= {m.start() for m in _SENTENCE.finditer(text) if m.group(1).lower() in _OPENERS}
     ands = {m.start() for m in _AND_VERB.finditer(text) if m.group(1).lower() in GOAL_VERBS}
     for start in ands:  # an "and <verb>" part runs to the next join of any kind
         end = min([c for c in cuts | ands if c > start], default=len(text))
         if not _SAME_GOAL.search(text[start:end]):
             cuts.add(start)
+            if text[start] == ",":  # the last item of a list: its sentence's earlier ", <verb>" items
+                sentence = max((m.end() for m in re.finditer(r"[.?!]\s", text[:start])), default=0)
+                cuts |= {sentence + m.start() for m in _COMMA_VERB.finditer(text[sentence:start])
+                         if m.group(1).lower() in GOAL_VERBS}
     bounds = [0, *sorted(cuts), len(text)]
     goals = []
     for part in (text[i:j] for i, j in zip(bounds, bounds[1:])):
