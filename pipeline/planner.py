@@ -69,8 +69,9 @@ def ground_file_names(step: Step, task: str) -> tuple[Step, dict[str, str]]:
     bare = _BARE_PATH.search(text) if names else None
     if bare is not None and not _EXTENSION.search(bare.group(2)):
         found = bare.group(2)
-        near = [n for n in names if SequenceMatcher(None, found.lower(), n.rsplit(".", 1)[0].lower()).ratio() >= 0.6
-                and 0.7 <= len(found) / len(n.rsplit(".", 1)[0]) <= 1 / 0.7]
+        stems = {n: n.rsplit(".", 1)[0] for n in names}
+        near = [n for n, stem in stems.items() if SequenceMatcher(None, found.lower(), stem.lower()).ratio() >= 0.6
+                and 0.7 <= len(found) / len(stem) <= 1 / 0.7]
         if len(near) == 1:
             fixes[found] = near[0]
             text = text[:bare.start(2)] + near[0] + text[bare.end(2):]
@@ -241,12 +242,11 @@ def planner_request(task: str, toolbox: Any, engine: Engine, *, template: str = 
     first = len(done) + 1
     constraint = None
     if constrain and engine.supports_constraints:
-        # the goals the task states lean a short first plan towards going on; a replanning round
-        # continues a plan, and is not counted
-        goals = tuple(task_goals(task)) if history is None else ()
+        # with the prior, the goals the task states and the values of a tool's data it names lean
+        # the first plan (a replanning round continues a plan: not read)
         prior = None
         if tool_prior:
-            # and the values of a tool's own data the task names lean a step towards that tool
+            goals = tuple(task_goals(task)) if history is None else ()
             holds = task_holdings(task, held_values(toolbox))[:64] if history is None else ()
             prior = ToolPrior(tuple((s.name, s.description) for s in specs), tool_prior, goals, holds)
         constraint = plan_constraint([s.name for s in specs], max_new_tokens, max_steps, first, prior)

@@ -54,9 +54,10 @@ class Result:
                 "answer": self.answer, "stats": self.stats}
 
 
-class _Grounded:
-    """One run's grounding: the file names (``files``), quoted contents (``contents``) and held
-    values (``values``) it rewrote, ``{as planned: as written}``, and the values of the tools' data
+class _PlanEdits:
+    """What one run changed in its plans: the file names (``files``), quoted contents
+    (``contents``) and held values (``values``) it grounded, ``{as planned: as written}``, and how
+    many repeated steps it dropped (``repeated``); with the task, and the values of the tools' data
     the task names, read at the first step of a tool that holds data (``holds``)."""
 
     def __init__(self, task: str, toolbox):
@@ -64,7 +65,14 @@ class _Grounded:
         self.files: dict[str, str] = {}
         self.contents: dict[str, str] = {}
         self.values: dict[str, str] = {}
+        self.repeated = 0
         self._holds: tuple[tuple[str, str], ...] | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """The result's stats of them, each where there was one."""
+        out = {"file_names_grounded": self.files, "values_grounded": self.values,
+               "contents_grounded": self.contents, "steps_repeated": self.repeated}
+        return {k: v for k, v in out.items() if v}
 
     def holds(self, tool: str) -> tuple[tuple[str, str], ...]:
         """The task's held values of ``tool`` (none for a tool without ``held_values``)."""
@@ -159,15 +167,14 @@ class Pipeline:
                                        "t_start": started.get(payload.var), "t_end": time.perf_counter()})
                 notify(kind, payload)
 
-            grounded = _Grounded(task, self.toolbox)
-            repeated: list[int] = []
+            edits = _PlanEdits(task, self.toolbox)
             if self.stream:
-                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step, grounded, repeated)
+                plan, raw, calls, evidence = self._streamed_round(task, notify, on_step, edits)
             else:
                 plan, raw = make_plan(task, self.toolbox, self.planner, template=self.template,
                                       constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
                                       max_steps=self.max_steps, tool_prior=self.tool_prior)
-                plan = self._ground(self._unrepeated(plan, 1, repeated), task, grounded)
+                plan = self._ground(self._unrepeated(plan, 1, edits), edits)
                 notify("plan", plan)
                 calls = distribute(plan, self.toolbox, self.caller, template=self.template, constrain=self.constrain,
                                    max_new_tokens=self.caller_max_new_tokens)
@@ -175,7 +182,7 @@ class Pipeline:
                 evidence = run_steps(plan, calls, self.toolbox, timeout=self.tool_timeout,
                                      max_parallel=self.max_parallel, on_event=on_step)
             plan, calls, evidence, rounds, replan_error = self._replan(task, plan, calls, evidence, notify, on_step,
-                                                                       grounded, repeated)
+                                                                       edits)
             answer = solve(task, plan, {v: e.text for v, e in evidence.items()}, self.solver,
                            template=self.template, max_new_tokens=self.solver_max_new_tokens)
             notify("answer", answer)
@@ -193,50 +200,43 @@ class Pipeline:
         }
         if replan_error:
             stats["replan_error"] = replan_error
-        if grounded.files:
-            stats["file_names_grounded"] = grounded.files
-        if grounded.values:
-            stats["values_grounded"] = grounded.values
-        if grounded.contents:
-            stats["contents_grounded"] = grounded.contents
-        if sum(repeated):
-            stats["steps_repeated"] = sum(repeated)
+        stats.update(edits.stats())
         # copies: an enclosing recording() holds the same model-call entries with their own clock
         trace = [{**entry, "t_end": round(entry["t_end"] - t0, 4),
                   **({"t_start": round(entry["t_start"] - t0, 4)} if entry.get("t_start") else {})}
                  for entry in sorted(model_calls + tool_trace, key=lambda c: c["t_end"])]
         return Result(task, plan, calls, evidence, answer, stats, trace, raw)
 
-    def _ground_step(self, step: Step, task: str, grounded: _Grounded) -> Step:
+    def _ground_step(self, step: Step, edits: _PlanEdits) -> Step:
         """``step`` with its misspelt file names and its content as the task writes them and its SQL
-        literals' held values as the data writes them; the changes go into ``grounded``."""
+        literals' held values as the data writes them; the changes go into ``edits``."""
         if not self.ground_names:
             return step
-        step, fixed = ground_file_names(step, task)
-        grounded.files.update(fixed)
-        step, fixed = ground_quoted_content(step, task)
-        grounded.contents.update(fixed)
-        step, fixed = ground_held_values(step, grounded.holds(step.tool))
-        grounded.values.update(fixed)
+        step, fixed = ground_file_names(step, edits.task)
+        edits.files.update(fixed)
+        step, fixed = ground_quoted_content(step, edits.task)
+        edits.contents.update(fixed)
+        step, fixed = ground_held_values(step, edits.holds(step.tool))
+        edits.values.update(fixed)
         return step
 
-    def _ground(self, plan: Plan, task: str, grounded: _Grounded) -> Plan:
-        steps = tuple(self._ground_step(s, task, grounded) for s in plan.steps)
+    def _ground(self, plan: Plan, edits: _PlanEdits) -> Plan:
+        steps = tuple(self._ground_step(s, edits) for s in plan.steps)
         return plan if steps == plan.steps else Plan(steps)
 
     def _repeats(self, first: int) -> RepeatedSteps | None:
         return RepeatedSteps(first) if self.drop_repeats else None
 
-    def _unrepeated(self, plan: Plan, first: int, repeated: list[int]) -> Plan:
-        """One planning round's ``plan`` without the steps that repeat an earlier one (their count goes into ``repeated``)."""
+    def _unrepeated(self, plan: Plan, first: int, edits: _PlanEdits) -> Plan:
+        """One planning round's ``plan`` without the steps that repeat an earlier one (counted in ``edits``)."""
         repeats = self._repeats(first)
         if repeats is None:
             return plan
         plan = repeats.plan(plan)
-        repeated.append(len(repeats.dropped))
+        edits.repeated += len(repeats.dropped)
         return plan
 
-    def _streamed_round(self, task, notify, on_step, grounded, repeated):
+    def _streamed_round(self, task, notify, on_step, edits):
         """The first round with streamed dispatch: the planner's text is parsed as it arrives
         (:class:`PlanStream`), each complete step is distributed at once and handed to the
         workers, which start it as soon as its dependencies are filled. Events: ``("step",
@@ -258,7 +258,7 @@ class Pipeline:
                 step = repeats.take(step)
                 if step is None:  # the same tool on the same input as a step already sent
                     return
-            step = self._ground_step(step, task, grounded)
+            step = self._ground_step(step, edits)
             sent.append(step)
             notify("step", step)
             call = distribute(Plan((step,)), self.toolbox, self.caller, template=self.template,
@@ -277,7 +277,7 @@ class Pipeline:
                     dispatch(step)
                 plan = Plan(tuple(sent))  # the steps as dispatched
                 if repeats is not None:
-                    repeated.append(len(repeats.dropped))
+                    edits.repeated += len(repeats.dropped)
                 box["plan"] = plan
                 notify("plan", plan)  # the plan is written (some of its steps may still run)
             except BaseException as e:  # noqa: BLE001 - raised in the pipeline's thread below
@@ -301,7 +301,7 @@ class Pipeline:
         plan = box["plan"]
         return plan, stream.text, {st.var: calls[st.var] for st in plan}, evidence
 
-    def _replan(self, task, plan, calls, evidence, notify, on_step, grounded, repeated):
+    def _replan(self, task, plan, calls, evidence, notify, on_step, edits):
         """Up to ``self.replan`` more rounds while a step failed (error or timeout): the planner
         sees each step's status and error, never a successful step's evidence; the new steps
         continue the numbering and may use earlier variables. Returns the whole plan, calls and
@@ -316,7 +316,7 @@ class Pipeline:
                                     constrain=self.constrain, max_new_tokens=self.planner_max_new_tokens,
                                     max_steps=self.max_steps, history=(plan, status),
                                     tool_prior=self.tool_prior)
-                more = self._ground(self._unrepeated(more, len(plan) + 1, repeated), task, grounded)
+                more = self._ground(self._unrepeated(more, len(plan) + 1, edits), edits)
             except PlanError as e:
                 return plan, calls, evidence, rounds, str(e)
             rounds += 1
