@@ -256,6 +256,13 @@ class DemoConfig:
     # one: the planner learned which tool each kind of task wants from ~1,460 rows, the agents' data
     # holds a few hundred tasks. The agent's key then includes the planner's.
     agent_from_planner: bool = False
+    # Per mode, that many more trajectories of tasks of two steps or more (the drafts after the first
+    # planner_rows: chains, wide, focused, film and rare tasks), so that the agents learn to go on after
+    # a first tool. v32's 180 + 180 tasks averaged 2.1 model calls each: on the hand-written multi-goal
+    # set both agents stopped after one tool on every task (tool-set 0.00), and forced to go on
+    # ("Thought: I will" written for them while the task's goals outnumbered their calls) they called
+    # the same tool again (0.04, 6,090 tokens a task against 4,610).
+    agent_multi_rows: int = 0
     # The catalog's planner rows (and those above: catalog_extra_rows, catalog_breadth_rows) with each
     # step opening on its tool ("Use send_email to email ..."), as tool_first writes the demo's own.
     # Written after v25's unseen-tools plans: the catalog rows' steps open on a paraphrase of the
@@ -403,7 +410,7 @@ NEUTRAL = {"decision_weight": 1.0, "extra_planner_rows": 0, "planner_full_share"
            "planner_lora_r": 8, "planner_lora_alpha": 16, "catalog_extra_rows": 0,
            "catalog_renamed": 0.0, "planner_dtype": "auto", "catalog_breadth_rows": 0,
            "agent_react_rows": 0, "agent_code_rows": 0, "agent_epochs": 1.5, "agent_lr": 1e-3,
-           "agent_max_seq_len": 2304, "agent_from_planner": False, "catalog_tool_first": False,
+           "agent_max_seq_len": 2304, "agent_from_planner": False, "agent_multi_rows": 0, "catalog_tool_first": False,
            "extra_solver_rows": 0, "solver_by_kind": False, "clock_part_sets": 0, "open_values": False,
            "save_rows": 0, "colon_save_inputs": False}
 # role_key came with decision_weight, so only the later fields are left out of it at their neutral value.
@@ -418,7 +425,7 @@ ROLE_FIELDS = {"planner": ("planner_lr", "planner_epochs", "decision_weight", "e
                            "extra_solver_rows", "solver_by_kind", "clock_part_sets", "save_rows"),
                "caller": ("caller_lr", "caller_epochs"),
                "agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",
-                         "agent_from_planner")}
+                         "agent_from_planner", "agent_multi_rows")}
 
 
 def data_stamp(cfg: DemoConfig) -> str:
@@ -510,7 +517,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
 
 def _agent_data(cfg: DemoConfig, work: Path, base: str | None) -> dict:
     """``agent.jsonl``: the ReAct-JSON and code-agent trajectories of the demo's grounded tasks (the
-    first ``agent_react_rows`` and ``agent_code_rows`` with an answer, in the generator's order), as
+    first ``agent_react_rows`` and ``agent_code_rows`` with an answer, in the generator's order, and
+    ``agent_multi_rows`` more of two steps or more each), as
     prompt-completion rows rendered as the default engines render them, in an order of their own."""
     from transformers import AutoTokenizer
 
@@ -519,7 +527,8 @@ def _agent_data(cfg: DemoConfig, work: Path, base: str | None) -> dict:
 
     rows = demo_rows(cfg.seed, work / "workspace-agent", cfg.planner_rows, cfg.solver_rows, cfg.caller_rows,
                      cfg.extra_planner_rows, cfg.planner_full_share, cfg.tool_first, cfg.agent_react_rows,
-                     cfg.agent_code_rows, cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows)
+                     cfg.agent_code_rows, cfg.chain_rows, cfg.wide_rows, cfg.focus_rows, cfg.films_rows, cfg.rare_rows,
+                     multi=cfg.agent_multi_rows)
     shutil.rmtree(work / "workspace-agent", ignore_errors=True)
     agent = as_prompts(rows["agents"], AutoTokenizer.from_pretrained(base))
     random.Random(cfg.seed + 5).shuffle(agent)

@@ -1428,7 +1428,7 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
               code: int = 0, chains: int = 0, wide: int = 0, focus: int = 0,
               films: int = 0, rare: int = 0, extra_solver: int = 0,
               solver_by_kind: bool = False, clock_sets: int = 0, open_values: bool = False,
-              saves: int = 0, colon_save_inputs: bool = False) -> dict[str, list[dict]]:
+              saves: int = 0, colon_save_inputs: bool = False, multi: int = 0) -> dict[str, list[dict]]:
     """``{"planner", "solver", "caller"}`` Alpaca rows (with ``meta``) and ``"tasks"`` (in
     ``pipeline.eval``'s format) from ``planner`` grounded drafts, plus ``extra_planner`` more
     drafts that make planner rows only (the solver and caller rows, drawn first, stay the same).
@@ -1436,7 +1436,9 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     ``tool_first_plans``: the planner and solver rows' plans open each step on its tool
     (:func:`tool_first`; the caller rows stay as they were). ``react``/``code``: trajectories of the
     ReAct-JSON and code agents over the same tasks (:mod:`train.trajectories`), as chat rows in
-    ``"agents"`` (``"dropped"`` counts replays that left their script). ``chains``: that many more
+    ``"agents"`` (``"dropped"`` counts replays that left their script); ``multi``: per mode, that many
+    more trajectories of tasks of two steps or more, from the drafts after the first ``planner``
+    (the agents then learn to go on after a first tool). ``chains``: that many more
     drafts of two-step tasks (:data:`CHAIN_MIX`), planner rows only, drawn after the others (which
     stay the same). ``wide``: that many more drafts of :data:`WIDE_MIX` (new shapes and phrasings),
     planner rows only, drawn after those; ``focus``: of :data:`FOCUS_MIX`, after those;
@@ -1494,8 +1496,12 @@ def demo_rows(seed: int, workspace: Path, planner: int, solver: int, caller: int
     if react or code:
         from train.trajectories import agent_rows
 
+        steps = [g for g in grounded[planner:] if len(g["plan"]) >= 2]
         for mode, limit in (("react", react), ("code", code)):
             got, dropped = agent_rows(grounded, box, mode, limit)
+            if limit and multi:
+                more, also = agent_rows(steps, box, mode, multi)
+                got, dropped = got + more, dropped + also
             # save_file's observation names the workspace folder: "workspace", as in the solver's rows
             rows["agents"] += [dict(r, messages=[dict(m, content=m["content"].replace(str(workspace), "workspace"))
                                                  for m in r["messages"]]) for r in got]
