@@ -355,6 +355,37 @@ class CatalogStandIn(dict):
         raise NotImplementedError(f"{self['name']} is a catalog tool with no implementation in this toolbox "
                                   "(an evaluation stand-in)")
 
+    def as_tool(self):
+        """The stand-in as a :class:`toolkit.Tool` (the agents' toolboxes hold Tools): the catalog's
+        description, its parameters as inputs (those it does not require nullable), and a call
+        that fails with the same error, which the agent reads as the step's observation."""
+        import inspect
+
+        from toolkit import Tool
+
+        schema = self["parameters"]
+        required = set(schema.get("required") or ())
+        inputs = {}
+        for arg, spec in (schema.get("properties") or {}).items():
+            kind = spec.get("type") if spec.get("type") in ("string", "integer", "number", "boolean", "array",
+                                                              "object") else "any"
+            inputs[arg] = {"type": kind, "description": spec.get("description") or arg,
+                           **({} if arg in required else {"nullable": True})}
+        stand_in = self
+
+        def forward(self, **arguments):
+            stand_in(**arguments)
+
+        forward.__signature__ = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+            + [inspect.Parameter(a, inspect.Parameter.KEYWORD_ONLY,
+                                 default=None if spec.get("nullable") else inspect.Parameter.empty)
+               for a, spec in inputs.items()])
+        cls = type(f"StandIn_{self.name}", (Tool,), {"name": self.name, "description": self["description"],
+                                                      "inputs": inputs, "output_type": "string",
+                                                      "forward": forward})
+        return cls()
+
 
 def catalog_standins(names: list[str], catalog: Path = CATALOG) -> dict[str, CatalogStandIn]:
     """Stand-ins for those of ``names`` that the catalog describes."""

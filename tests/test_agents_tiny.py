@@ -177,3 +177,29 @@ def test_eval_runner_reports_calls_and_early_stops(scripted_engine):
     assert stuck["answer"] == "Scorsese, I think." and stuck["stats"]["llm_calls"] == 2
     done = run("Who directed Killers?")
     assert done == {"plan": [], "calls": [], "answer": "Scorsese", "stats": done["stats"], "error": None}
+
+
+def test_the_agents_run_tasks_that_name_catalog_tools(scripted_engine, tmp_path):
+    """A task file naming tools the toolbox lacks (the unseen-tools sets) gets catalog stand-ins;
+    ReWOO planned with them, but `bench_demo --modes react` on unseen_tools.jsonl crashed: "a toolbox
+    holds Tool instances; got CatalogStandIn". The agents get them as Tools: described as the
+    catalog describes them, and a call fails with the stand-in's error as the step's observation."""
+    from pipeline.eval import evaluate_tasks, load_tasks
+
+    engine = scripted_engine([
+        'Thought: t\nAction:\n{"action": "get_movie_details", "action_input": {"title": "Inception"}}<end_action>',
+        'Thought: t\nAction:\n{"action": "final_answer", "action_input": {"answer": "no details"}}<end_action>'])
+    task = {"id": "u-1", "task": "Get the details of Inception.", "tools": ["get_movie_details", "lookup"],
+            "expect": {"tools": ["get_movie_details"]}}
+    path = tmp_path / "unseen.jsonl"
+    path.write_text(json.dumps(task) + "\n")
+    tasks = load_tasks(path)
+    report = evaluate_tasks(tasks, Toolbox([lookup]), eval_runner("react", engine, max_iterations=3), "react",
+                            progress=False)
+    row = report["per_task"][0]
+    assert report["skipped"] == [] and row["error"] is None and row["answer"] == "no details"
+    assert row["plan_tools"] == ["get_movie_details"] and row["scores"]["tool_set"] is True
+    sent = "\n".join(m["content"] for m in engine.calls[0]["messages"])
+    assert "get_movie_details" in sent and "Get the details of a film" in sent  # the catalog's line
+    observed = "\n".join(m["content"] for m in engine.calls[1]["messages"])
+    assert "catalog tool with no implementation" in observed
