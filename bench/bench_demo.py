@@ -77,6 +77,47 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _expected_tools(tasks_file: str) -> dict[str, int]:
+    """``{task id: how many tool calls it expects}`` (tasks without a tool expectation left out)."""
+    from pipeline.eval import load_tasks
+
+    path = Path(tasks_file)
+    path = path if path.is_absolute() or path.is_file() else REPO / path
+    return {t.id: len(t.expect["tools"]) for t in load_tasks(path) if t.expect.get("tools")}
+
+
+def ratios(results: list[dict]) -> str:
+    """ReWOO against each agent mode, set by set: how many times fewer tokens (prompt + completion)
+    a task ReWOO spends, over the tasks both ran, over those that expect one tool and those that
+    expect two or more (a ReAct run takes at least two model calls, each sending its system prompt:
+    a task of one tool is its cheapest case); and whether ReWOO's tool-set and exact answers are at
+    least as good (issue 11's target: >= 5x fewer at equal or better accuracy)."""
+    runs = {(Path(r["tasks_file"]).stem, r["mode"]): r for r in results}
+    lines = []
+    for (name, mode), agent in runs.items():
+        rewoo = runs.get((name, "rewoo"))
+        if mode == "rewoo" or rewoo is None:
+            continue
+        expected = _expected_tools(agent["tasks_file"])
+        spent = [{row["id"]: (row.get("prompt_tokens") or 0) + (row.get("completion_tokens") or 0)
+                  for row in r["per_task"]} for r in (rewoo, agent)]
+        parts = []
+        for label, keep in (("all", lambda n: True), ("one tool", lambda n: n == 1), ("2+ tools", lambda n: n >= 2)):
+            ids = [i for i in spent[0] if i in spent[1] and keep(expected.get(i, 0))]
+            ours, theirs = sum(spent[0][i] for i in ids), sum(spent[1][i] for i in ids)
+            if ids and ours:
+                parts.append(f"{label} {theirs / ours:.1f}x ({len(ids)} tasks)")
+        shown, worse = [], False
+        for key, label in (("tool_set_accuracy", "tool-set"), ("answer_exact", "exact")):
+            a, b = rewoo["metrics"].get(key), agent["metrics"].get(key)
+            if a is not None and b is not None:
+                shown.append(f"{label} {a:.2f} vs {b:.2f}")
+                worse = worse or a < b
+        lines.append(f"{name}: rewoo spends {', '.join(parts) or 'n/a'} fewer tokens a task than {mode}; "
+                     f"accuracy {'WORSE' if worse else 'equal or better'} ({', '.join(shown) or 'not scored'})")
+    return "\n".join(lines)
+
+
 def speed(task: str = "Compute 12 + 30.", repeats: int = 3) -> None:
     """Seconds per task on the default models with 1 and 2 torch threads (after a warm-up run),
     and the planner's call on one base with switched adapters vs a merged copy of the planner."""
@@ -176,7 +217,10 @@ def main() -> None:
                    help="compare the constrained plans of saved rewoo reports with unconstrained ones and stop")
     a = p.parse_args()
     if a.table:
-        print(table([r for f in a.table for r in _reports(f)]))
+        reports = [r for f in a.table for r in _reports(f)]
+        print(table(reports))
+        if ratios(reports):
+            print("\n" + ratios(reports))
         return
     if a.compare:
         from pipeline.eval import compare_reports, compare_text
@@ -199,6 +243,8 @@ def main() -> None:
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
     print(table(results))
+    if ratios(results):
+        print("\n" + ratios(results))
 
 
 if __name__ == "__main__":

@@ -358,7 +358,8 @@ class CatalogStandIn(dict):
     def as_tool(self):
         """The stand-in as a :class:`toolkit.Tool` (the agents' toolboxes hold Tools): the catalog's
         description, its parameters as inputs (those it does not require nullable), and a call
-        that fails with the same error, which the agent reads as the step's observation."""
+        that fails with the same error (once its arguments fit the schema), which the agent reads
+        as the step's observation."""
         import inspect
 
         from toolkit import Tool
@@ -370,6 +371,7 @@ class CatalogStandIn(dict):
             kind = spec.get("type") if spec.get("type") in ("string", "integer", "number", "boolean", "array",
                                                               "object") else "any"
             inputs[arg] = {"type": kind, "description": spec.get("description") or arg,
+                           **({"enum": spec["enum"]} if isinstance(spec.get("enum"), list) else {}),
                            **({} if arg in required else {"nullable": True})}
         stand_in = self
 

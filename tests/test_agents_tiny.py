@@ -203,3 +203,16 @@ def test_the_agents_run_tasks_that_name_catalog_tools(scripted_engine, tmp_path)
     assert "get_movie_details" in sent and "Get the details of a film" in sent  # the catalog's line
     observed = "\n".join(m["content"] for m in engine.calls[1]["messages"])
     assert "catalog tool with no implementation" in observed
+    # a parameter the catalog does not require may be left out; one outside its enum is refused
+    news = scripted_engine([
+        'Thought: t\nAction:\n{"action": "search_news", "action_input": {"query": "Airbus"}}<end_action>',
+        'Thought: t\nAction:\n{"action": "get_directions", "action_input": {"origin": "A", "destination": "B", '
+        '"mode": "flying"}}<end_action>',
+        'Thought: t\nAction:\n{"action": "final_answer", "action_input": {"answer": "none"}}<end_action>'])
+    task = {"id": "u-2", "task": "Find news about Airbus.", "tools": ["search_news", "get_directions"]}
+    path.write_text(json.dumps(task) + "\n")
+    evaluate_tasks(load_tasks(path), Toolbox([lookup]), eval_runner("react", news, max_iterations=3), "react",
+                   progress=False)
+    first, second = ("\n".join(m["content"] for m in news.calls[i]["messages"][-1:]) for i in (1, 2))
+    assert "catalog tool with no implementation" in first
+    assert "catalog tool with no implementation" not in second and "flying" in second

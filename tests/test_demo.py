@@ -1131,3 +1131,28 @@ def test_open_values_draw_the_same_tasks_with_file_names_and_texts_to_copy(tmp_p
     for role in ("planner", "caller"):
         assert opened_cfg.role_key(role) != cfg.role_key(role)
     assert opened_cfg.role_key("agent") == cfg.role_key("agent")
+
+
+def test_agent_multi_rows_add_multi_step_trajectories_for_the_agent_only(tmp_path):
+    """agent_multi_rows: per mode, that many more agent trajectories of tasks of two steps or more,
+    from the drafts after the first planner_rows, after the others (which stay the same): each runs
+    two tools or more before final_answer. v32's agents, trained on 2.1 calls a task, stopped after
+    one tool on every task of the hand-written multi-goal set. The agent's key changes, the
+    planner's and caller's do not; at 0 it is left out of the key (v32's still names v32)."""
+    base = dict(planner=12, solver=4, caller=3, react=2, code=2, chains=12)
+    a = demo_data.demo_rows(0, tmp_path / "a", **base)
+    b = demo_data.demo_rows(0, tmp_path / "b", **base, multi=3)
+    assert a["planner"] == b["planner"] and b["dropped"] == [0, 0]
+    for mode in ("react", "code"):
+        before, after = ([r for r in rows["agents"] if r["meta"]["mode"] == mode] for rows in (a, b))
+        assert after[:len(before)] == before
+        added = after[len(before):]
+        tasks = {r["messages"][1]["content"]: r["meta"]["tools"] for r in added}
+        assert len(tasks) == 3 and all(len(tools) >= 2 for tools in tasks.values()), tasks
+        # a row per model call: each task's last row is its final_answer, after one row per tool
+        assert len(added) == sum(len(tools) + 1 for tools in tasks.values())
+    more = demo.DemoConfig(agent_multi_rows=40)
+    assert more.role_key("agent") != demo.DemoConfig().role_key("agent") and more.key() != demo.DemoConfig().key()
+    assert (more.role_key("planner"), more.role_key("caller")) == (demo.DemoConfig().role_key("planner"),
+                                                                   demo.DemoConfig().role_key("caller"))
+    assert demo.DemoConfig(**V32).key() == "8a45f8113146"  # at 0: left out of the key, v32's still names v32

@@ -260,3 +260,38 @@ def test_bench_demo_compare_cli_reads_saved_reports_and_refuses_bad_files(tmp_pa
                            timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith(f"bench_demo: {bad}: ")
+
+
+def test_bench_demo_table_says_how_many_times_fewer_tokens_rewoo_spends(tmp_path):
+    """bench/bench_demo.py --table prints, under the table, ReWOO against each agent mode set by set:
+    the token ratio over all tasks, those of one tool and those of two or more, and whether ReWOO's
+    accuracy is at least the agent's (issue 11's ">= 5x fewer tokens at equal or better accuracy")."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "bench_demo.py"
+    tasks = tmp_path / "mixed.jsonl"
+    tasks.write_text(json.dumps({"id": "one", "task": "Compute 1 + 1.", "expect": {"tools": ["calculator"]}}) + "\n"
+                     + json.dumps({"id": "two", "task": "Compute 1 + 1 and save it to a.txt.",
+                                   "expect": {"tools": ["calculator", "save_file"]}}) + "\n")
+
+    def report(mode, one, two, tool_set, exact):
+        return {"tasks_file": str(tasks), "mode": mode, "per_task": [
+            {"id": "one", "prompt_tokens": one - 10, "completion_tokens": 10},
+            {"id": "two", "prompt_tokens": two - 10, "completion_tokens": 10}],
+            "metrics": {"tasks": 2, "tool_set_accuracy": tool_set, "answer_exact": exact,
+                        "prompt_tokens": (one + two) / 2 - 10, "completion_tokens": 10}}
+
+    saved = tmp_path / "reports.json"
+    saved.write_text(json.dumps([report("rewoo", 100, 200, 1.0, 0.5), report("react", 400, 1600, 0.5, 0.5),
+                                 report("code", 300, 600, 1.0, 1.0)]))
+    r = subprocess.run([sys.executable, str(script), "--table", str(saved)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[-2] == ("mixed: rewoo spends all 6.7x (2 tasks), one tool 4.0x (1 tasks), 2+ tools 8.0x (1 tasks) "
+                         "fewer tokens a task than react; accuracy equal or better (tool-set 1.00 vs 0.50, "
+                         "exact 0.50 vs 0.50)")
+    assert lines[-1].startswith("mixed: rewoo spends all 3.0x (2 tasks), one tool 3.0x") and lines[-1].endswith(
+        "than code; accuracy WORSE (tool-set 1.00 vs 1.00, exact 0.50 vs 1.00)")
