@@ -15,7 +15,10 @@ time; evaluated with catalog stand-ins, so answers are not scored there) and
 (30 calls of the function caller, a file name and a text copied from each task). One engine for every mode: the
 base with the planner adapter (the caller adapter for ReWOO's function calls). Columns are
 ``pipeline.eval``'s metrics; tokens are prompt + completion per task. ``--limit N`` runs the
-first N tasks of each set (the same tasks for every mode).
+first N tasks of each set (the same tasks for every mode). Under the table (and ``--table``'s), a
+line per set and agent mode: how many times fewer tokens a task ReWOO spends than the agent, over
+the set and over its tasks of one tool and of two or more, and whether ReWOO's tool-set and exact
+answers are at least the agent's.
 """
 
 from __future__ import annotations

@@ -801,7 +801,7 @@ MUTATIONS = [
              '(("agent",) if self.agent_react_rows or self.agent_code_rows else ())', "()",
              ("tests/test_demo.py", "-k", "agent_adapter")),
     Mutation("agent: its fields key the planner's adapter", "train/demo.py",
-             '"agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",\n                         "agent_from_planner")}',
+             '"agent": ("agent_react_rows", "agent_code_rows", "agent_epochs", "agent_lr", "agent_max_seq_len",\n                         "agent_from_planner", "agent_multi_rows")}',
              '"agent": ()}', ("tests/test_demo.py", "-k", "agent_adapter")),
     Mutation("agent: trains at the planner's length", "train/demo.py",
              '"agent": cfg.agent_max_seq_len}[role]', '"agent": cfg.max_seq_len}[role]',
