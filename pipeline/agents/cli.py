@@ -67,11 +67,11 @@ def run_agent_cli(args, engine: Any, toolbox: Any) -> int:
 def eval_runner(mode: str, engine: Any, **agent_kw):
     """An ``agent_factory`` for ``pipeline.eval``: ``factory(toolbox)(task) -> {"plan", "calls",
     "answer", "stats", "error"}``; ``error`` says why a run gave no answer of its own."""
-    from pipeline.eval import CatalogStandIn
+    from toolkit import Tool
 
     def factory(box):
-        if not hasattr(box, "add_tool"):  # a dict with catalog stand-ins (the eval's unseen tools): as Tools
-            box = [t.as_tool() if isinstance(t, CatalogStandIn) else t for t in box.values()]
+        if not hasattr(box, "add_tool"):  # a dict with the eval's catalog stand-ins (unseen tools): as Tools
+            box = [t if isinstance(t, Tool) or not hasattr(t, "as_tool") else t.as_tool() for t in box.values()]
 
         def run(task: str) -> dict:
             agent = make_agent(mode, engine, box, **agent_kw)
