@@ -221,9 +221,7 @@ def main() -> None:
     a = p.parse_args()
     if a.table:
         reports = [r for f in a.table for r in _reports(f)]
-        print(table(reports))
-        if ratios(reports):
-            print("\n" + ratios(reports))
+        print(table(reports) + (f"\n\n{text}" if (text := ratios(reports)) else ""))
         return
     if a.compare:
         from pipeline.eval import compare_reports, compare_text
@@ -245,9 +243,7 @@ def main() -> None:
     results = run(a.modes, a.limit, a.sets, a.react_iterations, a.tool_prior)
     if a.out:
         Path(a.out).write_text(json.dumps(results, indent=1, ensure_ascii=False, default=str))
-    print(table(results))
-    if ratios(results):
-        print("\n" + ratios(results))
+    print(table(results) + (f"\n\n{text}" if (text := ratios(results)) else ""))
 
 
 if __name__ == "__main__":

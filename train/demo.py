@@ -518,8 +518,8 @@ def build_data(cfg: DemoConfig, work: Path, base: str | None = None) -> dict:
 def _agent_data(cfg: DemoConfig, work: Path, base: str | None) -> dict:
     """``agent.jsonl``: the ReAct-JSON and code-agent trajectories of the demo's grounded tasks (the
     first ``agent_react_rows`` and ``agent_code_rows`` with an answer, in the generator's order, and
-    ``agent_multi_rows`` more of two steps or more each), as
-    prompt-completion rows rendered as the default engines render them, in an order of their own."""
+    ``agent_multi_rows`` more of two steps or more each), as prompt-completion rows rendered as the
+    default engines render them, in an order of their own."""
     from transformers import AutoTokenizer
 
     from train.demo_data import demo_rows
