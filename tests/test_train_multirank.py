@@ -55,7 +55,8 @@ import atexit
 def _group_left():
     # registered first, so it runs after every other exit handler: a process group still alive here is
     # torn down during interpreter finalisation, where gloo's worker threads can abort the process
-    # ("terminate called without an active exception", exit -6: seen once in CI)
+    # ("terminate called without an active exception", exit -6: seen once in CI; the ranks now end with
+    # train.sft.exit_rank, which runs the atexit handlers, this one among them, and skips the teardown)
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         sys.stderr.write(f"[hook] rank {os.environ.get('RANK', '?')} exits with its process group alive\\n")

@@ -97,7 +97,10 @@ if __name__ == "__main__":
     from train.merge import MergeError  # noqa: PLC0415
 
     try:
-        sys.exit(main())
+        code = main()
     except (RecipeError, DataError, MergeError) as e:  # a user's mistake: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if "train.sft" in sys.modules:  # a rank of a multi-process run ends without the teardown that can abort it
+        sys.modules["train.sft"].exit_rank(code)
+    sys.exit(code)
