@@ -630,7 +630,7 @@ MUTATIONS = [
              "pipeline/formats/toolprior.py", "                if steps < len(prior.goals) or self._unwritten(prior, text):",
              "                if steps < len(prior.goals):", ("tests/test_toolprior.py", "-k", "short_of")),
     Mutation("tool prior: a held value counted as written only whole", "pipeline/formats/toolprior.py",
-             "        return {tool for tool, value in prior.leads if not value_words(value) & seen}",
+             "        return {tool for tool, held in prior.lead_words if not held & seen}",
              "        return {tool for tool, value in prior.leads if value.casefold() not in text.casefold()}", ("tests/test_toolprior.py", "-k", "short_of")),
     Mutation("tool prior: a held value leads where the task's words fit another tool", "pipeline/formats/toolprior.py",
              "            if not any(s > match[tool] for name, s in match.items() if name != tool):",

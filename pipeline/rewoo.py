@@ -83,6 +83,7 @@ class _PlanEdits:
             self._holds = task_holdings(self.task, held_values(self.toolbox))
         return tuple(h for h in self._holds if h[0] == tool)
 
+
 class Pipeline:
     """A ReWOO agent over a toolbox.
 

@@ -300,6 +300,11 @@ class ToolPrior:
                 kept.append((tool, value))
         return tuple(kept)
 
+    @functools.cached_property
+    def lead_words(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        """Each of :attr:`leads` as ``(tool, the value's words)``: read at every decoding step."""
+        return tuple((tool, value_words(value)) for tool, value in self.leads)
+
 
 class ToolPriorProcessor:
     """A logits processor (``(input_ids, scores) -> scores``, torch or numpy, batch rows) that runs
@@ -402,7 +407,7 @@ class ToolPriorProcessor:
         written a word ("the", "of", "a" aside: a plan that wrote 'Dune' for "Dune: Part Two" has
         asked for it, and the pipeline grounds the rest, ``planner.ground_held_values``)."""
         seen = set(_ALNUM.findall(text.casefold()))
-        return {tool for tool, value in prior.leads if not value_words(value) & seen}
+        return {tool for tool, held in prior.lead_words if not held & seen}
 
     def _lead_to_holder(self, scores, row: int, prior: ToolPrior, before: str, written: str) -> None:
         """A ``Plan:`` line that opens "Use <tool>" leans towards a tool that holds a value the task

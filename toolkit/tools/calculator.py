@@ -127,7 +127,7 @@ def format_number(value) -> str:
 # percent of 80"), each as the symbol it stands for; a number's "%" stays Python's remainder.
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _WORDS = [(re.compile(p, re.I), r) for p, r in (
-    (rf"\bthe square root of {_NUMBER}", r"sqrt(\1)"), (rf"\bsquare root of {_NUMBER}", r"sqrt(\1)"),
+    (rf"\b(?:the )?square root of {_NUMBER}", r"sqrt(\1)"),
     (rf"\b{_NUMBER}\s*(?:%|percent) of\b", r"(\1/100) *"),
     (r"\bto the power of\b|\braised to(?: the power of)?\b", "**"),
     (r"\bto the (\d+)(?:st|nd|rd|th)(?: power)?\b", r"** \1"),
